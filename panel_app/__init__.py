@@ -1,0 +1,1 @@
+"""The activelab Panel app: model cards, labeling in the latent space, training, evaluation."""

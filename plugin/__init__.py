@@ -1,0 +1,136 @@
+"""activelab: interactive semi-supervised and active-learning models, tracked in MLflow.
+
+A model is an MLflow experiment that owns its labels, training runs and checkpoints::
+
+    import activelab
+
+    model = activelab.create_model("digits-demo")          # preset "default", data set digits
+    model.set_label(0, "0")                                 # durable when it returns
+    run = activelab.launch(model, epochs=5, wait=True)      # a run in the model's experiment
+    activelab.list_models()                                 # cards: labels, epochs, latest loss
+
+The functions here use a default `Lab` over `MLFLOW_TRACKING_URI`, or the embedded store
+under `$ACTIVELAB_HOME` (default `~/.activelab`); `activelab.configure(...)` changes it.
+Plugin authors import `hookimpl`, `Task`, `Trainer`, `Dataset`, `QueryStrategy`, `Analyzer`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+from activelab.hookspecs import hookimpl
+from activelab.version import __version__
+
+if TYPE_CHECKING:
+    import os
+
+    from activelab.models import Lab, Model, ModelCard
+    from activelab.runtime import TrainingHandle
+
+# Heavy parts load on first use, so `import activelab` stays fast for plugin files and the CLI.
+_LAZY = {
+    "Lab": "activelab.models",
+    "Model": "activelab.models",
+    "ModelCard": "activelab.models",
+    "ModelConfig": "activelab.config",
+    "TaskSpec": "activelab.config",
+    "LabelStore": "activelab.labels",
+    "Task": "activelab.task",
+    "Batch": "activelab.task",
+    "Outputs": "activelab.task",
+    "Trainer": "activelab.trainer",
+    "Dataset": "activelab.dataset",
+    "DatasetInfo": "activelab.dataset",
+    "DataBundle": "activelab.dataset",
+    "QueryStrategy": "activelab.strategy",
+    "Analyzer": "activelab.analyzer",
+    "TrainingHandle": "activelab.runtime",
+    "RunContext": "activelab.runtime",
+    "ActivelabError": "activelab.errors",
+    "get_plugins": "activelab.plugins",
+}
+
+__all__ = [
+    "__version__",
+    "configure",
+    "create_model",
+    "default_lab",
+    "delete_model",
+    "get_model",
+    "hookimpl",
+    "launch",
+    "list_models",
+    "restore_model",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'activelab' has no attribute {name!r}")
+
+
+_default: Lab | None = None
+_default_lock = threading.Lock()
+
+
+def configure(
+    tracking_uri: str | None = None,
+    home: str | os.PathLike | None = None,
+    tasks_dirs: list[str | os.PathLike] | None = None,
+) -> Lab:
+    """Point the module-level functions at a tracking store (and data directory)."""
+    from activelab.models import Lab
+
+    global _default
+    with _default_lock:
+        _default = Lab(tracking_uri=tracking_uri, home=home, tasks_dirs=tasks_dirs)
+        return _default
+
+
+def default_lab() -> Lab:
+    """The Lab the module-level functions use (a documented singleton)."""
+    from activelab.models import Lab
+
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Lab()
+        return _default
+
+
+def create_model(name: str | None = None, **options: Any) -> Model:
+    """Create a model; see `Lab.create_model` (preset, dataset, description, config, tags)."""
+    return default_lab().create_model(name, **options)
+
+
+def list_models(**filters: Any) -> list[ModelCard]:
+    """Model cards, newest first; see `Lab.list_models` (name_contains, dataset, tags, sort)."""
+    return default_lab().list_models(**filters)
+
+
+def get_model(name_or_id: str, deleted: bool = False) -> Model:
+    """A model by name or id."""
+    return default_lab().get_model(name_or_id, deleted=deleted)
+
+
+def delete_model(name_or_id: str) -> Model:
+    """Soft-delete a model (its name becomes free; `restore_model` undoes it)."""
+    return default_lab().delete_model(name_or_id)
+
+
+def restore_model(name_or_id: str, name: str | None = None) -> Model:
+    """Restore a deleted model, under its old name or `name`."""
+    return default_lab().restore_model(name_or_id, name)
+
+
+def launch(model: Model | str, **options: Any) -> TrainingHandle:
+    """Start training `model`; see `activelab.runtime.launch` (epochs, resume_from, wait, ...)."""
+    from activelab.runtime import launch as _launch
+
+    if isinstance(model, str):
+        model = get_model(model)
+    return _launch(model, **options)

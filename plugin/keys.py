@@ -1,0 +1,46 @@
+"""Every `activelab.*` tag and param key, in one place (as MLflow does in mlflow_tags.py).
+
+`mlflow.*` keys are MLflow's own and are imported from MLflow where they are used.
+"""
+
+PREFIX = "activelab."
+
+# --- experiment (model) tags -----------------------------------------------------------------
+MODEL_MARKER = "activelab.model"  # "1" on every experiment that is an activelab model
+CONFIG = "activelab.config"  # JSON: preset, dataset, trainer, tasks
+PRESET = "activelab.preset"
+DATASET = "activelab.dataset"  # data set name, for filtering without parsing the config
+DATASET_INFO = "activelab.dataset_info"  # JSON: size, classes, image shape
+CREATED_WITH = "activelab.created_with"  # activelab version that created the model
+DELETED_NAME = "activelab.deleted_name"  # the name a soft-deleted model had
+
+# card figures, kept in step so the home page is one search_experiments call
+LABELED_COUNT = "activelab.labeled_count"
+TOTAL_EPOCHS = "activelab.total_epochs"
+LATEST_LOSS = "activelab.latest_loss"
+UPDATED_AT = "activelab.updated_at"  # epoch milliseconds of the last change of any kind
+LATEST_RUN = "activelab.latest_run"  # run id of the newest training run
+LATEST_RUN_STATUS = "activelab.latest_run_status"
+
+# --- run tags --------------------------------------------------------------------------------
+RUN_KIND = "activelab.run_kind"  # "train" | "eval"
+RUN_VERSION = "activelab.version"  # activelab version that ran the run
+LABELS_DIGEST = "activelab.labels_digest"
+RUN_LABELED_COUNT = "activelab.labeled_count"
+STOP_REQUESTED = "activelab.stop_requested"
+HEARTBEAT = "activelab.heartbeat"  # epoch ms, refreshed while the trainer lives
+PID = "activelab.pid"
+HOST = "activelab.host"
+ERROR = "activelab.error"
+PARENT_RUN = "activelab.parent_run"
+PARENT_CHECKPOINT = "activelab.parent_checkpoint"
+START_EPOCH = "activelab.start_epoch"  # epochs already trained along the lineage
+EPOCHS_TOTAL = "activelab.epochs_total"  # lineage epochs reached so far
+TARGET_EPOCHS = "activelab.target_epochs"  # epochs this run was asked to train
+STEPS_PER_EPOCH = "activelab.steps_per_epoch"
+LAST_CHECKPOINT = "activelab.last_checkpoint"
+TRAINER = "activelab.trainer"
+
+# --- experiment-level artifacts (live labels) -----------------------------------------------
+ARTIFACT_PREFIX = "activelab"
+LABELS_DIR = "activelab/labels"
