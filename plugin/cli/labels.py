@@ -1,0 +1,170 @@
+"""`activelab labels ...`: set, clear, undo, redo, import, export and count labels."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from activelab.cli.output import emit_json, table
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def parse_indices(items: tuple[str, ...]) -> list[int]:
+    """ "12" and inclusive ranges "10-20" -> sample indices."""
+    indices: list[int] = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            low, sep, high = part.partition("-")
+            try:
+                if sep and low:
+                    start, end = int(low), int(high)
+                    if end < start:
+                        raise ValueError
+                    indices.extend(range(start, end + 1))
+                else:
+                    indices.append(int(part))
+            except ValueError:
+                raise click.BadParameter(
+                    f"{part!r} is not a sample index or a range like 10-20", param_hint="INDEX"
+                ) from None
+    return indices
+
+
+def _report(event: Any, what: str) -> None:
+    if event is None:
+        click.echo(f"Nothing changed: the samples already had {what}.")
+    else:
+        click.echo(f"Saved: {len(event.changes)} sample(s) {what} (change {event.id}).")
+
+
+@click.group()
+def labels() -> None:
+    """Label samples of a model; every change is saved to MLflow when the command returns."""
+
+
+@labels.command("set")
+@click.argument("model")
+@click.argument("label")
+@click.argument("indices", nargs=-1, required=True, metavar="INDEX...")
+@click.pass_obj
+def set_(obj: Any, model: str, label: str, indices: tuple[str, ...]) -> None:
+    """Give LABEL (a class name or index) to the samples INDEX... (ranges like 10-20 work)."""
+    event = obj.lab.get_model(model).labels.set_many(parse_indices(indices), label)
+    _report(event, f"labeled {label!r}")
+
+
+@labels.command("clear")
+@click.argument("model")
+@click.argument("indices", nargs=-1, metavar="INDEX...")
+@click.option("--all", "clear_all", is_flag=True, help="Clear every label of the model.")
+@click.pass_obj
+def clear(obj: Any, model: str, indices: tuple[str, ...], clear_all: bool) -> None:
+    """Remove the labels of samples INDEX... (or --all; undo brings them back)."""
+    store = obj.lab.get_model(model).labels
+    if clear_all:
+        event = store.clear_all()
+    elif indices:
+        event = store.clear(parse_indices(indices))
+    else:
+        raise click.UsageError("Give sample indices to clear, or --all.")
+    _report(event, "cleared")
+
+
+@labels.command("undo")
+@click.argument("model")
+@click.pass_obj
+def undo(obj: Any, model: str) -> None:
+    """Revert the latest label change."""
+    event = obj.lab.get_model(model).labels.undo()
+    click.echo(f"Undone: {len(event.changes)} sample(s) restored.")
+
+
+@labels.command("redo")
+@click.argument("model")
+@click.pass_obj
+def redo(obj: Any, model: str) -> None:
+    """Re-apply the latest undone change."""
+    event = obj.lab.get_model(model).labels.redo()
+    click.echo(f"Redone: {len(event.changes)} sample(s).")
+
+
+@labels.command("import")
+@click.argument("model")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--replace", is_flag=True, help="Also clear labels that are not in the file.")
+@click.pass_obj
+def import_(obj: Any, model: str, file: str, replace: bool) -> None:
+    """Import a CSV of `sample_index,label` lines (header optional) as one change."""
+    store = obj.lab.get_model(model).labels
+    if file == "-":
+        text = sys.stdin.read()
+    else:
+        with open(file, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    event = store.import_csv(text, replace=replace)
+    _report(event, "imported")
+
+
+@labels.command("export")
+@click.argument("model")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.pass_obj
+def export(obj: Any, model: str, file: str | None) -> None:
+    """Write the labels as CSV (`sample_index,label`) to FILE, or to stdout."""
+    found = obj.lab.get_model(model)
+    if file in (None, "-"):
+        click.echo(found.labels.to_csv(), nl=False)
+        return
+    path = found.export_labels(file)
+    click.echo(f"Wrote {found.labels.count} labels to {path}.", err=True)
+
+
+@labels.command("stats")
+@click.argument("model")
+@json_option
+@click.pass_obj
+def stats(obj: Any, model: str, as_json: bool) -> None:
+    """Labeled samples per class."""
+    found = obj.lab.get_model(model)
+    counts = found.labels.stats()
+    total = sum(counts.values())
+    size = found.dataset_info.size
+    if as_json:
+        emit_json(
+            {
+                "per_class": counts,
+                "labeled": total,
+                "unlabeled": size - total,
+                "digest": found.labels.digest(),
+            }
+        )
+        return
+    table([{"class": k, "labeled": v} for k, v in counts.items()])
+    click.echo(
+        f"{total} of {size} samples labeled ({100 * total / size:.1f}%), {size - total} unlabeled."
+    )
+
+
+@labels.command("show")
+@click.argument("model")
+@click.argument("indices", nargs=-1, metavar="INDEX...")
+@json_option
+@click.pass_obj
+def show(obj: Any, model: str, indices: tuple[str, ...], as_json: bool) -> None:
+    """Show the labels of samples INDEX... (all labeled samples when none given)."""
+    store = obj.lab.get_model(model).labels
+    current = store.as_dict()
+    wanted = parse_indices(indices) if indices else sorted(current)
+    rows = [
+        {"sample": i, "label": store.class_name(current.get(store._check_index(i)))} for i in wanted
+    ]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(rows, empty="No labels yet.")

@@ -1,0 +1,102 @@
+"""The root command: global options, the shared Lab, and error handling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from activelab.errors import ActivelabError
+from activelab.version import __version__
+
+DEBUG_ENV = "ACTIVELAB_DEBUG"
+
+
+class LabContext:
+    """Builds the Lab on first use, so `--help` never touches MLflow."""
+
+    def __init__(self, tracking_uri: str | None, home: str | None, tasks_dirs: tuple[str, ...]):
+        self.tracking_uri = tracking_uri
+        self.home = home
+        self.tasks_dirs = list(tasks_dirs)
+        self._lab: Any = None
+
+    @property
+    def lab(self) -> Any:
+        if self._lab is None:
+            from activelab.models import Lab
+
+            self._lab = Lab(self.tracking_uri, self.home, self.tasks_dirs)
+        return self._lab
+
+
+class ActivelabGroup(click.Group):
+    """Turns activelab's errors into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ActivelabError as exc:
+            _fail(str(exc), exc)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # MLflow errors (e.g. an unreachable server) and the rest
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _fail(f"{type(exc).__name__}: {message}", exc, unexpected=True)
+
+
+def _fail(message: str, exc: BaseException, unexpected: bool = False) -> None:
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    click.secho(f"error: {message}", fg="red", err=True)
+    if unexpected and not os.environ.get(DEBUG_ENV):
+        click.echo(f"(set {DEBUG_ENV}=1 for the full traceback)", err=True)
+    sys.exit(1)
+
+
+@click.group(cls=ActivelabGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="activelab")
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI (default: the embedded store under the data directory).",
+)
+@click.option(
+    "--home",
+    envvar="ACTIVELAB_HOME",
+    help="Data directory (default: ~/.activelab).",
+)
+@click.option(
+    "--tasks-dir",
+    "tasks_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="A folder of task files to load (repeatable; also $ACTIVELAB_TASKS_DIRS).",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context, tracking_uri: str | None, home: str | None, tasks_dirs: tuple[str, ...]
+) -> None:
+    """activelab: semi-supervised and active-learning models, tracked in MLflow."""
+    # MLflow announces schema migrations at INFO; people want results, not that.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    ctx.obj = LabContext(tracking_uri, home, tasks_dirs)
+
+
+def _register_commands() -> None:
+    from activelab.cli import labels, models
+
+    cli.add_command(models.models)
+    cli.add_command(labels.labels)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="activelab")

@@ -1,0 +1,59 @@
+"""How the CLI prints: tables for people, JSON for scripts, errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: str = "") -> None:
+    """An aligned text table (pandas does the layout)."""
+    if not rows:
+        if empty:
+            click.echo(empty)
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=columns or list(rows[0]))
+    click.echo(frame.to_string(index=False, na_rep="-", max_colwidth=48))
+
+
+def relative_time(moment: datetime, now: datetime | None = None) -> str:
+    """ "just now", "5 min ago", "3 h ago", "2 days ago", then the date."""
+    now = now or datetime.now(timezone.utc)
+    seconds = max(0.0, (now - moment).total_seconds())
+    if seconds < 45:
+        return "just now"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 86400:
+        return f"{round(seconds / 3600)} h ago"
+    if seconds < 86400 * 14:
+        days = round(seconds / 86400)
+        return f"{days} day{'s' if days != 1 else ''} ago"
+    return moment.astimezone().strftime("%Y-%m-%d")
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
+    """["a=1", "b=2"] -> {"a": "1", "b": "2"}; a clear error for anything else."""
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=what)
+        result[key.strip()] = value.strip()
+    return result

@@ -1,0 +1,527 @@
+"""Models: MLflow experiments that own their labels, runs and checkpoints.
+
+`Lab` is the entry point for one tracking store; `Model` is one model in it; `ModelCard` is
+the summary a list or the home page shows, read from experiment tags in one search.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from activelab import keys
+from activelab.config import (
+    DEFAULT_DATASET,
+    ModelConfig,
+    add_task,
+    apply_overrides,
+    config_from_preset,
+    remove_task,
+    validate_config,
+)
+from activelab.dataset import DatasetInfo
+from activelab.errors import InvalidConfigError, ModelExistsError, ModelNotFoundError
+from activelab.labels import LabelStore
+from activelab.presets import DEFAULT_PRESET
+from activelab.settings import Settings
+from activelab.version import __version__
+
+if TYPE_CHECKING:
+    import os
+
+    from mlflow.entities import Experiment
+
+    from activelab.labels import LabelEvent, LabelState
+    from activelab.plugins import PluginHost
+    from activelab.tracking import Tracking
+
+NOTE_TAG = "mlflow.note.content"  # MLflow shows it as the experiment's description
+AUTO_NAME_RE = re.compile(r"^model-(\d+)$")
+MAX_NAME = 200
+RESERVED_TAG_PREFIXES = ("mlflow.", keys.PREFIX)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _ms_to_datetime(ms: int | str | None) -> datetime | None:
+    if ms in (None, ""):
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def check_model_name(name: str) -> str:
+    """The name, if usable; else InvalidConfigError saying why."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidConfigError("A model name cannot be empty.")
+    if name != name.strip():
+        raise InvalidConfigError(f"Model name {name!r} starts or ends with spaces; remove them.")
+    if len(name) > MAX_NAME:
+        raise InvalidConfigError(f"A model name can be at most {MAX_NAME} characters.")
+    if name.isdigit():
+        raise InvalidConfigError(
+            f"Model name {name!r} is all digits, which would read as a model id; add a letter."
+        )
+    if "[deleted " in name:
+        raise InvalidConfigError(
+            "'[deleted ...]' is reserved for deleted models; pick another name."
+        )
+    return name
+
+
+def user_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The tags a person set (not MLflow's, not activelab's)."""
+    return {k: v for k, v in tags.items() if not k.startswith(RESERVED_TAG_PREFIXES)}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model list shows, read from one experiment's tags."""
+
+    id: str
+    name: str
+    description: str
+    dataset: str
+    preset: str
+    labeled_count: int
+    total_epochs: int
+    latest_loss: float | None
+    created: datetime
+    updated: datetime
+    latest_run: str | None
+    latest_run_status: str | None
+    deleted: bool
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_experiment(cls, exp: Experiment, tags: dict[str, str] | None = None) -> ModelCard:
+        tags = exp.tags if tags is None else tags
+        created = _ms_to_datetime(exp.creation_time) or datetime.now(timezone.utc)
+        updated = _ms_to_datetime(tags.get(keys.UPDATED_AT)) or created
+        deleted = exp.lifecycle_stage == "deleted"
+        return cls(
+            id=exp.experiment_id,
+            name=tags.get(keys.DELETED_NAME, exp.name) if deleted else exp.name,
+            description=tags.get(NOTE_TAG, ""),
+            dataset=tags.get(keys.DATASET, ""),
+            preset=tags.get(keys.PRESET, ""),
+            labeled_count=int(tags.get(keys.LABELED_COUNT, 0) or 0),
+            total_epochs=int(tags.get(keys.TOTAL_EPOCHS, 0) or 0),
+            latest_loss=_float_or_none(tags.get(keys.LATEST_LOSS)),
+            created=created,
+            updated=updated,
+            latest_run=tags.get(keys.LATEST_RUN) or None,
+            latest_run_status=tags.get(keys.LATEST_RUN_STATUS) or None,
+            deleted=deleted,
+            tags=user_tags(tags),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "dataset": self.dataset,
+            "preset": self.preset,
+            "labeled_count": self.labeled_count,
+            "total_epochs": self.total_epochs,
+            "latest_loss": self.latest_loss,
+            "created": self.created.isoformat(timespec="seconds"),
+            "updated": self.updated.isoformat(timespec="seconds"),
+            "latest_run": self.latest_run,
+            "latest_run_status": self.latest_run_status,
+            "deleted": self.deleted,
+            "tags": self.tags,
+        }
+
+
+class Model:
+    """One activelab model. Get one with `Lab.get_model` or `Lab.create_model`."""
+
+    def __init__(self, lab: Lab, experiment: Experiment) -> None:
+        self.lab = lab
+        self._experiment = experiment
+        self._tags = dict(experiment.tags)  # kept in step with our own tag writes
+        self._labels: LabelStore | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<activelab.Model {self.name!r} id={self.id}>"
+
+    # --- identity and card -------------------------------------------------------------------
+
+    @property
+    def experiment(self) -> Experiment:
+        return self._experiment
+
+    @property
+    def id(self) -> str:
+        return self._experiment.experiment_id
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def description(self) -> str:
+        return self._tags.get(NOTE_TAG, "")
+
+    @property
+    def card(self) -> ModelCard:
+        return ModelCard.from_experiment(self._experiment, self._tags)
+
+    @property
+    def deleted(self) -> bool:
+        return self._experiment.lifecycle_stage == "deleted"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return user_tags(self._tags)
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_json(self._tags[keys.CONFIG])
+
+    @property
+    def dataset_info(self) -> DatasetInfo:
+        return DatasetInfo.from_json(self._tags[keys.DATASET_INFO])
+
+    def refresh(self) -> Model:
+        """Re-read the experiment (tags, name, lifecycle) from MLflow."""
+        exp = self.lab.tracking.get_experiment(self.id)
+        if exp is None:
+            raise ModelNotFoundError(
+                f"Model {self.id} no longer exists in {self.lab.tracking.uri}."
+            )
+        self._set_experiment(exp)
+        return self
+
+    def _set_experiment(self, exp: Experiment) -> None:
+        self._experiment = exp
+        self._tags = dict(exp.tags)
+
+    def _set_tags(self, tags: dict[str, str]) -> None:
+        self.lab.tracking.set_experiment_tags(self.id, tags)
+        self._tags.update(tags)  # keep the cached card in step without a round trip
+
+    def touch(self, extra: dict[str, str] | None = None) -> None:
+        """Mark the model as changed now (the card's "last modified")."""
+        self._set_tags({**(extra or {}), keys.UPDATED_AT: str(_now_ms())})
+
+    # --- editing -----------------------------------------------------------------------------
+
+    def rename(self, new_name: str) -> Model:
+        self._require_active("rename")
+        check_model_name(new_name)
+        if new_name == self._experiment.name:
+            return self
+        self.lab.tracking.rename_experiment(self.id, new_name)
+        self.touch()
+        return self.refresh()
+
+    def set_description(self, text: str) -> None:
+        self.touch({NOTE_TAG: text})
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Add or change user tags (shown on cards, filterable in `list_models`)."""
+        for key in tags:
+            if not key or key.startswith(RESERVED_TAG_PREFIXES):
+                raise InvalidConfigError(
+                    f"Tag {key!r} is reserved (mlflow.* and activelab.* belong to the tools)."
+                )
+        self.touch({k: str(v) for k, v in tags.items()})
+
+    def remove_tag(self, key: str) -> None:
+        if key not in self.tags:
+            raise InvalidConfigError(f"Model {self.name!r} has no tag {key!r}.")
+        self.lab.tracking.delete_experiment_tag(self.id, key)
+        self.touch()
+        self.refresh()
+
+    def update_config(self, overrides: dict[str, Any]) -> ModelConfig:
+        """Apply dotted overrides (e.g. {"lr": 1e-4, "tasks.kl.weight": 0.5}) and save them."""
+        return self._save_config(apply_overrides(self.config, overrides, self.lab.plugins))
+
+    def add_task(self, kind: str, **options: Any) -> ModelConfig:
+        """Add a task of a registered class.
+
+        Options: name, weight, enabled, latent_slice, params.
+        """
+        return self._save_config(add_task(self.config, kind, self.lab.plugins, **options))
+
+    def remove_task(self, name: str) -> ModelConfig:
+        return self._save_config(remove_task(self.config, name))
+
+    def _save_config(self, config: ModelConfig) -> ModelConfig:
+        self._require_active("change the config of")
+        validate_config(config, self.lab.plugins, self.dataset_info)
+        self.touch({keys.CONFIG: config.to_json()})
+        return config
+
+    def delete(self) -> None:
+        """Soft delete: the model leaves the list and its name is free; `restore` undoes it."""
+        self._require_active("delete")
+        name = self._experiment.name
+        self._set_tags({keys.DELETED_NAME: name})
+        self.lab.tracking.rename_experiment(self.id, f"{name} [deleted {self.id}]")
+        self.lab.tracking.delete_experiment(self.id)
+        self.refresh()
+
+    def restore(self, name: str | None = None) -> Model:
+        """Bring a deleted model back, under its old name or `name`."""
+        if not self.deleted:
+            raise InvalidConfigError(f"Model {self.name!r} is not deleted.")
+        target = check_model_name(name or self._tags.get(keys.DELETED_NAME, self.name))
+        if self.lab.tracking.get_experiment_by_name(target) is not None:
+            raise ModelExistsError(
+                f"A model named {target!r} exists now; restore this one under another name "
+                f"(activelab models restore {self.id} --as NEW_NAME)."
+            )
+        self.lab.tracking.restore_experiment(self.id)
+        self.lab.tracking.rename_experiment(self.id, target)
+        self.lab.tracking.delete_experiment_tag(self.id, keys.DELETED_NAME)
+        self.touch()
+        return self.refresh()
+
+    def _require_active(self, verb: str) -> None:
+        if self.deleted:
+            raise InvalidConfigError(
+                f"Model {self.name!r} is deleted; restore it before you {verb} it."
+            )
+
+    # --- labels ------------------------------------------------------------------------------
+
+    @property
+    def labels(self) -> LabelStore:
+        """The model's live labels (see `activelab.labels.LabelStore`)."""
+        with self._lock:
+            if self._labels is None:
+                folder = self.lab.tracking.folder(self._experiment)
+                self._labels = LabelStore(folder, self.dataset_info, on_change=self._labels_changed)
+            return self._labels
+
+    def _labels_changed(self, event: LabelEvent | None, state: LabelState) -> None:
+        """Keep the card's count in step; `event` is None for changes read from elsewhere."""
+        count = str(len(state.labels))
+        if event is not None:
+            self.touch({keys.LABELED_COUNT: count})
+            self.lab.plugins.emit("on_labels_changed", model_id=self.id, change=event.to_dict())
+        elif self._tags.get(keys.LABELED_COUNT) != count:
+            # Concurrent writers can leave a stale count behind; whoever reads fixes it.
+            self._set_tags({keys.LABELED_COUNT: count})
+
+    def set_label(self, index: int, label: Any) -> LabelEvent | None:
+        return self.labels.set(index, label)
+
+    def set_labels(self, labels: Any, label: Any = None) -> LabelEvent | None:
+        return self.labels.set_many(labels, label)
+
+    def clear_label(self, index: int) -> LabelEvent | None:
+        return self.labels.clear(index)
+
+    def export_labels(self, path: str | os.PathLike) -> Path:
+        """Write the labels as CSV (`sample_index,label`) to `path`."""
+        target = Path(path).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(self.labels.to_csv(), encoding="utf-8")
+        return target
+
+    def import_labels(self, path: str | os.PathLike, replace: bool = False) -> LabelEvent | None:
+        """Apply a labels CSV in one change (undo reverts all of it)."""
+        text = Path(path).expanduser().read_text(encoding="utf-8-sig")
+        return self.labels.import_csv(text, replace=replace)
+
+
+class Lab:
+    """activelab over one MLflow tracking store.
+
+    With no arguments it uses `MLFLOW_TRACKING_URI`, or the embedded default store under the
+    data directory (`$ACTIVELAB_HOME`, default `~/.activelab`).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        home: str | os.PathLike | None = None,
+        tasks_dirs: list[str | os.PathLike] | None = None,
+    ) -> None:
+        self.settings = Settings.resolve(tracking_uri, home, tasks_dirs)
+        self._tracking: Tracking | None = None
+        self._lock = threading.Lock()
+        self._models: dict[str, Model] = {}
+
+    def __repr__(self) -> str:
+        return f"<activelab.Lab {self.settings.tracking_uri}>"
+
+    @property
+    def tracking(self) -> Tracking:
+        with self._lock:
+            if self._tracking is None:
+                from activelab.tracking import Tracking
+
+                self._tracking = Tracking(self.settings)
+            return self._tracking
+
+    @property
+    def plugins(self) -> PluginHost:
+        from activelab.plugins import get_plugins
+
+        return get_plugins(self.settings.tasks_dirs)
+
+    # --- models ------------------------------------------------------------------------------
+
+    def create_model(
+        self,
+        name: str | None = None,
+        preset: str = DEFAULT_PRESET,
+        dataset: str = DEFAULT_DATASET,
+        description: str | None = None,
+        config: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Model:
+        """A new model from a preset, with optional dotted config overrides.
+
+        `config` may hold `dataset.<param>` (e.g. the image folder's path), `trainer.<param>`
+        (or a bare trainer param such as `lr`) and `tasks.<task>.<field>`.
+        """
+        host = self.plugins
+        overrides = dict(config or {})
+        dataset_params = {
+            k.split(".", 1)[1]: overrides.pop(k)
+            for k in list(overrides)
+            if k.startswith("dataset.")
+        }
+        dataset_cls = host.get("datasets", dataset)
+        cfg = config_from_preset(preset, dataset, host, dataset_params)
+        cfg = apply_overrides(cfg, overrides, host)
+        info = dataset_cls(**cfg.dataset_params).info()
+        validate_config(cfg, host, info)
+        for key in tags or {}:
+            if not key or key.startswith(RESERVED_TAG_PREFIXES):
+                raise InvalidConfigError(f"Tag {key!r} is reserved; pick another key.")
+        now = str(_now_ms())
+        exp_tags = {
+            keys.MODEL_MARKER: "1",
+            keys.CONFIG: cfg.to_json(),
+            keys.PRESET: preset,
+            keys.DATASET: dataset,
+            keys.DATASET_INFO: info.to_json(),
+            keys.CREATED_WITH: __version__,
+            keys.LABELED_COUNT: "0",
+            keys.TOTAL_EPOCHS: "0",
+            keys.UPDATED_AT: now,
+            **{k: str(v) for k, v in (tags or {}).items()},
+        }
+        if description:
+            exp_tags[NOTE_TAG] = description
+        if name is not None:
+            experiment_id = self.tracking.create_experiment(check_model_name(name), exp_tags)
+        else:
+            experiment_id = self._create_auto_named(exp_tags)
+        return self._wrap(self.tracking.get_experiment(experiment_id))
+
+    def _create_auto_named(self, tags: dict[str, str]) -> str:
+        for _attempt in range(20):  # another process may take the same number first
+            taken = [AUTO_NAME_RE.match(n) for n in self.tracking.experiment_names_like("model-%")]
+            number = max((int(m.group(1)) for m in taken if m), default=0) + 1
+            try:
+                return self.tracking.create_experiment(f"model-{number:03d}", tags)
+            except ModelExistsError:
+                continue
+        raise ModelExistsError("Could not find a free model-NNN name; give the model a name.")
+
+    def _wrap(self, experiment: Experiment | None) -> Model:
+        if experiment is None:
+            raise ModelNotFoundError("The model disappeared while it was being read.")
+        cached = self._models.get(experiment.experiment_id)
+        if cached is not None:
+            cached._set_experiment(experiment)
+            return cached
+        model = Model(self, experiment)
+        self._models[experiment.experiment_id] = model
+        return model
+
+    def list_models(
+        self,
+        name_contains: str | None = None,
+        dataset: str | None = None,
+        tags: dict[str, str] | None = None,
+        deleted: bool = False,
+        sort: str = "created",
+    ) -> list[ModelCard]:
+        """Cards of the activelab models (other experiments are left alone), in one search.
+
+        `sort`: "created" (newest first), "updated" (latest change first) or "name".
+        """
+        clauses = [f"tags.`{keys.MODEL_MARKER}` = '1'"]
+        if dataset:
+            clauses.append(f"tags.`{keys.DATASET}` = {_quote(dataset)}")
+        for key, value in (tags or {}).items():
+            clauses.append(f"tags.`{key}` = {_quote(value)}")
+        exps = self.tracking.search_experiments(
+            " AND ".join(clauses), deleted=deleted, order_by=["creation_time DESC"]
+        )
+        cards = [ModelCard.from_experiment(e) for e in exps]
+        if name_contains:
+            needle = name_contains.lower()
+            cards = [c for c in cards if needle in c.name.lower()]
+        if sort == "updated":
+            cards.sort(key=lambda c: c.updated, reverse=True)
+        elif sort == "name":
+            cards.sort(key=lambda c: c.name.lower())
+        elif sort != "created":
+            raise InvalidConfigError(f"Unknown sort {sort!r}; use created, updated or name.")
+        return cards
+
+    def get_model(self, name_or_id: str, deleted: bool = False) -> Model:
+        """A model by name or experiment id; `deleted=True` finds it in the trash too."""
+        ref = str(name_or_id).strip()
+        exp = self.tracking.get_experiment_by_name(ref)
+        if exp is None and ref.isdigit():
+            exp = self.tracking.get_experiment(ref)
+        if exp is None and deleted:
+            matches = self.tracking.search_experiments(
+                f"tags.`{keys.DELETED_NAME}` = {_quote(ref)}",
+                deleted=True,
+                order_by=["creation_time DESC"],
+            )
+            exp = matches[0] if matches else None
+        if exp is None or exp.tags.get(keys.MODEL_MARKER) != "1":
+            raise ModelNotFoundError(
+                f"No model named {ref!r} in {self.settings.tracking_uri}; "
+                "`activelab models list` shows the models."
+            )
+        if exp.lifecycle_stage == "deleted" and not deleted:
+            raise ModelNotFoundError(
+                f"Model {ref!r} is deleted; `activelab models restore {exp.experiment_id}` "
+                "brings it back."
+            )
+        return self._wrap(exp)
+
+    def delete_model(self, name_or_id: str) -> Model:
+        model = self.get_model(name_or_id)
+        model.delete()
+        return model
+
+    def restore_model(self, name_or_id: str, name: str | None = None) -> Model:
+        return self.get_model(name_or_id, deleted=True).restore(name)
+
+
+def _quote(value: str) -> str:
+    """A single-quoted MLflow filter literal."""
+    if "'" in value:
+        raise InvalidConfigError(f"Filter value {value!r} cannot contain a single quote.")
+    return f"'{value}'"

@@ -1,0 +1,259 @@
+"""Every MLflow call activelab makes goes through this module.
+
+Keeping them in one place gives batching, caching and bulk endpoints one home, and keeps the
+rest of the code free of MLflow's client details.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from activelab import keys
+from activelab.errors import ModelExistsError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Experiment
+
+    from activelab.settings import Settings
+
+# search_experiments pages; MLflow caps a page at 1,000 results for most stores
+PAGE_SIZE = 1000
+
+
+def _mlflow_exception_code(exc: Exception) -> str | None:
+    return getattr(exc, "error_code", None)
+
+
+class Tracking:
+    """A thin wrapper over `MlflowClient` for one tracking store."""
+
+    def __init__(self, settings: Settings) -> None:
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self.uri = settings.tracking_uri
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    # --- experiments (models) ----------------------------------------------------------------
+
+    def create_experiment(self, name: str, tags: dict[str, str]) -> str:
+        from mlflow.exceptions import MlflowException
+
+        location = None
+        if self.settings.artifact_root:
+            location = _join_uri(self.settings.artifact_root, uuid.uuid4().hex)
+        try:
+            return self.client.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException as exc:
+            if _mlflow_exception_code(exc) == "RESOURCE_ALREADY_EXISTS":
+                raise ModelExistsError(
+                    f"The name {name!r} is taken by another model or MLflow experiment; "
+                    "choose another name."
+                ) from None
+            raise
+
+    def get_experiment(self, experiment_id: str) -> Experiment | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_experiment(experiment_id)
+        except MlflowException as exc:
+            if _mlflow_exception_code(exc) in (
+                "RESOURCE_DOES_NOT_EXIST",
+                "INVALID_PARAMETER_VALUE",
+            ):
+                return None
+            raise
+
+    def get_experiment_by_name(self, name: str) -> Experiment | None:
+        return self.client.get_experiment_by_name(name)
+
+    def search_experiments(
+        self, filter_string: str, deleted: bool = False, order_by: list[str] | None = None
+    ) -> list[Experiment]:
+        """Every matching experiment, following pages (one call per 1,000 experiments)."""
+        from mlflow.entities import ViewType
+
+        view = ViewType.DELETED_ONLY if deleted else ViewType.ACTIVE_ONLY
+        found: list[Experiment] = []
+        token = None
+        while True:
+            page = self.client.search_experiments(
+                view_type=view,
+                max_results=PAGE_SIZE,
+                filter_string=filter_string,
+                order_by=order_by,
+                page_token=token,
+            )
+            found.extend(page)
+            token = page.token
+            if not token:
+                return found
+
+    def experiment_names_like(self, pattern: str) -> list[str]:
+        """Names of all experiments (active and deleted) matching a SQL LIKE pattern."""
+        from mlflow.entities import ViewType
+
+        names: list[str] = []
+        token = None
+        while True:
+            page = self.client.search_experiments(
+                view_type=ViewType.ALL,
+                max_results=PAGE_SIZE,
+                filter_string=f"name LIKE '{pattern}'",
+                page_token=token,
+            )
+            names.extend(e.name for e in page)
+            token = page.token
+            if not token:
+                return names
+
+    def set_experiment_tags(self, experiment_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_experiment_tag(experiment_id, key, value)
+
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        self.client.delete_experiment_tag(experiment_id, key)
+
+    def rename_experiment(self, experiment_id: str, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        taken = ModelExistsError(
+            f"The name {name!r} is taken by another model or MLflow experiment; "
+            "choose another name."
+        )
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None and existing.experiment_id != experiment_id:
+            raise taken
+        try:
+            self.client.rename_experiment(experiment_id, name)
+        except MlflowException as exc:
+            text = str(exc)
+            if _mlflow_exception_code(exc) == "RESOURCE_ALREADY_EXISTS" or (
+                "already exists" in text or "UNIQUE constraint" in text
+            ):
+                raise taken from None
+            raise
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        self.client.delete_experiment(experiment_id)
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        self.client.restore_experiment(experiment_id)
+
+    # --- experiment-level artifacts ---------------------------------------------------------------
+
+    def folder(self, experiment: Experiment) -> ArtifactFolder:
+        return ArtifactFolder(experiment.artifact_location, self.uri)
+
+
+def _join_uri(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def _local_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        return Path(local_file_uri_to_path(uri))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+class ArtifactFolder:
+    """Files under one artifact URI (an experiment's), on disk or behind an artifact repository.
+
+    Local folders get atomic writes (temp file, fsync, rename). Remote stores get one upload
+    per file; readers treat a file that does not parse yet as not there yet.
+    """
+
+    def __init__(self, artifact_uri: str, tracking_uri: str) -> None:
+        self.uri = artifact_uri
+        self.local = _local_path(artifact_uri)
+        self._repo: Any = None
+        self._tracking_uri = tracking_uri
+
+    @property
+    def repo(self) -> Any:
+        if self._repo is None:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            self._repo = get_artifact_repository(self.uri, tracking_uri=self._tracking_uri)
+        return self._repo
+
+    def list(self, subdir: str) -> list[str]:
+        """Names of the files directly under `subdir` (empty if it does not exist)."""
+        if self.local is not None:
+            try:
+                with os.scandir(self.local / subdir) as entries:
+                    return [e.name for e in entries if e.is_file() and not e.name.startswith(".")]
+            except FileNotFoundError:
+                return []
+        try:
+            infos = self.repo.list_artifacts(subdir)
+        except Exception as exc:  # a missing folder is an error on some stores
+            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                return []
+            raise
+        return [Path(info.path).name for info in infos if not info.is_dir]
+
+    def read(self, path: str) -> bytes | None:
+        """The file's bytes, or None if it does not exist."""
+        if self.local is not None:
+            try:
+                return (self.local / path).read_bytes()
+            except FileNotFoundError:
+                return None
+        with tempfile.TemporaryDirectory(prefix="activelab-") as tmp:
+            local = Path(tmp) / Path(path).name
+            try:
+                # One GET per file; the public download_artifacts first lists the path to
+                # tell files from folders (a second round trip) and draws a progress bar.
+                self.repo._download_file(path, str(local))
+            except Exception as exc:
+                text = str(exc).lower()
+                if "not found" in text or "does not exist" in text or "404" in text:
+                    return None
+                raise
+            return local.read_bytes()
+
+    def read_many(self, paths: list[str], workers: int = 8) -> dict[str, bytes | None]:
+        """Several files at once; remote reads run in parallel."""
+        if self.local is not None or len(paths) <= 1:
+            return {p: self.read(p) for p in paths}
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return dict(zip(paths, pool.map(self.read, paths), strict=True))
+
+    def write(self, path: str, data: bytes) -> None:
+        """Write `data` to `path`; on disk the file appears whole or not at all."""
+        if self.local is not None:
+            target = self.local / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            return
+        subdir, _, name = path.rpartition("/")
+        with tempfile.TemporaryDirectory(prefix="activelab-") as tmp:
+            local = Path(tmp) / name
+            local.write_bytes(data)
+            self.repo.log_artifact(str(local), artifact_path=subdir or None)
+
+
+def is_activelab_model(experiment: Experiment) -> bool:
+    return experiment.tags.get(keys.MODEL_MARKER) == "1"

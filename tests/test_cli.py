@@ -1,0 +1,122 @@
+"""The `activelab` CLI: tables for people, --json for scripts, errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from activelab.cli.main import cli
+
+
+@pytest.fixture
+def run(tracking_uri: str, tmp_path: Path):
+    runner = CliRunner()
+
+    def invoke(*args: str, ok: bool = True):
+        result = runner.invoke(
+            cli,
+            ["--tracking-uri", tracking_uri, "--home", str(tmp_path / "home"), *args],
+            catch_exceptions=False,
+        )
+        if ok:
+            assert result.exit_code == 0, result.output + result.stderr
+        return result
+
+    return invoke
+
+
+def test_models_create_list_show_json(run, unique):
+    out = run(
+        "models",
+        "create",
+        unique,
+        "--preset",
+        "classification",
+        "-d",
+        "note",
+        "--tag",
+        "team=vision",
+        "--set",
+        "lr=0.005",
+        "--json",
+    )
+    card = json.loads(out.stdout)
+    assert card["name"] == unique and card["tags"] == {"team": "vision"}
+    listed = json.loads(run("models", "list", "--name", unique, "--json").stdout)
+    assert [c["name"] for c in listed] == [unique]
+    assert listed[0]["description"] == "note"
+    shown = json.loads(run("models", "show", unique, "--json").stdout)
+    assert shown["config"]["trainer_params"]["lr"] == 0.005
+    assert {t["name"]: t["weight"] for t in shown["config"]["tasks"]}["classification"] == 10
+    table = run("models", "list", "--name", unique).stdout
+    assert unique in table and "labeled" in table and "digits" in table
+
+
+def test_labels_commands(run, unique, tmp_path):
+    run("models", "create", unique)
+    assert "Saved: 12 sample(s)" in run("labels", "set", unique, "3", "1", "2", "10-19").stdout
+    run("labels", "clear", unique, "2")
+    stats = json.loads(run("labels", "stats", unique, "--json").stdout)
+    assert stats["per_class"]["3"] == 11 and stats["labeled"] == 11
+    run("labels", "undo", unique)
+    assert json.loads(run("labels", "stats", unique, "--json").stdout)["labeled"] == 12
+    exported = tmp_path / "labels.csv"
+    run("labels", "export", unique, str(exported))
+    assert exported.read_text().splitlines()[:3] == ["sample_index,label", "1,3", "2,3"]
+    run("labels", "clear", unique, "--all")
+    run("labels", "import", unique, str(exported))
+    assert json.loads(run("labels", "stats", unique, "--json").stdout)["labeled"] == 12
+    assert run("labels", "export", unique).stdout == exported.read_text()
+    shown = json.loads(run("labels", "show", unique, "1", "4", "--json").stdout)
+    assert shown == [{"sample": 1, "label": "3"}, {"sample": 4, "label": None}]
+
+
+def test_errors_go_to_stderr_with_a_nonzero_exit(run, unique, tmp_path):
+    run("models", "create", unique)
+    bad = run("labels", "set", unique, "42", "1", ok=False)
+    assert bad.exit_code == 1
+    assert "Label '42' is not a class" in bad.stderr and bad.stdout == ""
+    missing = run("models", "show", f"{unique}-nope", ok=False)
+    assert missing.exit_code == 1 and "No model named" in missing.stderr
+    csv = tmp_path / "bad.csv"
+    csv.write_text("1,2\n2,x\n")
+    broken = run("labels", "import", unique, str(csv), ok=False)
+    assert "Line 2:" in broken.stderr
+    assert json.loads(run("labels", "stats", unique, "--json").stdout)["labeled"] == 0
+
+
+def test_delete_and_restore(run, unique):
+    run("models", "create", unique)
+    out = run("models", "delete", unique).stdout
+    assert "activelab models restore" in out
+    assert unique not in run("models", "list", "--name", unique).stdout
+    assert unique in run("models", "list", "--deleted").stdout
+    run("models", "restore", unique)
+    assert unique in run("models", "list", "--name", unique).stdout
+
+
+def test_console_script_on_the_embedded_store(tmp_path):
+    """The installed `activelab` command, with no tracking URI: the embedded default store."""
+    env = {**os.environ, "ACTIVELAB_HOME": str(tmp_path / "data")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    script = Path(sys.executable).with_name("activelab")
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(script), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    created = call("models", "create", "--json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["name"] == "model-001"
+    assert "INFO" not in created.stderr  # MLflow's migration chatter stays quiet
+    failed = call("labels", "set", "model-001", "3", "99999")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: Sample index 99999 is outside")
+    assert (tmp_path / "data" / "mlflow.db").exists()
