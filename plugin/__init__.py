@@ -11,7 +11,7 @@ A model is an MLflow experiment that owns its labels, training runs and checkpoi
 
 The functions here use a default `Lab` over `MLFLOW_TRACKING_URI`, or the embedded store
 under `$ACTIVELAB_HOME` (default `~/.activelab`); `activelab.configure(...)` changes it.
-Plugin authors import `hookimpl`, `Task`, `Trainer`, `Dataset`, `QueryStrategy`, `Analyzer`.
+Plugin authors import `hookimpl`, `Task`, `Trainer`, `Dataset` and `QueryStrategy`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from activelab.version import __version__
 if TYPE_CHECKING:
     import os
 
+    from activelab.launcher import TrainingHandle
     from activelab.models import Lab, Model, ModelCard
-    from activelab.runtime import TrainingHandle
 
 # Heavy parts load on first use, so `import activelab` stays fast for plugin files and the CLI.
 _LAZY = {
@@ -45,8 +45,7 @@ _LAZY = {
     "DatasetInfo": "activelab.dataset",
     "DataBundle": "activelab.dataset",
     "QueryStrategy": "activelab.strategy",
-    "Analyzer": "activelab.analyzer",
-    "TrainingHandle": "activelab.runtime",
+    "TrainingHandle": "activelab.launcher",
     "RunContext": "activelab.runtime",
     "ActivelabError": "activelab.errors",
     "get_plugins": "activelab.plugins",
@@ -128,8 +127,8 @@ def restore_model(name_or_id: str, name: str | None = None) -> Model:
 
 
 def launch(model: Model | str, **options: Any) -> TrainingHandle:
-    """Start training `model`; see `activelab.runtime.launch` (epochs, resume_from, wait, ...)."""
-    from activelab.runtime import launch as _launch
+    """Start training `model`; see `activelab.launcher.launch` (epochs, resume_from, wait...)."""
+    from activelab.launcher import launch as _launch
 
     if isinstance(model, str):
         model = get_model(model)

@@ -1,4 +1,4 @@
-"""The base of every pluggable part (task, trainer, data set, strategy, analyzer).
+"""The base of every pluggable part (task, trainer, data set, query strategy).
 
 Parameters are declared once with `param`, so the app renders forms, the CLI parses options
 and MLflow logs params from the same declaration.

@@ -119,25 +119,36 @@ def _param_text(value: Any) -> str:
 # --- building and editing -------------------------------------------------------------------
 
 
+def dataset_params_for(
+    dataset: str, host: PluginHost, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The data set's declared defaults with `overrides` parsed and checked."""
+    dataset_cls = host.get("datasets", dataset)
+    return {**dataset_cls.defaults(), **dataset_cls.validate_params(overrides or {})}
+
+
 def config_from_preset(
     preset: str,
     dataset: str,
     host: PluginHost,
+    info: DatasetInfo,
     dataset_params: dict[str, Any] | None = None,
 ) -> ModelConfig:
-    """A full config (every declared default filled in) for a preset and data set."""
+    """A full config (every declared default filled in) for a preset and data set.
+
+    A preset task the data cannot serve (classification without classes) is left out.
+    """
     chosen = get_preset(preset)
     trainer_cls = host.get("trainers", DEFAULT_TRAINER)
     trainer_params = trainer_cls.defaults()
     if "lr" in trainer_params:
         trainer_params["lr"] = chosen.lr
-    dataset_cls = host.get("datasets", dataset)
-    params = dataset_cls.defaults()
-    params.update(dataset_cls.validate_params(dataset_params or {}))
-    tasks = [
-        TaskSpec(name=name, kind=name, weight=weight, params=host.get("tasks", name).defaults())
-        for name, weight in chosen.weights.items()
-    ]
+    tasks = []
+    for name, weight in chosen.weights.items():
+        task_cls = host.get("tasks", name)
+        if task_cls.requires <= info.provides:
+            tasks.append(TaskSpec(name=name, kind=name, weight=weight, params=task_cls.defaults()))
+    params = dataset_params_for(dataset, host, dataset_params)
     return ModelConfig(preset, dataset, params, DEFAULT_TRAINER, trainer_params, tasks)
 
 

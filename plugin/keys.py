@@ -21,6 +21,7 @@ LATEST_LOSS = "activelab.latest_loss"
 UPDATED_AT = "activelab.updated_at"  # epoch milliseconds of the last change of any kind
 LATEST_RUN = "activelab.latest_run"  # run id of the newest training run
 LATEST_RUN_STATUS = "activelab.latest_run_status"
+RUN_COUNT = "activelab.run_count"  # training runs launched so far (numbers readable run names)
 
 # --- run tags --------------------------------------------------------------------------------
 RUN_KIND = "activelab.run_kind"  # "train" | "eval"
@@ -40,6 +41,10 @@ TARGET_EPOCHS = "activelab.target_epochs"  # epochs this run was asked to train
 STEPS_PER_EPOCH = "activelab.steps_per_epoch"
 LAST_CHECKPOINT = "activelab.last_checkpoint"
 TRAINER = "activelab.trainer"
+RUN_NUMBER = "activelab.run_number"  # 1, 2, 3... per model, for readable run names
+PROGRESS = "activelab.progress"  # JSON: epoch, step, total steps, samples/s, ETA; while running
+PREDICTIONS = "activelab.predictions"  # artifact path of the per-sample predictions
+PROCESS_STARTED = "activelab.process_started"  # create time of PID, so a reused PID is not alive
 
 # --- experiment-level artifacts (live labels) -----------------------------------------------
 ARTIFACT_PREFIX = "activelab"

@@ -21,13 +21,19 @@ from activelab.config import (
     add_task,
     apply_overrides,
     config_from_preset,
+    dataset_params_for,
     remove_task,
     validate_config,
 )
 from activelab.dataset import DatasetInfo
-from activelab.errors import InvalidConfigError, ModelExistsError, ModelNotFoundError
+from activelab.errors import (
+    InvalidConfigError,
+    ModelExistsError,
+    ModelNotFoundError,
+    RunNotFoundError,
+)
 from activelab.labels import LabelStore
-from activelab.presets import DEFAULT_PRESET
+from activelab.presets import DEFAULT_PRESET, get_preset
 from activelab.settings import Settings
 from activelab.version import __version__
 
@@ -37,7 +43,9 @@ if TYPE_CHECKING:
     from mlflow.entities import Experiment
 
     from activelab.labels import LabelEvent, LabelState
+    from activelab.launcher import TrainingHandle
     from activelab.plugins import PluginHost
+    from activelab.runs import RunSummary
     from activelab.tracking import Tracking
 
 NOTE_TAG = "mlflow.note.content"  # MLflow shows it as the experiment's description
@@ -332,6 +340,42 @@ class Model:
     def clear_label(self, index: int) -> LabelEvent | None:
         return self.labels.clear(index)
 
+    # --- training and runs ---------------------------------------------------------------------
+
+    def launch(self, **options: Any) -> TrainingHandle:
+        """Start a training run; see `activelab.launcher.launch` for the options."""
+        from activelab.launcher import launch
+
+        return launch(self, **options)
+
+    def runs(self, limit: int = 100, kind: str | None = "train") -> list[RunSummary]:
+        """This model's runs, newest first (dead trainers are marked FAILED on the way)."""
+        from activelab.runs import RunSummary, reap_dead_runs, search_runs
+
+        found = search_runs(self.lab.tracking, [self.id], kind=kind, max_results=limit)
+        reaped = reap_dead_runs(self.lab.tracking, found)
+        if reaped:
+            found = search_runs(self.lab.tracking, [self.id], kind=kind, max_results=limit)
+        return [RunSummary.from_run(r) for r in found]
+
+    def checkpoints(self, run_id: str) -> list[str]:
+        """Artifact paths of a run's checkpoints, oldest first."""
+        from activelab.runs import list_checkpoints, resolve_checkpoint
+
+        resolve_checkpoint(self.lab.tracking, run_id, self.id)  # checks the run is ours
+        return list_checkpoints(self.lab.tracking, run_id)
+
+    def export_checkpoint(self, path: str | os.PathLike, run: str | None = None) -> Path:
+        """Copy a checkpoint to `path`: `run` is "RUN_ID" (its latest checkpoint) or
+        "RUN_ID:epoch-0005.pt"; default: the latest checkpoint of the latest run."""
+        from activelab.runs import download_checkpoint, resolve_checkpoint
+
+        ref = run or self.refresh()._tags.get(keys.LATEST_RUN)
+        if not ref:
+            raise RunNotFoundError(f"Model {self.name!r} has no training run yet; train it first.")
+        run_id, checkpoint = resolve_checkpoint(self.lab.tracking, ref, self.id)
+        return download_checkpoint(self.lab.tracking, run_id, checkpoint, Path(path))
+
     def export_labels(self, path: str | os.PathLike) -> Path:
         """Write the labels as CSV (`sample_index,label`) to `path`."""
         target = Path(path).expanduser()
@@ -404,10 +448,11 @@ class Lab:
             for k in list(overrides)
             if k.startswith("dataset.")
         }
-        dataset_cls = host.get("datasets", dataset)
-        cfg = config_from_preset(preset, dataset, host, dataset_params)
+        get_preset(preset)  # an unknown preset fails before the data set is read
+        params = dataset_params_for(dataset, host, dataset_params)
+        info = host.get("datasets", dataset)(**params).info()
+        cfg = config_from_preset(preset, dataset, host, info, params)
         cfg = apply_overrides(cfg, overrides, host)
-        info = dataset_cls(**cfg.dataset_params).info()
         validate_config(cfg, host, info)
         for key in tags or {}:
             if not key or key.startswith(RESERVED_TAG_PREFIXES):

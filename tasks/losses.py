@@ -93,7 +93,7 @@ class Classification(Task):
         labeled = batch.labels >= 0
         if not bool(labeled.any()):
             return out.mu.new_zeros(())
-        logits = self.predict(out, module)[labeled]
+        logits = module(self.latent(out.mu)[labeled])  # the head on labeled rows only
         return F.cross_entropy(logits, batch.labels[labeled], label_smoothing=self.label_smoothing)
 
     def metrics(self, batch: Batch, out: Outputs, module: Any) -> dict[str, float]:

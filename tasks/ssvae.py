@@ -121,7 +121,7 @@ class SSVAETrainer(Trainer):
             return Batch(images[idx], labels[idx], truth[idx] if truth is not None else None, idx)
 
         steps_per_epoch = max(1, math.ceil(len(train_idx) / self.batch_size))
-        session.begin(steps_per_epoch=steps_per_epoch, modules=everything)
+        session.begin(steps_per_epoch, modules=everything, batch_size=self.batch_size)
         generator = torch.Generator().manual_seed(self.seed + session.start_epoch)
         stopped = False
         epoch = session.start_epoch
@@ -146,8 +146,8 @@ class SSVAETrainer(Trainer):
                 optimizer.step()
                 global_step += 1
                 steps += 1
-                figures = {f"loss/{name}": float(value) for name, value in terms.items()}
-                figures["loss/total"] = float(total)
+                figures = {f"loss/{name}": value.item() for name, value in terms.items()}
+                figures["loss/total"] = total.item()
                 for key, value in figures.items():
                     sums[key] = sums.get(key, 0.0) + value
                 if global_step % self.log_every == 0:
@@ -157,12 +157,9 @@ class SSVAETrainer(Trainer):
                     stopped = True
                     break
             if stopped and steps < steps_per_epoch:
-                # A stop mid-epoch: keep the work, checkpoint it, but do not count the epoch.
-                session.save_checkpoint(
-                    self.state(everything, optimizer, epoch - 1, global_step),
-                    epoch - 1,
-                    global_step,
-                )
+                # A stop mid-epoch: keep the work in a checkpoint; the epoch does not count.
+                state = self.state(everything, optimizer, epoch - 1, global_step)
+                session.save_checkpoint(state, epoch - 1, global_step, partial=True)
                 epoch -= 1
                 break
             epoch_figures = {f"epoch/{key}": total / steps for key, total in sums.items()}
@@ -184,7 +181,7 @@ class SSVAETrainer(Trainer):
             if stopped:
                 break
         session.log_predictions(self.predictions(session.tasks, network, heads, images, truth))
-        session.log_model(everything, example=data.images[:2])
+        session.log_model(everything, example=data.images[:2].copy())
 
     # --- pieces of the loop ------------------------------------------------------------------
 

@@ -1,0 +1,209 @@
+"""`activelab train` and `activelab runs ...`: launch, follow, stop and continue training."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from activelab.cli.output import emit_json, number, parse_pairs, relative_time, table
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@click.command("train")
+@click.argument("model")
+@click.option("--epochs", "-e", type=int, default=None, help="Epochs (default: the config's).")
+@click.option(
+    "--resume-from",
+    "resume_from",
+    metavar="RUN[:CHECKPOINT]",
+    default=None,
+    help="Continue from a run's latest checkpoint, or a named one (epoch-0005.pt).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a setting for this run only, e.g. lr=1e-4.",
+)
+@click.option("--name", "run_name", default=None, help="Run name (default: MODEL #N · E epochs).")
+@click.option("--detach", is_flag=True, help="Start and return; follow it with `runs show`.")
+@click.option("--no-system-metrics", is_flag=True, help="Skip MLflow's CPU/memory sampling.")
+@json_option
+@click.pass_obj
+def train(
+    obj: Any,
+    model: str,
+    epochs: int | None,
+    resume_from: str | None,
+    settings: tuple[str, ...],
+    run_name: str | None,
+    detach: bool,
+    no_system_metrics: bool,
+    as_json: bool,
+) -> None:
+    """Train MODEL in a background process, with a progress bar (Ctrl-C stops it cleanly)."""
+    found = obj.lab.get_model(model)
+    handle = found.launch(
+        epochs=epochs, resume_from=resume_from, config=parse_pairs(settings, "--set") or None,
+        run_name=run_name, system_metrics=not no_system_metrics,
+    )  # fmt: skip
+    if not as_json:
+        click.echo(f"Run {handle.run_id} started for {found.name!r}.", err=True)
+    if detach:
+        if as_json:
+            emit_json({"run_id": handle.run_id, "status": handle.status})
+        return
+    try:
+        status = handle.wait(progress=not as_json)
+    except KeyboardInterrupt:
+        click.echo("\nStopping at the next step (Ctrl-C again leaves it running)...", err=True)
+        try:
+            status = handle.stop(wait=True)
+        except KeyboardInterrupt:
+            click.echo(f"Left running: activelab runs stop {handle.run_id}", err=True)
+            sys.exit(130)
+    summary = handle.summary
+    if as_json:
+        emit_json(summary.to_dict())
+    else:
+        losses = ", ".join(f"{k} {number(v)}" for k, v in summary.final_losses.items())
+        click.echo(
+            f"{status}: {summary.name} — {summary.epochs} epoch(s); {losses or 'no loss yet'}"
+        )
+        if summary.error:
+            click.echo(f"error: {summary.error}", err=True)
+    if status == "FAILED":
+        sys.exit(1)
+
+
+@click.group()
+def runs() -> None:
+    """List, inspect and stop training runs; export checkpoints."""
+
+
+@runs.command("list")
+@click.argument("model")
+@click.option("--limit", default=20, show_default=True)
+@json_option
+@click.pass_obj
+def list_(obj: Any, model: str, limit: int, as_json: bool) -> None:
+    """A model's runs, newest first, with status, duration, epochs and final losses."""
+    summaries = obj.lab.get_model(model).runs(limit=limit)
+    if as_json:
+        emit_json([s.to_dict() for s in summaries])
+        return
+    table(
+        [
+            {
+                "run": s.run_id[:12],
+                "name": s.name,
+                "status": s.status.lower(),
+                "started": relative_time(s.started) if s.started else "-",
+                "duration": _duration(s.duration_s),
+                "epochs": s.epochs,
+                "lineage": s.lineage_epochs,
+                "labels": s.labeled_count if s.labeled_count is not None else "-",
+                "loss": number(s.final_losses.get("total")),
+            }
+            for s in summaries
+        ],
+        empty="No runs yet: activelab train MODEL --epochs 5",
+    )
+
+
+@runs.command("show")
+@click.argument("run_id")
+@json_option
+@click.pass_obj
+def show(obj: Any, run_id: str, as_json: bool) -> None:
+    """One run: status, progress, losses, checkpoints, error."""
+    from activelab.runs import RunSummary, get_run, list_checkpoints, reap_dead_runs
+
+    tracking = obj.lab.tracking
+    run = get_run(tracking, run_id)
+    if reap_dead_runs(tracking, [run]):
+        run = get_run(tracking, run_id)
+    summary = RunSummary.from_run(run)
+    checkpoints = list_checkpoints(tracking, run_id)
+    if as_json:
+        emit_json({**summary.to_dict(), "checkpoints": checkpoints, "metrics": summary.metrics})
+        return
+    click.echo(f"{summary.name}  ({summary.run_id})  {summary.status}")
+    click.echo(
+        f"  epochs {summary.epochs} (lineage {summary.lineage_epochs}), "
+        f"duration {_duration(summary.duration_s)}, labels {summary.labeled_count}"
+    )
+    if summary.parent_run:
+        click.echo(f"  continues {summary.parent_run}")
+    if summary.progress and summary.status == "RUNNING":
+        p = summary.progress
+        click.echo(
+            f"  progress: step {p.get('run_steps')}/{p.get('total_steps')}, "
+            f"epoch {p.get('epoch')}, {p.get('samples_per_s')} samples/s, "
+            f"ETA {_duration(p.get('eta_s'))}"
+        )
+    for key, value in sorted(summary.metrics.items()):
+        if key.startswith(("epoch/loss/", "val/", "eval/")):
+            click.echo(f"  {key:40s} {number(value)}")
+    click.echo("  checkpoints: " + (", ".join(c.split("/")[-1] for c in checkpoints) or "none"))
+    if summary.error:
+        click.echo(f"  error: {summary.error}")
+
+
+@runs.command("stop")
+@click.argument("run_id")
+@click.option("--no-wait", is_flag=True, help="Return once the stop is requested.")
+@click.pass_obj
+def stop(obj: Any, run_id: str, no_wait: bool) -> None:
+    """Stop a run at its next step (it saves a checkpoint and ends KILLED), wherever it runs."""
+    import time
+
+    from activelab.runs import ACTIVE, get_run, request_stop
+
+    tracking = obj.lab.tracking
+    request_stop(tracking, run_id)
+    click.echo(f"Stop requested for {run_id}.")
+    if no_wait:
+        return
+    while (status := get_run(tracking, run_id).info.status) in ACTIVE:
+        time.sleep(0.5)
+    click.echo(f"Run ended: {status}.")
+
+
+@runs.command("checkpoints")
+@click.argument("model")
+@click.argument("run_id")
+@click.pass_obj
+def checkpoints(obj: Any, model: str, run_id: str) -> None:
+    """List a run's checkpoints."""
+    for path in obj.lab.get_model(model).checkpoints(run_id):
+        click.echo(path)
+
+
+@runs.command("export-checkpoint")
+@click.argument("model")
+@click.argument("path", type=click.Path())
+@click.option(
+    "--run",
+    "run_ref",
+    metavar="RUN[:CHECKPOINT]",
+    default=None,
+    help="Default: the latest checkpoint of the latest run.",
+)
+@click.pass_obj
+def export_checkpoint(obj: Any, model: str, path: str, run_ref: str | None) -> None:
+    """Copy a checkpoint of MODEL to PATH (a file, or a folder to put it in)."""
+    target = obj.lab.get_model(model).export_checkpoint(path, run=run_ref)
+    click.echo(f"Wrote {target}.")

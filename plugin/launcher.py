@@ -1,0 +1,322 @@
+"""Starting training: `launch()` creates the MLflow run and starts its worker process.
+
+Training runs in its own process by default, so a crash never takes the caller down; the
+returned `TrainingHandle` follows the run through MLflow (status, progress, stop, wait).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from activelab import keys
+from activelab.config import apply_overrides, validate_config
+from activelab.errors import InvalidConfigError, TrainingError
+from activelab.runs import (
+    ACTIVE,
+    RunSummary,
+    dead_reason,
+    get_run,
+    mark_failed,
+    request_stop,
+    resolve_checkpoint,
+)
+from activelab.version import __version__
+from activelab.worker import LaunchSpec, execute_run
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from activelab.models import Model
+    from activelab.runtime import Progress
+
+MAX_PARAMS_PER_BATCH = 100
+
+
+def _run_name(model: Model, number: int, epochs: int, parent_number: str | None) -> str:
+    name = f"{model.name} #{number} · {epochs} epoch{'s' if epochs != 1 else ''}"
+    return f"{name} from #{parent_number}" if parent_number else name
+
+
+def launch(
+    model: Model,
+    epochs: int | None = None,
+    resume_from: str | None = None,
+    config: dict[str, Any] | None = None,
+    run_name: str | None = None,
+    wait: bool = False,
+    progress: bool = False,
+    in_process: bool = False,
+    system_metrics: bool = True,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> TrainingHandle:
+    """Start a training run of `model` and return its handle.
+
+    epochs: epochs to train (default: the trainer's `epochs` setting).
+    resume_from: continue from a checkpoint: "RUN_ID" (its latest), "RUN_ID:epoch-0005.pt"
+        or "runs:/RUN_ID/checkpoints/epoch-0005.pt". The new run is a child of that run.
+    config: dotted overrides for this run only (e.g. {"lr": 1e-4}); the model keeps its own.
+    wait: block until the run ends (`progress=True` draws a progress bar).
+    in_process: train in a thread of this process (notebooks, benchmarks, debugging) instead
+        of a child process; it sets MLflow's global tracking URI.
+    on_progress: with `in_process`, called after every step with the run's Progress.
+    """
+    lab = model.lab
+    tracking = lab.tracking
+    host = lab.plugins
+    model.refresh()
+    model._require_active("train")
+    cfg = apply_overrides(model.config, config, host) if config else model.config
+    validate_config(cfg, host, model.dataset_info)
+    epochs = int(epochs if epochs is not None else cfg.trainer_params.get("epochs", 10))
+    if epochs < 1:
+        raise InvalidConfigError(f"epochs must be at least 1, not {epochs}.")
+    parent_run = parent_checkpoint = parent_number = None
+    if resume_from:
+        parent_run, parent_checkpoint = resolve_checkpoint(tracking, resume_from, model.id)
+        parent_number = get_run(tracking, parent_run).data.tags.get(keys.RUN_NUMBER)
+
+    number = int(model.experiment.tags.get(keys.RUN_COUNT, 0) or 0) + 1
+    tags = {
+        keys.RUN_KIND: "train",
+        keys.RUN_VERSION: __version__,
+        keys.TRAINER: cfg.trainer,
+        keys.TARGET_EPOCHS: str(epochs),
+        keys.RUN_NUMBER: str(number),
+        keys.HEARTBEAT: str(int(time.time() * 1000)),
+        "mlflow.source.name": "activelab",
+        "mlflow.source.type": "LOCAL",
+    }
+    if parent_run:
+        tags.update(
+            {
+                keys.PARENT_RUN: parent_run,
+                keys.PARENT_CHECKPOINT: parent_checkpoint,
+                "mlflow.parentRunId": parent_run,  # nests the run under its parent in the UI
+            }
+        )
+    name = run_name or _run_name(model, number, epochs, parent_number)
+    run = tracking.client.create_run(model.id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    _log_params(
+        tracking,
+        run_id,
+        {
+            **cfg.flat_params(),
+            "epochs": str(epochs),
+            "resume_from": f"{parent_run}:{parent_checkpoint}" if parent_run else "",
+        },
+    )
+    model.touch(
+        {keys.LATEST_RUN: run_id, keys.LATEST_RUN_STATUS: "RUNNING", keys.RUN_COUNT: str(number)}
+    )
+
+    spec = LaunchSpec(
+        run_id=run_id,
+        model_id=model.id,
+        tracking_uri=lab.settings.tracking_uri,
+        home=str(lab.settings.home),
+        epochs=epochs,
+        config=cfg.to_dict(),
+        tasks_dirs=[str(d) for d in lab.settings.tasks_dirs],
+        resume_run=parent_run,
+        resume_checkpoint=parent_checkpoint,
+        system_metrics=system_metrics,
+    )
+    handle = TrainingHandle(model, run_id)
+    try:
+        if in_process:
+            handle._start_thread(spec, on_progress)
+        else:
+            handle._start_process(spec)
+    except BaseException as exc:
+        mark_failed(
+            tracking, tracking.client.get_run(run_id), f"Could not start the trainer: {exc}"
+        )
+        raise TrainingError(f"Could not start the trainer: {exc}") from exc
+    if wait:
+        handle.wait(progress=progress)
+    return handle
+
+
+def _log_params(tracking: Any, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        tracking.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+
+
+class TrainingHandle:
+    """A launched run: its id, status and progress (read from MLflow), `wait()` and `stop()`."""
+
+    def __init__(self, model: Model, run_id: str) -> None:
+        self.model = model
+        self.run_id = run_id
+        self.process: subprocess.Popen | None = None
+        self.thread: threading.Thread | None = None
+        self.log_path: Path | None = None
+        self._stop_event = threading.Event()
+        self._result: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<TrainingHandle run={self.run_id} status={self.status}>"
+
+    @property
+    def _tracking(self) -> Any:
+        return self.model.lab.tracking
+
+    # --- starting -------------------------------------------------------------------------------
+
+    def _start_process(self, spec: LaunchSpec) -> None:
+        folder = Path(spec.home) / "runs" / spec.run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        spec_path = folder / "spec.json"
+        spec_path.write_text(spec.to_json())
+        self.log_path = folder / "worker.log"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": spec.tracking_uri, "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            # Its own session: Ctrl-C in a terminal reaches the launcher, which asks for a
+            # graceful stop, instead of killing the trainer mid-step.
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "activelab.worker", str(spec_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+        self._record_process(self.process.pid)
+
+    def _start_thread(self, spec: LaunchSpec, on_progress: Any = None) -> None:
+        def target() -> None:
+            self._result = execute_run(spec, on_progress, stop_event=self._stop_event)
+
+        self.thread = threading.Thread(target=target, name=f"activelab-run-{spec.run_id[:8]}")
+        self._record_process(os.getpid())
+        self.thread.start()
+
+    def _record_process(self, pid: int) -> None:
+        import psutil
+
+        started = psutil.Process(pid).create_time()
+        client = self._tracking.client
+        client.set_tag(self.run_id, keys.PID, str(pid))
+        client.set_tag(self.run_id, keys.HOST, socket.gethostname())
+        client.set_tag(self.run_id, keys.PROCESS_STARTED, f"{started:.3f}")
+
+    # --- following ----------------------------------------------------------------------------
+
+    @property
+    def run(self) -> Any:
+        return get_run(self._tracking, self.run_id)
+
+    @property
+    def status(self) -> str:
+        """MLflow's status; a trainer that died without a word is marked FAILED here."""
+        run = self.run
+        if run.info.status in ACTIVE:
+            reason = None
+            if self.process is not None and self.process.poll() is not None:
+                reason = (
+                    f"The trainer exited with code {self.process.returncode} before ending its run"
+                )
+                reason += f"; see {self.log_path}." if self.log_path else "."
+                reason += self._log_tail()
+            elif self.process is None and self.thread is None:
+                reason = dead_reason(run)
+            if reason:
+                time.sleep(0.2)  # it may be ending the run right now
+                run = self.run
+                if run.info.status in ACTIVE:
+                    mark_failed(self._tracking, run, reason)
+                    return "FAILED"
+        return run.info.status
+
+    def _log_tail(self, lines: int = 5) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+        return "\n" + "\n".join(tail) if tail else ""
+
+    @property
+    def summary(self) -> RunSummary:
+        return RunSummary.from_run(self.run)
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        raw = self.run.data.tags.get(keys.PROGRESS)
+        return json.loads(raw) if raw else None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The latest value of every metric."""
+        return dict(self.run.data.metrics)
+
+    def wait(self, timeout: float | None = None, progress: bool = False, poll: float = 0.5) -> str:
+        """Block until the run ends; returns its final status (TimeoutError after `timeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = _ProgressBar(self) if progress else None
+        try:
+            while True:
+                status = self.status
+                if bar is not None:
+                    bar.update()
+                if status not in ACTIVE:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"Run {self.run_id} is still {status} after {timeout} s.")
+                time.sleep(poll)
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.process is not None:
+            self.process.wait(timeout=60)
+        if self.thread is not None:
+            self.thread.join(timeout=60)
+        return status
+
+    def stop(self, wait: bool = True, timeout: float | None = 300) -> str:
+        """Ask the run to stop at the next step; it saves a checkpoint and ends KILLED."""
+        self._stop_event.set()
+        request_stop(self._tracking, self.run_id)
+        return self.wait(timeout=timeout) if wait else self.status
+
+
+class _ProgressBar:
+    """A tqdm bar over the run's progress tag: steps, epoch, loss, samples/s and ETA."""
+
+    def __init__(self, handle: TrainingHandle) -> None:
+        from tqdm import tqdm
+
+        self.handle = handle
+        self.bar = tqdm(total=None, unit="step", dynamic_ncols=True, desc="loading data")
+        self.shown = 0
+
+    def update(self) -> None:
+        run = self.handle.run
+        raw = run.data.tags.get(keys.PROGRESS)
+        if not raw:
+            return
+        progress = json.loads(raw)
+        total, done = progress.get("total_steps") or None, progress.get("run_steps", 0)
+        if total and self.bar.total != total:
+            self.bar.total = total
+        if done > self.shown:
+            self.bar.update(done - self.shown)
+            self.shown = done
+        finishing = total is not None and done >= total and run.info.status in ACTIVE
+        self.bar.set_description(
+            "saving the model" if finishing else f"epoch {progress.get('epoch', 0)}"
+        )
+        postfix = {"samples/s": f"{progress.get('samples_per_s', 0):.0f}"}
+        loss = run.data.metrics.get("loss/total")
+        if loss is not None:
+            postfix["loss"] = f"{loss:.4g}"
+        self.bar.set_postfix(postfix)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,305 @@
+"""Reading a model's runs: summaries, checkpoints, stop requests and dead-run detection."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from activelab import keys
+from activelab.errors import RunNotFoundError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from activelab.tracking import Tracking
+
+STALE_ENV = "ACTIVELAB_STALE_AFTER"
+# A run on another machine whose heartbeat is older than this is presumed dead.
+DEFAULT_STALE_AFTER_S = 120.0
+NOTE_TAG = "mlflow.note.content"
+ACTIVE = ("RUNNING", "SCHEDULED")
+
+
+def _ms(value: str | int | None) -> datetime | None:
+    if value in (None, ""):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run as the job history, the CLI and the compare page show it."""
+
+    run_id: str
+    name: str
+    experiment_id: str
+    status: str
+    kind: str
+    started: datetime | None
+    ended: datetime | None
+    epochs: int  # trained in this run
+    lineage_epochs: int  # along the whole lineage, up to the end of this run
+    target_epochs: int
+    parent_run: str | None
+    labeled_count: int | None
+    labels_digest: str | None
+    error: str | None
+    last_checkpoint: str | None
+    progress: dict[str, Any] | None
+    final_losses: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started is None:
+            return None
+        end = self.ended or datetime.now(timezone.utc)
+        return (end - self.started).total_seconds()
+
+    @classmethod
+    def from_run(cls, run: Run) -> RunSummary:
+        tags, metrics = run.data.tags, run.data.metrics
+        start_epoch = int(tags.get(keys.START_EPOCH, 0) or 0)
+        lineage = int(tags.get(keys.EPOCHS_TOTAL, start_epoch) or start_epoch)
+        progress = None
+        if tags.get(keys.PROGRESS):
+            try:
+                progress = json.loads(tags[keys.PROGRESS])
+            except ValueError:
+                progress = None
+        count = tags.get(keys.RUN_LABELED_COUNT)
+        losses = {
+            k[len("epoch/loss/") :]: v for k, v in metrics.items() if k.startswith("epoch/loss/")
+        }
+        return cls(
+            run_id=run.info.run_id,
+            name=run.info.run_name or run.info.run_id[:8],
+            experiment_id=run.info.experiment_id,
+            status=run.info.status,
+            kind=tags.get(keys.RUN_KIND, "train"),
+            started=_ms(run.info.start_time),
+            ended=_ms(run.info.end_time),
+            epochs=max(0, lineage - start_epoch),
+            lineage_epochs=lineage,
+            target_epochs=int(tags.get(keys.TARGET_EPOCHS, 0) or 0),
+            parent_run=tags.get(keys.PARENT_RUN) or None,
+            labeled_count=int(count) if count not in (None, "") else None,
+            labels_digest=tags.get(keys.LABELS_DIGEST) or None,
+            error=tags.get(keys.ERROR) or None,
+            last_checkpoint=tags.get(keys.LAST_CHECKPOINT) or None,
+            progress=progress,
+            final_losses=losses,
+            metrics=dict(metrics),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "experiment_id": self.experiment_id,
+            "status": self.status,
+            "kind": self.kind,
+            "started": self.started.isoformat(timespec="seconds") if self.started else None,
+            "ended": self.ended.isoformat(timespec="seconds") if self.ended else None,
+            "duration_s": self.duration_s,
+            "epochs": self.epochs,
+            "lineage_epochs": self.lineage_epochs,
+            "target_epochs": self.target_epochs,
+            "parent_run": self.parent_run,
+            "labeled_count": self.labeled_count,
+            "labels_digest": self.labels_digest,
+            "error": self.error,
+            "last_checkpoint": self.last_checkpoint,
+            "progress": self.progress,
+            "final_losses": self.final_losses,
+        }
+
+
+def search_runs(
+    tracking: Tracking,
+    experiment_ids: list[str],
+    kind: str | None = "train",
+    statuses: tuple[str, ...] | None = None,
+    max_results: int = 100,
+) -> list[Run]:
+    """Runs of the given models, newest first."""
+    clauses = []
+    if kind:
+        clauses.append(f"tags.`{keys.RUN_KIND}` = '{kind}'")
+    if statuses:
+        quoted = ", ".join(f"'{s}'" for s in statuses)
+        clauses.append(f"attributes.status IN ({quoted})")
+    return list(
+        tracking.client.search_runs(
+            experiment_ids=experiment_ids,
+            filter_string=" AND ".join(clauses),
+            order_by=["attributes.start_time DESC"],
+            max_results=max_results,
+        )
+    )
+
+
+def get_run(tracking: Tracking, run_id: str) -> Run:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return tracking.client.get_run(run_id)
+    except MlflowException:
+        raise RunNotFoundError(
+            f"No run {run_id!r} in {tracking.uri}; `activelab runs list MODEL` shows the runs."
+        ) from None
+
+
+# --- liveness -------------------------------------------------------------------------------
+
+
+def _process_alive(pid: int, started: float | None) -> bool:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # A reused PID belongs to a process that started later than ours.
+        return started is None or abs(process.create_time() - started) < 2.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def dead_reason(run: Run, now_ms: int | None = None) -> str | None:
+    """Why a RUNNING run is presumably dead, or None if it may be alive."""
+    if run.info.status not in ACTIVE:
+        return None
+    tags = run.data.tags
+    now_ms = now_ms or int(time.time() * 1000)
+    pid, host = tags.get(keys.PID), tags.get(keys.HOST)
+    if pid and host == socket.gethostname():
+        started = float(tags[keys.PROCESS_STARTED]) if tags.get(keys.PROCESS_STARTED) else None
+        if not _process_alive(int(pid), started):
+            return (
+                f"The trainer process (pid {pid}) ended without finishing its run "
+                "(killed, or out of memory?); continue from its last checkpoint."
+            )
+        return None
+    beat = tags.get(keys.HEARTBEAT) or run.info.start_time
+    stale_after = float(os.environ.get(STALE_ENV, DEFAULT_STALE_AFTER_S))
+    if beat and now_ms - int(beat) > stale_after * 1000:
+        where = f" on {host}" if host else ""
+        return (
+            f"The trainer{where} has sent no heartbeat for {stale_after:.0f} s; "
+            "it is presumed dead."
+        )
+    return None
+
+
+def mark_failed(tracking: Tracking, run: Run, reason: str) -> None:
+    """End a run that can no longer end itself (DESIGN: a hard-killed trainer stays RUNNING)."""
+    run_id = run.info.run_id
+    tracking.client.set_tag(run_id, keys.ERROR, reason)
+    tracking.client.set_tag(run_id, NOTE_TAG, f"Failed: {reason}")
+    tracking.client.set_terminated(run_id, "FAILED")
+    exp = tracking.get_experiment(run.info.experiment_id)
+    if exp is not None and exp.tags.get(keys.LATEST_RUN) == run_id:
+        tracking.client.set_experiment_tag(run.info.experiment_id, keys.LATEST_RUN_STATUS, "FAILED")
+
+
+def reap_dead_runs(tracking: Tracking, runs: list[Run]) -> list[str]:
+    """Mark the presumed-dead RUNNING runs among `runs` FAILED; returns their ids."""
+    reaped = []
+    for run in runs:
+        reason = dead_reason(run)
+        if reason is not None:
+            mark_failed(tracking, run, reason)
+            reaped.append(run.info.run_id)
+    return reaped
+
+
+def request_stop(tracking: Tracking, run_id: str) -> None:
+    """Ask a run to stop at its next step boundary, wherever it runs (a tag it polls).
+
+    A trainer on this machine also gets SIGTERM, which it treats the same way, sooner.
+    """
+    import signal
+
+    run = get_run(tracking, run_id)
+    if run.info.status not in ACTIVE:
+        return
+    tracking.client.set_tag(run_id, keys.STOP_REQUESTED, str(int(time.time() * 1000)))
+    tags = run.data.tags
+    if tags.get(keys.PID) and tags.get(keys.HOST) == socket.gethostname():
+        started = float(tags[keys.PROCESS_STARTED]) if tags.get(keys.PROCESS_STARTED) else None
+        pid = int(tags[keys.PID])
+        if pid != os.getpid() and _process_alive(pid, started):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def list_checkpoints(tracking: Tracking, run_id: str) -> list[str]:
+    """Artifact paths of a run's checkpoints, oldest first."""
+    infos = tracking.client.list_artifacts(run_id, "checkpoints")
+    return sorted((i.path for i in infos if i.path.endswith(".pt")), key=_checkpoint_order)
+
+
+def _checkpoint_order(path: str) -> tuple[int, int]:
+    name = Path(path).stem
+    kind, _, number = name.partition("-")
+    return (int(number) if number.isdigit() else 0, 0 if kind == "epoch" else 1)
+
+
+def resolve_checkpoint(
+    tracking: Tracking, ref: str, experiment_id: str | None = None
+) -> tuple[str, str]:
+    """(run id, checkpoint path) from "RUN", "RUN:epoch-0005.pt", "RUN:checkpoints/x.pt"
+    or "runs:/RUN/checkpoints/x.pt". A bare run means its latest checkpoint."""
+    text = ref.strip()
+    if text.startswith("runs:/"):
+        run_id, _, path = text[len("runs:/") :].partition("/")
+    else:
+        run_id, _, path = text.partition(":")
+    run = get_run(tracking, run_id)
+    if experiment_id is not None and run.info.experiment_id != experiment_id:
+        raise RunNotFoundError(f"Run {run_id} belongs to another model; continue it from there.")
+    available = list_checkpoints(tracking, run_id)
+    if not available:
+        raise RunNotFoundError(f"Run {run_id} ({run.info.run_name}) saved no checkpoint.")
+    if not path:
+        return run_id, run.data.tags.get(keys.LAST_CHECKPOINT) or available[-1]
+    if "/" not in path:
+        path = f"checkpoints/{path}"
+    if path not in available:
+        raise RunNotFoundError(
+            f"Run {run_id} has no checkpoint {path!r}; it has: "
+            f"{', '.join(Path(p).name for p in available)}."
+        )
+    return run_id, path
+
+
+def download_checkpoint(tracking: Tracking, run_id: str, path: str, target: Path) -> Path:
+    """Copy one checkpoint to `target` (a file path, or a folder to put it in)."""
+    target = Path(target).expanduser()
+    destination = target / Path(path).name if target.is_dir() else target
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="activelab-ckpt-") as tmp:
+        local = tracking.client.download_artifacts(run_id, path, tmp)
+        shutil.copyfile(local, destination)
+    return destination
+
+
+def read_checkpoint(tracking: Tracking, run_id: str, path: str) -> dict[str, Any]:
+    from activelab.runtime import load_checkpoint_bytes
+
+    with tempfile.TemporaryDirectory(prefix="activelab-ckpt-") as tmp:
+        local = tracking.client.download_artifacts(run_id, path, tmp)
+        return load_checkpoint_bytes(Path(local).read_bytes())

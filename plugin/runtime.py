@@ -1,0 +1,258 @@
+"""What a trainer sees while it runs (`TrainingSession`) and what hooks receive (`RunContext`).
+
+The session is the trainer's only channel back to MLflow: buffered metrics, checkpoints,
+images, predictions and the final model, plus the stop request and progress.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from activelab import keys
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy as np
+    import pandas as pd
+
+    from activelab.config import ModelConfig
+    from activelab.dataset import DataBundle
+    from activelab.metrics_buffer import MetricBuffer
+    from activelab.plugins import PluginHost
+    from activelab.task import Task
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+PREDICTIONS_PATH = "predictions/predictions.parquet"
+# Pinned so logging the model skips MLflow's ~7 s requirement inference (DESIGN.md).
+MODEL_PIP_REQUIREMENTS_PACKAGES = ("torch", "mlflow-activelab", "cloudpickle")
+
+
+@dataclass
+class RunContext:
+    """Identifies a training run for lifecycle hooks."""
+
+    model_id: str
+    model_name: str
+    run_id: str
+    run_name: str
+    tracking_uri: str
+    config: ModelConfig
+    epochs: int
+    start_epoch: int = 0
+    parent_run: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Progress:
+    """Where a run stands; sent as the run's `activelab.progress` tag about once a second."""
+
+    epoch: int = 0  # the epoch in progress (lineage numbering)
+    step: int = 0  # global step
+    run_steps: int = 0  # steps done in this run
+    total_steps: int = 0  # steps this run will do
+    samples_per_s: float = 0.0
+    eta_s: float | None = None
+    started: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "epoch": self.epoch,
+                "step": self.step,
+                "run_steps": self.run_steps,
+                "total_steps": self.total_steps,
+                "samples_per_s": round(self.samples_per_s, 1),
+                "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+                "started": self.started,
+            }
+        )
+
+
+def pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in MODEL_PIP_REQUIREMENTS_PACKAGES:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+class TrainingSession:
+    """The trainer's view of one run: data, labels, tasks, and the ways to report back."""
+
+    def __init__(
+        self,
+        context: RunContext,
+        client: Any,
+        buffer: MetricBuffer,
+        host: PluginHost,
+        data: DataBundle,
+        labels: np.ndarray,
+        tasks: list[Task],
+        epochs: int,
+        start_epoch: int = 0,
+        resume: dict[str, Any] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.context = context
+        self.client = client
+        self.buffer = buffer
+        self.host = host
+        self.data = data
+        self.labels = labels
+        self.tasks = tasks
+        self.epochs = epochs
+        self.start_epoch = start_epoch
+        self.resume = resume
+        self.on_progress = on_progress
+        self.progress = Progress()
+        self.epochs_done = 0
+        self.last_checkpoint: str | None = None
+        self.batch_size = 1
+        self._last_progress_sent = 0.0
+        self._step_times: list[float] = []
+
+    @property
+    def run_id(self) -> str:
+        return self.context.run_id
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.buffer.stop_requested.is_set()
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop at the next step boundary (signal handlers call this)."""
+        self.buffer.stop_requested.set()
+
+    # --- progress -----------------------------------------------------------------------------
+
+    def begin(self, steps_per_epoch: int, modules: Any = None, batch_size: int = 1) -> None:
+        """Called by the trainer once its model and data are ready."""
+        self.progress = Progress(
+            epoch=self.start_epoch + 1, total_steps=steps_per_epoch * self.epochs
+        )
+        self.batch_size = batch_size
+        self.buffer.set_run_tags(
+            {keys.STEPS_PER_EPOCH: str(steps_per_epoch), keys.PROGRESS: self.progress.to_json()}
+        )
+        if modules is not None:
+            self._log_text("model_summary.txt", model_summary(modules))
+
+    def step_done(self, epoch: int, step: int) -> None:
+        p = self.progress
+        p.epoch, p.step, p.run_steps = epoch, step, p.run_steps + 1
+        now = time.time()
+        elapsed = max(now - p.started, 1e-9)
+        p.samples_per_s = p.run_steps * self.batch_size / elapsed
+        if p.total_steps:
+            p.eta_s = elapsed / p.run_steps * max(p.total_steps - p.run_steps, 0)
+        if now - self._last_progress_sent >= 1.0:
+            self._last_progress_sent = now
+            self.buffer.set_run_tags({keys.PROGRESS: p.to_json()})
+        if self.on_progress is not None:
+            self.on_progress(p)
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def log_metrics(self, figures: dict[str, float], step: int) -> None:
+        """Buffered; sent in batches by a background thread."""
+        self.buffer.add(figures, step)
+
+    def end_epoch(self, epoch: int, figures: dict[str, float], step: int) -> None:
+        """Epoch figures (logged with step = epoch), the card update and the hook."""
+        self.buffer.add(figures, epoch)
+        self.buffer.add({"epoch": epoch}, step)
+        self.epochs_done += 1
+        card = {keys.TOTAL_EPOCHS: str(epoch), keys.UPDATED_AT: str(int(time.time() * 1000))}
+        loss = figures.get("epoch/loss/total")
+        if loss is not None:
+            card[keys.LATEST_LOSS] = f"{loss:.6g}"
+        self.buffer.set_experiment_tags(card)
+        self.buffer.set_run_tags(
+            {keys.EPOCHS_TOTAL: str(epoch), keys.PROGRESS: self.progress.to_json()}
+        )
+        self.host.emit("on_epoch_end", run=self.context, epoch=epoch, metrics=dict(figures))
+
+    def save_checkpoint(
+        self, state: dict[str, Any], epoch: int, step: int, partial: bool = False
+    ) -> str:
+        """Log a checkpoint: `checkpoints/epoch-0005.pt`, or `step-0000123.pt` for a stop
+        mid-epoch (`partial`). `epoch` counts completed epochs along the lineage."""
+        import torch
+
+        name = f"step-{step:07d}.pt" if partial else f"epoch-{epoch:04d}.pt"
+        state = {**state, "run_id": self.run_id, "config": self.context.config.to_dict()}
+        with tempfile.TemporaryDirectory(prefix="activelab-ckpt-") as tmp:
+            path = Path(tmp) / name
+            torch.save(state, path)
+            self.client.log_artifact(self.run_id, str(path), CHECKPOINT_DIR)
+        artifact_path = f"{CHECKPOINT_DIR}/{name}"
+        self.last_checkpoint = artifact_path
+        self.buffer.set_run_tags({keys.LAST_CHECKPOINT: artifact_path})
+        self.host.emit(
+            "on_checkpoint_saved", run=self.context, epoch=epoch, artifact_path=artifact_path
+        )
+        return artifact_path
+
+    def finish(self) -> None:
+        """The final progress, sent with the last batch."""
+        self.buffer.set_run_tags({keys.PROGRESS: self.progress.to_json()})
+
+    def log_image(self, key: str, image: np.ndarray, step: int) -> None:
+        """An image series (MLflow UI's image grid, one per step)."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_predictions(self, frame: pd.DataFrame) -> None:
+        """Per-sample latent, prediction and certainty (the labeling map reads this)."""
+        with tempfile.TemporaryDirectory(prefix="activelab-pred-") as tmp:
+            path = Path(tmp) / Path(PREDICTIONS_PATH).name
+            frame.to_parquet(path)
+            self.client.log_artifact(self.run_id, str(path), str(Path(PREDICTIONS_PATH).parent))
+        self.buffer.set_run_tags({keys.PREDICTIONS: PREDICTIONS_PATH})
+
+    def log_model(self, module: Any, example: np.ndarray | None = None) -> None:
+        """The final model through `mlflow.pytorch.log_model`, so it can be registered."""
+        import mlflow.pytorch
+
+        # pt2 (torch.export) is MLflow's safe format and loads without activelab installed;
+        # it needs an input example (~3 s once per run).
+        module.eval()
+        log.info("logging the model")
+        mlflow.pytorch.log_model(
+            module, name="model", pip_requirements=pip_requirements(), input_example=example
+        )
+
+    def _log_text(self, name: str, text: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+
+def model_summary(modules: Any) -> str:
+    """Layers, shapes and parameter counts of a torch module, as text."""
+    lines = [f"{'layer':48s} {'shape':24s} {'parameters':>12s}"]
+    total = 0
+    for name, parameter in modules.named_parameters():
+        count = parameter.numel()
+        total += count
+        lines.append(f"{name:48s} {tuple(parameter.shape)!s:24s} {count:12,d}")
+    lines.append(f"{'total':48s} {'':24s} {total:12,d}")
+    return "\n".join(lines) + "\n"
+
+
+def load_checkpoint_bytes(data: bytes) -> dict[str, Any]:
+    import torch
+
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)

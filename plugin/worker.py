@@ -1,0 +1,212 @@
+"""Runs one training run to its end: `python -m activelab.worker SPEC.json`.
+
+It resumes the MLflow run the launcher created, loads data, labels and tasks, hands a
+TrainingSession to the trainer, and always ends the run with MLflow's status: FINISHED,
+KILLED (stopped) or FAILED (with the error on the run).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from activelab import keys
+from activelab.errors import ActivelabError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from activelab.models import Model
+    from activelab.runtime import Progress
+
+log = logging.getLogger(__name__)
+
+NOTE_TAG = "mlflow.note.content"
+
+
+@dataclass
+class LaunchSpec:
+    """Everything a worker needs to run a launched run (written as JSON by the launcher)."""
+
+    run_id: str
+    model_id: str
+    tracking_uri: str
+    home: str
+    epochs: int
+    config: dict[str, Any]
+    tasks_dirs: list[str] = field(default_factory=list)
+    resume_run: str | None = None
+    resume_checkpoint: str | None = None
+    system_metrics: bool = True
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> LaunchSpec:
+        return cls(**json.loads(text))
+
+
+def _log_labels(model: Model, client: Any, run_id: str) -> tuple[Any, str, int]:
+    """Snapshot the labels this run trains on: artifact, dataset input and tags."""
+    import mlflow
+    import pandas as pd
+
+    store = model.labels
+    store.refresh()
+    labels = store.as_array()
+    digest = store.digest()
+    indices = [int(i) for i in (labels >= 0).nonzero()[0]]
+    frame = pd.DataFrame(
+        {"sample_index": indices, "label": [store.info.classes[labels[i]] for i in indices]}
+    )
+    client.log_text(run_id, store.to_csv(), "labels/labels.csv")
+    with warnings.catch_warnings():  # MLflow's hint about integer columns does not apply
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(
+            frame, name=f"{model.name}-labels", digest=digest, targets="label"
+        )
+    mlflow.log_input(dataset, context="training", tags={"labeled": str(len(indices))})
+    return labels, digest, len(indices)
+
+
+def _record_error(client: Any, run_id: str, exc: BaseException) -> None:
+    message = str(exc) if isinstance(exc, ActivelabError) else f"{type(exc).__name__}: {exc}"
+    try:
+        client.set_tag(run_id, keys.ERROR, message[:4900])
+        client.set_tag(run_id, NOTE_TAG, f"Failed: {message}"[:4900])
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        client.log_text(run_id, trace, "error.txt")
+    except Exception:
+        log.exception("Could not record the error on run %s", run_id)
+
+
+def execute_run(
+    spec: LaunchSpec,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> str:
+    """Run `spec` in this process; returns the final status."""
+    import mlflow
+
+    from activelab.config import ModelConfig
+    from activelab.metrics_buffer import MetricBuffer
+    from activelab.models import Lab
+    from activelab.runs import read_checkpoint
+    from activelab.runtime import RunContext, TrainingSession
+
+    lab = Lab(tracking_uri=spec.tracking_uri, home=spec.home, tasks_dirs=spec.tasks_dirs)
+    client = lab.tracking.client
+    host = lab.plugins
+    model = lab.get_model(spec.model_id)
+    config = ModelConfig.from_dict(spec.config)
+    run = client.get_run(spec.run_id)
+    context = RunContext(
+        model_id=model.id, model_name=model.name, run_id=spec.run_id,
+        run_name=run.info.run_name, tracking_uri=spec.tracking_uri, config=config,
+        epochs=spec.epochs, parent_run=spec.resume_run,
+    )  # fmt: skip
+    spill = Path(spec.home) / "runs" / spec.run_id / "unsent-metrics.jsonl"
+    buffer = MetricBuffer(client, spec.run_id, model.id, spill_path=spill).start()
+    if stop_event is not None:
+        buffer.stop_requested = stop_event
+    mlflow.set_tracking_uri(spec.tracking_uri)
+    status, error, session = "FAILED", None, None
+    with mlflow.start_run(run_id=spec.run_id, log_system_metrics=spec.system_metrics):
+        try:
+            resume = None
+            if spec.resume_run and spec.resume_checkpoint:
+                resume = read_checkpoint(lab.tracking, spec.resume_run, spec.resume_checkpoint)
+                context.start_epoch = int(resume.get("epoch", 0))
+            buffer.set_run_tags(
+                {
+                    keys.START_EPOCH: str(context.start_epoch),
+                    keys.EPOCHS_TOTAL: str(context.start_epoch),
+                }
+            )
+            log.info("loading data set %s", config.dataset)
+            dataset = host.get("datasets", config.dataset)(**config.dataset_params)
+            data = dataset.load()
+            labels, digest, count = _log_labels(model, client, spec.run_id)
+            buffer.set_run_tags({keys.LABELS_DIGEST: digest, keys.RUN_LABELED_COUNT: str(count)})
+            tasks = []
+            for task_spec in config.tasks:
+                if not task_spec.enabled:
+                    continue
+                task = host.get("tasks", task_spec.kind)(
+                    name=task_spec.name, weight=task_spec.weight, enabled=True,
+                    latent_slice=task_spec.latent_slice, **task_spec.params,
+                )  # fmt: skip
+                task.check_data(data.info)
+                tasks.append(task)
+            trainer = host.get("trainers", config.trainer)(**config.trainer_params)
+            session = TrainingSession(
+                context, client, buffer, host, data, labels, tasks, spec.epochs,
+                start_epoch=context.start_epoch, resume=resume, on_progress=on_progress,
+            )  # fmt: skip
+            host.emit("on_train_start", run=context)
+            log.info("training %d epoch(s) from epoch %d", spec.epochs, context.start_epoch)
+            trainer.fit(session)
+            stopped = session.stop_requested and session.epochs_done < spec.epochs
+            status = "KILLED" if stopped else "FINISHED"
+        except KeyboardInterrupt as exc:
+            status, error = "KILLED", exc
+        except BaseException as exc:
+            status, error = "FAILED", exc
+            _record_error(client, spec.run_id, exc)
+        finally:
+            if session is not None:
+                session.finish()
+            buffer.set_experiment_tags(
+                {keys.LATEST_RUN_STATUS: status, keys.UPDATED_AT: str(int(time.time() * 1000))}
+            )
+            buffer.close()
+            log.info("run ended: %s", status)
+            host.emit("on_train_end", run=context, status=status, error=error)
+            mlflow.end_run(status)
+    return status
+
+
+def _install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM / SIGINT ask for a graceful stop; a second one ends the process at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m activelab.worker SPEC.json", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    spec = LaunchSpec.from_json(Path(args[0]).read_text())
+    log.info("worker for run %s started", spec.run_id)
+    stop = threading.Event()
+    _install_stop_signals(stop)
+    status = execute_run(spec, stop_event=stop)
+    print(f"run {spec.run_id} ended: {status}", flush=True)
+    return 0 if status in ("FINISHED", "KILLED") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
