@@ -57,14 +57,6 @@ def register_strategies(register: Callable[[type], None]) -> None:
     """
 
 
-@hookspec
-def register_analyzers(register: Callable[[type], None]) -> None:
-    """Register analyzers that inspect a trained run (confusion matrix, ...).
-
-    :param register: takes a subclass of `activelab.Analyzer` with a unique `kind`.
-    """
-
-
 # --- lifecycle: the training event bus ------------------------------------------------------
 
 

@@ -49,7 +49,6 @@ CATEGORIES = {
     "trainers": ("register_trainers", "activelab.trainer", "Trainer"),
     "datasets": ("register_datasets", "activelab.dataset", "Dataset"),
     "strategies": ("register_strategies", "activelab.strategy", "QueryStrategy"),
-    "analyzers": ("register_analyzers", "activelab.analyzer", "Analyzer"),
 }
 
 SOURCE_ENTRY_POINT = "entry point"
@@ -150,6 +149,7 @@ class PluginHost:
         self._cache: dict[str, tuple[int, dict[str, type]]] = {}
         self._listeners: list[Any] = []
         self._loaded = False
+        self._folders_read: set[Path] = set()
         if os.environ.get(TRACE_ENV, "").lower() in ("1", "true", "yes"):
             self.pm.trace.root.setwriter(lambda text: sys.stderr.write(f"[activelab hook] {text}"))
             self.pm.enable_tracing()
@@ -164,9 +164,13 @@ class PluginHost:
                 self._load_entry_points()
                 self._load_builtins()
             for folder in tasks_dirs:
-                for path in sorted(Path(folder).glob("*.py")):
-                    if self.folder_plugin_name(path) not in self.records:
-                        self.load_file(path)
+                # Each folder is read once; later changes arrive through the TaskRegistry.
+                folder = Path(folder).resolve()
+                if folder in self._folders_read:
+                    continue
+                self._folders_read.add(folder)
+                for path in sorted(folder.glob("*.py")):
+                    self.load_file(path)
 
     def _load_entry_points(self) -> None:
         disabled = _disabled_names()
@@ -259,6 +263,18 @@ class PluginHost:
         with self._lock:
             self.remove(self.folder_plugin_name(path))
             forget_task_file(path)
+
+    def unload_folder(self, folder: Path) -> None:
+        """Drop every plugin loaded from `folder` and forget that it was read."""
+        folder = Path(folder).resolve()
+        with self._lock:
+            for name in list(self.records) + list(self.errors):
+                if (
+                    name.startswith(SOURCE_FOLDER + ":")
+                    and Path(name[len(SOURCE_FOLDER) + 1 :]).parent == folder
+                ):
+                    self.unload_file(Path(name[len(SOURCE_FOLDER) + 1 :]))
+            self._folders_read.discard(folder)
 
     # --- registries --------------------------------------------------------------------------
 

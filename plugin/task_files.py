@@ -1,7 +1,7 @@
 """Import a user's task file (a `.py` dropped into a watched folder) as a plugin.
 
 A file either implements hooks with `activelab.hookimpl` (then the module is the plugin) or
-simply defines Task / Trainer / Dataset / QueryStrategy / Analyzer subclasses, which are
+simply defines Task / Trainer / Dataset / QueryStrategy subclasses, which are
 registered for it. Each file gets a stable module name, dropped before every re-import.
 """
 
@@ -58,10 +58,6 @@ class FolderPlugin:
     def register_strategies(self, register: Any) -> None:
         self._register("strategies", register)
 
-    @hookimpl
-    def register_analyzers(self, register: Any) -> None:
-        self._register("analyzers", register)
-
 
 def import_task_file(path: Path) -> object:
     """Execute `path` as a fresh module and return the plugin object for it."""
@@ -89,7 +85,7 @@ def import_task_file(path: Path) -> object:
             classes[category] = found
     if not classes:
         raise PluginError(
-            "defines no Task, Trainer, Dataset, QueryStrategy or Analyzer subclass with a "
+            "defines no Task, Trainer, Dataset or QueryStrategy subclass with a "
             "`kind`, and no function marked with activelab.hookimpl."
         )
     return FolderPlugin(path, classes)

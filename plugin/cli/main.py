@@ -89,10 +89,14 @@ def cli(
 
 
 def _register_commands() -> None:
-    from activelab.cli import labels, models
+    from activelab.cli import labels, models, plugins, training
 
     cli.add_command(models.models)
     cli.add_command(labels.labels)
+    cli.add_command(training.train)
+    cli.add_command(training.runs)
+    cli.add_command(plugins.plugins)
+    cli.add_command(plugins.tasks)
 
 
 _register_commands()

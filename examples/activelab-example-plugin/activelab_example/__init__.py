@@ -1,0 +1,1 @@
+"""An example activelab plugin package."""
