@@ -21,6 +21,20 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("ACTIVELAB_TASKS_DIRS", raising=False)
     monkeypatch.delenv("ACTIVELAB_ARTIFACT_ROOT", raising=False)
+    # MLflow samples CPU/memory every 10 s; tests' runs are shorter than that.
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+
+
+@pytest.fixture(autouse=True)
+def forget_test_task_folders(tmp_path: Path):
+    """Task files a test loaded from its tmp folders do not leak into later tests."""
+    yield
+    from activelab import plugins
+
+    host = plugins._host
+    if host is not None:
+        for folder in {tmp_path / "tasks", tmp_path / "home" / "tasks"}:
+            host.unload_folder(folder)
 
 
 @pytest.fixture(scope="session")

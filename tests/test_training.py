@@ -1,0 +1,258 @@
+"""Real training runs on digits, checked the way the MLflow UI shows them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import FAST, drop_task_file, wait_until
+from mlflow import MlflowClient
+
+from activelab import Lab, keys
+from activelab.errors import InvalidConfigError, RunNotFoundError
+
+
+def train_two_epochs(lab, name):
+    """A model with 60 labels and one finished 2-epoch run."""
+    model = lab.create_model(name, config={**FAST, "trainer.checkpoint_every": "1"})
+    model.set_labels({i: i % 10 for i in range(60)})
+    handle = model.launch(epochs=2, wait=True)
+    return model, handle
+
+
+@pytest.fixture
+def trained(local_lab, unique):
+    return train_two_epochs(local_lab, unique)
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def test_a_run_reads_well_in_mlflow(lab, unique):
+    """The same on the local store and through the server (artifacts served by it)."""
+    model, handle = train_two_epochs(lab, unique)
+    assert handle.status == "FINISHED"
+    client = MlflowClient(lab.settings.tracking_uri)
+    run = client.get_run(handle.run_id)
+    assert run.info.experiment_id == model.id
+    assert run.info.run_name == f"{model.name} #1 · 2 epochs"
+    params = run.data.params
+    assert params["trainer.lr"] == "0.001"
+    assert params["task.reconstruction.weight"] == "1000.0"
+    assert params["task.kl.weight"] == "0.1"
+    assert params["epochs"] == "2" and params["dataset"] == "digits"
+
+    steps_per_epoch = int(run.data.tags[keys.STEPS_PER_EPOCH])
+    for task in ("reconstruction", "kl", "classification", "total"):
+        per_step = history(client, handle.run_id, f"loss/{task}")
+        assert [s for s, _ in per_step] == list(range(1, 2 * steps_per_epoch + 1))
+        assert [s for s, _ in history(client, handle.run_id, f"epoch/loss/{task}")] == [1, 2]
+    assert [s for s, _ in history(client, handle.run_id, "val/loss/total")] == [1, 2]
+    assert "eval/classification/accuracy" in run.data.metrics
+    assert any(k.startswith("system/") for k in run.data.metrics)  # MLflow system metrics
+
+    names = {a.path for a in client.list_artifacts(handle.run_id)}
+    assert {"checkpoints", "labels", "predictions", "model_summary.txt"} <= names
+    checkpoints = [a.path for a in client.list_artifacts(handle.run_id, "checkpoints")]
+    assert checkpoints == ["checkpoints/epoch-0001.pt", "checkpoints/epoch-0002.pt"]
+    images = [a.path for a in client.list_artifacts(handle.run_id, "images")]
+    assert any("reconstructions" in p for p in images)  # the UI's image grid, one per epoch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        labels_csv = Path(client.download_artifacts(handle.run_id, "labels/labels.csv", tmp))
+        assert labels_csv.read_text().splitlines()[1] == "0,0"
+        frame = pd.read_parquet(
+            client.download_artifacts(handle.run_id, "predictions/predictions.parquet", tmp)
+        )
+    assert len(frame) == 1797
+    assert {"z0", "z1", "predicted", "certainty", "p0", "p9", "true_label"} <= set(frame.columns)
+    assert frame["certainty"].between(0, 1).all()
+
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1
+    assert inputs[0].dataset.name == f"{model.name}-labels"
+    assert inputs[0].dataset.digest == model.labels.digest()
+    assert run.data.tags[keys.LABELS_DIGEST] == model.labels.digest()
+    assert run.data.tags[keys.RUN_LABELED_COUNT] == "60"
+
+    logged = client.search_logged_models(experiment_ids=[model.id])
+    assert len(logged) == 1 and logged[0].source_run_id == handle.run_id
+    mlflow.set_tracking_uri(lab.settings.tracking_uri)
+    served = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
+    out = served.predict(np.zeros((3, 1, 8, 8), dtype=np.float32))
+    assert np.asarray(out).shape == (3, 2 + 10)  # latent (2) + class probabilities (10)
+
+    card = lab.get_model(model.id).card
+    assert card.total_epochs == 2
+    assert card.latest_loss == pytest.approx(run.data.metrics["epoch/loss/total"], rel=1e-4)
+    assert card.latest_run == handle.run_id and card.latest_run_status == "FINISHED"
+
+
+def test_continue_from_a_checkpoint_keeps_lineage(local_lab, trained):
+    lab = local_lab
+    model, first = trained
+    second = model.launch(epochs=2, resume_from=f"{first.run_id}:epoch-0001.pt", wait=True)
+    assert second.status == "FINISHED"
+    client = MlflowClient(lab.settings.tracking_uri)
+    run = client.get_run(second.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == first.run_id
+    assert run.data.tags[keys.PARENT_CHECKPOINT] == "checkpoints/epoch-0001.pt"
+    assert run.info.run_name == f"{model.name} #2 · 2 epochs from #1"
+    assert [s for s, _ in history(client, second.run_id, "epoch/loss/total")] == [2, 3]
+    assert [a.path for a in client.list_artifacts(second.run_id, "checkpoints")][-1] == (
+        "checkpoints/epoch-0003.pt"
+    )
+    summary = second.summary
+    assert (summary.epochs, summary.lineage_epochs, summary.parent_run) == (2, 3, first.run_id)
+    assert lab.get_model(model.id).card.total_epochs == 3
+    third = model.launch(epochs=1, resume_from=second.run_id, wait=True)  # its latest checkpoint
+    assert third.summary.lineage_epochs == 4
+    assert [r.run_id for r in model.runs()] == [third.run_id, second.run_id, first.run_id]
+
+
+def test_export_checkpoint(trained, tmp_path):
+    import torch
+
+    model, handle = trained
+    path = model.export_checkpoint(tmp_path / "out" / "model.pt")
+    state = torch.load(path, weights_only=False)
+    assert state["epoch"] == 2 and state["run_id"] == handle.run_id
+    assert "network.to_mu.weight" in state["model"]
+    folder_copy = model.export_checkpoint(tmp_path, run=f"{handle.run_id}:epoch-0001.pt")
+    assert folder_copy == tmp_path / "epoch-0001.pt"
+    with pytest.raises(RunNotFoundError, match="has no checkpoint"):
+        model.export_checkpoint(tmp_path, run=f"{handle.run_id}:epoch-0009.pt")
+
+
+def test_stop_ends_killed_with_a_checkpoint_and_every_metric(local_lab, unique):
+    model = local_lab.create_model(unique, config=FAST)
+    handle = model.launch(epochs=10_000)
+    wait_until(lambda: (handle.progress or {}).get("run_steps", 0) > 20, message="training steps")
+    assert handle.stop() == "KILLED"
+    client = MlflowClient(local_lab.settings.tracking_uri)
+    run = client.get_run(handle.run_id)
+    last_checkpoint = run.data.tags[keys.LAST_CHECKPOINT]
+    state = local_lab.get_model(model.id)
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = torch.load(
+            client.download_artifacts(handle.run_id, last_checkpoint, tmp), weights_only=False
+        )
+    steps = [s for s, _ in history(client, handle.run_id, "loss/total")]
+    assert steps == list(range(1, saved["global_step"] + 1))  # nothing logged was lost
+    assert state.card.latest_run_status == "KILLED"
+    frame_listed = {a.path for a in client.list_artifacts(handle.run_id)}
+    assert "predictions" in frame_listed  # the map refreshes even after a stop
+
+
+def test_stop_from_anywhere_through_mlflow(local_lab, unique):
+    """Another process (here: another Lab) stops the run by its id alone."""
+    from activelab.runs import request_stop
+
+    model = local_lab.create_model(unique, config=FAST)
+    handle = model.launch(epochs=10_000)
+    wait_until(lambda: (handle.progress or {}).get("run_steps", 0) > 5, message="training steps")
+    other = Lab(tracking_uri=local_lab.settings.tracking_uri, home=local_lab.settings.home)
+    client = MlflowClient(local_lab.settings.tracking_uri)
+    client.set_tag(handle.run_id, keys.STOP_REQUESTED, "1")  # what a remote app would do
+    assert handle.wait(timeout=120) == "KILLED"
+    request_stop(other.tracking, handle.run_id)  # a stop of an ended run is a no-op
+
+
+def test_a_crash_ends_failed_with_the_error_recorded(local_lab, unique, tmp_path):
+    drop_task_file("crash_task.py", tmp_path / "tasks")
+    lab = Lab(
+        tracking_uri=local_lab.settings.tracking_uri,
+        home=tmp_path / "home",
+        tasks_dirs=[tmp_path / "tasks"],
+    )
+    model = lab.create_model(unique, config=FAST)
+    model.add_task("crash_after", params={"steps": 3})
+    handle = model.launch(epochs=3, wait=True)
+    assert handle.status == "FAILED"
+    run = MlflowClient(lab.settings.tracking_uri).get_run(handle.run_id)
+    assert "boom: the crash_after task failed on purpose" in run.data.tags[keys.ERROR]
+    assert run.data.tags["mlflow.note.content"].startswith("Failed: RuntimeError: boom")
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(
+            MlflowClient(lab.settings.tracking_uri).download_artifacts(
+                handle.run_id, "error.txt", tmp
+            )
+        ).read_text()
+    assert "crash_task.py" in trace
+    assert lab.get_model(model.id).card.latest_run_status == "FAILED"
+    assert [
+        s for s, _ in history(MlflowClient(lab.settings.tracking_uri), handle.run_id, "loss/total")
+    ] == [1, 2, 3]
+
+
+def test_a_non_finite_loss_is_refused(local_lab, unique, tmp_path):
+    drop_task_file("nan_task.py", tmp_path / "tasks")
+    lab = Lab(
+        tracking_uri=local_lab.settings.tracking_uri,
+        home=tmp_path / "home",
+        tasks_dirs=[tmp_path / "tasks"],
+    )
+    model = lab.create_model(unique, config=FAST)
+    model.add_task("nan_loss")
+    handle = model.launch(epochs=2, wait=True)
+    assert handle.status == "FAILED"
+    error = handle.summary.error
+    assert "total loss became nan at epoch 1, step 2" in error
+    assert "lower the learning rate" in error
+
+
+def test_a_trainer_that_dies_without_a_word_is_marked_failed(local_lab, unique):
+    model = local_lab.create_model(unique, config=FAST)
+    handle = model.launch(epochs=10_000)
+    wait_until(lambda: (handle.progress or {}).get("run_steps", 0) > 0, message="training")
+    os.kill(handle.process.pid, signal.SIGKILL)
+    handle.process.wait(30)
+    # Another process, with no handle, finds the run dead when it lists the runs.
+    other = Lab(tracking_uri=local_lab.settings.tracking_uri, home=local_lab.settings.home)
+    runs = other.get_model(model.id).runs()
+    assert runs[0].status == "FAILED"
+    assert "ended without finishing its run" in runs[0].error
+    assert handle.status == "FAILED"
+
+
+def test_bad_launches_are_refused_before_a_run_exists(local_lab, unique):
+    model = local_lab.create_model(unique, config=FAST)
+    with pytest.raises(InvalidConfigError, match="epochs must be at least 1"):
+        model.launch(epochs=0)
+    with pytest.raises(InvalidConfigError, match="Unknown setting"):
+        model.launch(epochs=1, config={"nope": 1})
+    with pytest.raises(RunNotFoundError, match="No run"):
+        model.launch(epochs=1, resume_from="0123456789abcdef")
+    assert model.runs() == []
+
+
+def test_run_context_provider_tags_plain_mlflow_runs(local_lab, unique):
+    """With the package installed, a fluent run inside a model is stamped by activelab."""
+    model = local_lab.create_model(unique)
+    model.set_labels([1, 2], 3)
+    mlflow.set_tracking_uri(local_lab.settings.tracking_uri)
+    mlflow.set_experiment(experiment_id=model.id)
+    with mlflow.start_run() as run:
+        pass
+    tags = MlflowClient(local_lab.settings.tracking_uri).get_run(run.info.run_id).data.tags
+    from activelab import __version__
+
+    assert tags[keys.RUN_VERSION] == __version__
+    assert tags[keys.LABELS_DIGEST] == model.labels.digest()
+    other = MlflowClient(local_lab.settings.tracking_uri).create_experiment(f"{unique}-plain")
+    mlflow.set_experiment(experiment_id=other)
+    with mlflow.start_run() as plain:
+        pass
+    assert (
+        keys.LABELS_DIGEST
+        not in MlflowClient(local_lab.settings.tracking_uri).get_run(plain.info.run_id).data.tags
+    )
