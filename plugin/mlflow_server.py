@@ -24,6 +24,14 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         process.send_signal(sig)
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the parent dies, even from SIGKILL (Linux prctl)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -113,6 +121,11 @@ def start_mlflow_server(
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     return MlflowServer(f"http://{host}:{port}", process, log_path, log if log_path else None)

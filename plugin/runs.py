@@ -131,21 +131,20 @@ def search_runs(
     statuses: tuple[str, ...] | None = None,
     max_results: int = 100,
 ) -> list[Run]:
-    """Runs of the given models, newest first."""
-    clauses = []
-    if kind:
-        clauses.append(f"tags.`{keys.RUN_KIND}` = '{kind}'")
-    if statuses:
-        quoted = ", ".join(f"'{s}'" for s in statuses)
-        clauses.append(f"attributes.status IN ({quoted})")
-    return list(
-        tracking.client.search_runs(
-            experiment_ids=experiment_ids,
-            filter_string=" AND ".join(clauses),
-            order_by=["attributes.start_time DESC"],
-            max_results=max_results,
-        )
+    """Runs of the given models, newest first (MLflow filters a status one value at a time,
+    so several statuses are filtered here)."""
+    clauses = [f"tags.`{keys.RUN_KIND}` = '{kind}'"] if kind else []
+    if statuses and len(statuses) == 1:
+        clauses.append(f"attributes.status = '{statuses[0]}'")
+    runs = tracking.client.search_runs(
+        experiment_ids=experiment_ids,
+        filter_string=" AND ".join(clauses),
+        order_by=["attributes.start_time DESC"],
+        max_results=max_results,
     )
+    if statuses and len(statuses) > 1:
+        runs = [r for r in runs if r.info.status in statuses]
+    return list(runs)
 
 
 def get_run(tracking: Tracking, run_id: str) -> Run:

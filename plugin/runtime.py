@@ -240,6 +240,29 @@ class TrainingSession:
         self.client.log_text(self.run_id, text, name)
 
 
+def build_tasks(config: ModelConfig, host: PluginHost, info: Any = None) -> list[Task]:
+    """Instances of the config's enabled tasks (checked against the data when `info` given)."""
+    tasks = []
+    for spec in config.tasks:
+        if not spec.enabled:
+            continue
+        task = host.get("tasks", spec.kind)(
+            name=spec.name,
+            weight=spec.weight,
+            enabled=True,
+            latent_slice=spec.latent_slice,
+            **spec.params,
+        )
+        if info is not None:
+            task.check_data(info)
+        tasks.append(task)
+    return tasks
+
+
+def build_trainer(config: ModelConfig, host: PluginHost) -> Any:
+    return host.get("trainers", config.trainer)(**config.trainer_params)
+
+
 def model_summary(modules: Any) -> str:
     """Layers, shapes and parameter counts of a torch module, as text."""
     lines = [f"{'layer':48s} {'shape':24s} {'parameters':>12s}"]

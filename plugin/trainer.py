@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from activelab.component import Component
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from activelab.dataset import DataBundle
     from activelab.runtime import TrainingSession
+    from activelab.task import Task
 
 
 class Trainer(Component):
@@ -19,3 +24,18 @@ class Trainer(Component):
 
     def fit(self, session: TrainingSession) -> None:
         raise NotImplementedError
+
+    # Optional: the app's labeling map uses these when a trainer provides them.
+
+    def predictions(
+        self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Per-sample `z0..`, `predicted`, `certainty`, `p0..` from weights `state` (a
+        checkpoint), or from the untrained model when None."""
+        raise NotImplementedError(f"Trainer {self.kind!r} cannot compute predictions.")
+
+    def reconstruct(
+        self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None, indices: list[int]
+    ) -> np.ndarray:
+        """Reconstructions (N, C, H, W) in [0, 1] of the samples `indices`."""
+        raise NotImplementedError(f"Trainer {self.kind!r} cannot reconstruct samples.")

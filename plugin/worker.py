@@ -103,7 +103,7 @@ def execute_run(
     from activelab.metrics_buffer import MetricBuffer
     from activelab.models import Lab
     from activelab.runs import read_checkpoint
-    from activelab.runtime import RunContext, TrainingSession
+    from activelab.runtime import RunContext, TrainingSession, build_tasks, build_trainer
 
     lab = Lab(tracking_uri=spec.tracking_uri, home=spec.home, tasks_dirs=spec.tasks_dirs)
     client = lab.tracking.client
@@ -139,17 +139,8 @@ def execute_run(
             data = dataset.load()
             labels, digest, count = _log_labels(model, client, spec.run_id)
             buffer.set_run_tags({keys.LABELS_DIGEST: digest, keys.RUN_LABELED_COUNT: str(count)})
-            tasks = []
-            for task_spec in config.tasks:
-                if not task_spec.enabled:
-                    continue
-                task = host.get("tasks", task_spec.kind)(
-                    name=task_spec.name, weight=task_spec.weight, enabled=True,
-                    latent_slice=task_spec.latent_slice, **task_spec.params,
-                )  # fmt: skip
-                task.check_data(data.info)
-                tasks.append(task)
-            trainer = host.get("trainers", config.trainer)(**config.trainer_params)
+            tasks = build_tasks(config, host, data.info)
+            trainer = build_trainer(config, host)
             session = TrainingSession(
                 context, client, buffer, host, data, labels, tasks, spec.epochs,
                 start_epoch=context.start_epoch, resume=resume, on_progress=on_progress,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     import torch
 
+    from activelab.dataset import DataBundle, DatasetInfo
     from activelab.runtime import TrainingSession
     from activelab.task import Task
 
@@ -76,12 +77,39 @@ class SSVAETrainer(Trainer):
     log_every = param.Integer(1, bounds=(1, None), doc="Log step losses every N steps.")
     recon_images = param.Integer(8, bounds=(0, 64), doc="Samples in the per-epoch image grid.")
 
-    def fit(self, session: TrainingSession) -> None:
+    def build_model(self, info: DatasetInfo, tasks: list[Task]) -> Any:
+        """The network plus the modules the tasks own, as one SSVAEModule (seeded)."""
         import torch
 
         from activelab.tasks.ssvae_network import SSVAEModule, SSVAENetwork
 
         torch.manual_seed(self.seed)
+        network = SSVAENetwork(info.image_shape, list(self.hidden_dims), self.latent_dim)
+        heads = torch.nn.ModuleDict()
+        for task in tasks:
+            module = task.build(self.latent_dim, info)
+            if module is not None:
+                heads[task.name] = module
+        predictor = next((t for t in tasks if t.predicts_classes and t.name in heads), None)
+        model = SSVAEModule(network, heads, predictor.name if predictor else None)
+        if predictor is not None:
+            window = parse_latent_slice(predictor.latent_slice)
+            model.predictor_slice = (window.start, window.stop)
+        return model
+
+    @staticmethod
+    def load_weights(model: Any, state: dict[str, Any]) -> None:
+        try:
+            model.load_state_dict(state["model"], strict=False)
+        except RuntimeError as exc:
+            raise TrainingError(
+                "The checkpoint does not fit this model's config (a layer changed shape); "
+                f"use a checkpoint made with the same trainer settings. ({exc})"
+            ) from None
+
+    def fit(self, session: TrainingSession) -> None:
+        import torch
+
         torch.set_num_threads(resolve_threads(self.threads))
         data, info = session.data, session.data.info
         images = torch.from_numpy(data.images)
@@ -89,28 +117,12 @@ class SSVAETrainer(Trainer):
         truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
         train_idx, val_idx = self.split(session.labels)
 
-        # --- the model: network plus the modules tasks own -----------------------------------
-        network = SSVAENetwork(info.image_shape, list(self.hidden_dims), self.latent_dim)
-        heads = torch.nn.ModuleDict()
-        for task in session.tasks:
-            module = task.build(self.latent_dim, info)
-            if module is not None:
-                heads[task.name] = module
-        predictor = next((t for t in session.tasks if t.predicts_classes and t.name in heads), None)
-        everything = SSVAEModule(network, heads, predictor.name if predictor else None)
-        if predictor is not None:
-            window = parse_latent_slice(predictor.latent_slice)
-            everything.predictor_slice = (window.start, window.stop)
+        everything = self.build_model(info, session.tasks)
+        network, heads = everything.network, everything.heads
         optimizer = torch.optim.Adam(everything.parameters(), lr=self.lr)
         global_step = 0
         if session.resume is not None:
-            try:
-                everything.load_state_dict(session.resume["model"], strict=False)
-            except RuntimeError as exc:
-                raise TrainingError(
-                    "The checkpoint does not fit this model's config (a layer changed shape); "
-                    f"continue from a checkpoint made with the same trainer settings. ({exc})"
-                ) from None
+            self.load_weights(everything, session.resume)
             if "optimizer" in session.resume and session.resume.get("trainer") == self.kind:
                 # If the task list changed since, the optimizer simply starts afresh.
                 with contextlib.suppress(ValueError):
@@ -180,7 +192,7 @@ class SSVAETrainer(Trainer):
                 )
             if stopped:
                 break
-        session.log_predictions(self.predictions(session.tasks, network, heads, images, truth))
+        session.log_predictions(self.predict_frame(session.tasks, everything, images, truth))
         session.log_model(everything, example=data.images[:2].copy())
 
     # --- pieces of the loop ------------------------------------------------------------------
@@ -262,13 +274,12 @@ class SSVAETrainer(Trainer):
         scale = max(1, 64 // x.shape[-1])
         return image_grid([x.numpy(), x_hat.numpy()], scale)
 
-    def predictions(
-        self, tasks: list[Task], network: Any, heads: Any, images: Any, truth: Any
-    ) -> Any:
+    def predict_frame(self, tasks: list[Task], model: Any, images: Any, truth: Any) -> Any:
         """Latent, predicted class, certainty and class probabilities of every sample."""
         import pandas as pd
         import torch
 
+        network, heads = model.network, model.heads
         predictor = next((t for t in tasks if t.predicts_classes and t.name in heads), None)
         latents, probabilities = [], []
         network.eval()
@@ -294,6 +305,35 @@ class SSVAETrainer(Trainer):
             frame["true_label"] = truth.numpy().astype(np.int16)
         frame.index.name = "sample_index"
         return frame
+
+    # --- outside training: the app's labeling map ---------------------------------------------
+
+    def predictions(
+        self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None = None
+    ) -> Any:
+        """Per-sample predictions from a checkpoint, or from the untrained model if None."""
+        import torch
+
+        torch.set_num_threads(resolve_threads(self.threads))
+        model = self.build_model(data.info, tasks)
+        if state is not None:
+            self.load_weights(model, state)
+        truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
+        return self.predict_frame(tasks, model, torch.from_numpy(data.images), truth)
+
+    def reconstruct(
+        self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None, indices: list[int]
+    ) -> np.ndarray:
+        """Reconstructions (N, C, H, W) in [0, 1] of the given samples."""
+        import torch
+
+        model = self.build_model(data.info, tasks)
+        if state is not None:
+            self.load_weights(model, state)
+        model.eval()
+        with torch.no_grad():
+            out = model.network(torch.from_numpy(data.images[np.asarray(indices)]))
+        return out.x_hat.numpy()
 
     def state(self, modules: Any, optimizer: Any, epoch: int, global_step: int) -> dict[str, Any]:
         return {
