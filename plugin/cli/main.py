@@ -89,7 +89,7 @@ def cli(
 
 
 def _register_commands() -> None:
-    from activelab.cli import labels, models, plugins, training
+    from activelab.cli import labels, models, plugins, serve, training
 
     cli.add_command(models.models)
     cli.add_command(labels.labels)
@@ -97,6 +97,8 @@ def _register_commands() -> None:
     cli.add_command(training.runs)
     cli.add_command(plugins.plugins)
     cli.add_command(plugins.tasks)
+    cli.add_command(serve.serve)
+    cli.add_command(serve.app_path)
 
 
 _register_commands()

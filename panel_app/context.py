@@ -1,0 +1,177 @@
+"""What all sessions of one app server share: the Lab, caches of loaded data and predictions,
+the task-folder watcher and where the MLflow UI lives. One per process (a documented
+singleton, set by `activelab serve` or built from the environment under `panel serve`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from activelab import keys
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from activelab.dataset import DataBundle
+    from activelab.models import Lab, Model
+    from activelab.task_watcher import TaskRegistry
+
+log = logging.getLogger(__name__)
+
+
+class LruCache:
+    """A small thread-safe least-recently-used cache with one loader call per key."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[Any, threading.Lock] = {}
+
+    def __contains__(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def get(self, key: Any, load: Any) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:  # concurrent sessions asking for the same data wait for one load
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            value = load()
+            with self._lock:
+                self._items[key] = value
+                self._loading.pop(key, None)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            return value
+
+
+class AppContext:
+    """Process-wide services for the app."""
+
+    def __init__(self, lab: Lab, mlflow_ui_url: str | None = None) -> None:
+        self.lab = lab
+        # Connect and load plugins now: importing MLflow takes ~3 s, which the first
+        # visitor should not wait for.
+        _ = lab.tracking, lab.plugins
+        self.mlflow_ui_url = mlflow_ui_url
+        self.mlflow_ui_ready = mlflow_ui_url is not None and self._probe(mlflow_ui_url)
+        self.datasets = LruCache(size=3)
+        self.predictions = LruCache(size=16)
+        self.registry: TaskRegistry | None = None
+        self._lock = threading.Lock()
+
+    # --- task folders -----------------------------------------------------------------------
+
+    def start_watching(self) -> None:
+        """Follow the task folders (hot reload) once per process."""
+        from activelab.task_watcher import TaskRegistry
+
+        with self._lock:
+            if self.registry is None:
+                self.registry = TaskRegistry(self.lab.plugins, self.lab.settings.tasks_dirs).start()
+
+    def stop(self) -> None:
+        if self.registry is not None:
+            self.registry.stop()
+            self.registry = None
+
+    # --- MLflow UI ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _probe(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def watch_mlflow_ui(self, process_ready: Any) -> None:
+        """Mark the MLflow UI ready once `process_ready()` is true (polled in a thread)."""
+
+        def poll() -> None:
+            import time
+
+            while not self.mlflow_ui_ready:
+                if process_ready():
+                    self.mlflow_ui_ready = True
+                    return
+                time.sleep(0.5)
+
+        threading.Thread(target=poll, name="activelab-mlflow-ui", daemon=True).start()
+
+    def experiment_url(self, experiment_id: str) -> str | None:
+        if not self.mlflow_ui_url:
+            return None
+        return f"{self.mlflow_ui_url}/#/experiments/{experiment_id}"
+
+    def run_url(self, experiment_id: str, run_id: str) -> str | None:
+        if not self.mlflow_ui_url:
+            return None
+        return f"{self.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    # --- data -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def dataset_key(model: Model) -> tuple[str, str]:
+        config = model.config
+        return config.dataset, json.dumps(config.dataset_params, sort_keys=True)
+
+    def dataset(self, model: Model) -> DataBundle:
+        """The model's data set, loaded once per process and shared by sessions."""
+        config = model.config
+        key = self.dataset_key(model)
+        host = self.lab.plugins
+
+        def load() -> DataBundle:
+            return host.get("datasets", config.dataset)(**config.dataset_params).load()
+
+        return self.datasets.get(key, load)
+
+    def run_predictions(self, run_id: str) -> pd.DataFrame | None:
+        """A run's per-sample predictions artifact (cached per run)."""
+        import pandas as pd
+
+        def load() -> pd.DataFrame | None:
+            run = self.lab.tracking.client.get_run(run_id)
+            path = run.data.tags.get(keys.PREDICTIONS)
+            if not path:
+                return None
+            with tempfile.TemporaryDirectory(prefix="activelab-pred-") as tmp:
+                local = self.lab.tracking.client.download_artifacts(run_id, path, tmp)
+                return pd.read_parquet(Path(local))
+
+        return self.predictions.get(run_id, load)
+
+
+_context: AppContext | None = None
+_context_lock = threading.Lock()
+
+
+def set_context(context: AppContext) -> None:
+    global _context
+    with _context_lock:
+        _context = context
+
+
+def get_context() -> AppContext:
+    """The process's AppContext; under plain `panel serve`, built from the environment."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            from activelab.models import Lab
+
+            _context = AppContext(Lab())
+        return _context

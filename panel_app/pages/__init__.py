@@ -1,0 +1,1 @@
+"""One view class per page, each over its view-model."""

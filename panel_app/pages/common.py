@@ -1,0 +1,95 @@
+"""Helpers every page uses: escaping, small HTML pieces, running work off the request path."""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import panel as pn
+
+log = logging.getLogger(__name__)
+
+
+def esc(value: Any) -> str:
+    """User-provided text shown in HTML is always escaped."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def relative_time(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = max(0.0, (datetime.now(timezone.utc) - moment).total_seconds())
+    if seconds < 45:
+        return "just now"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 86400:
+        return f"{round(seconds / 3600)} h ago"
+    days = round(seconds / 86400)
+    return f"{days} day{'s' if days != 1 else ''} ago"
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def status_badge(status: str | None) -> str:
+    if not status:
+        return ""
+    kind = {"RUNNING": "running", "FAILED": "failed", "FINISHED": "finished"}.get(status, "")
+    text = {"RUNNING": "training", "KILLED": "stopped"}.get(status, status.lower())
+    return f'<span class="al-badge {kind}">{esc(text)}</span>'
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class UiThread:
+    """Runs slow work in a thread and applies its result in the session's own thread.
+
+    Bokeh models may only change under the document lock; Panel objects schedule themselves,
+    raw Bokeh models (the scatter's data source) do not.
+    """
+
+    def __init__(self) -> None:
+        self.doc = pn.state.curdoc
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run `fn` with the document lock: now if we are in the session, else next tick."""
+        doc = self.doc
+        if doc is None or pn.state.curdoc is doc:
+            fn()
+        else:
+            doc.add_next_tick_callback(fn)
+
+    def background(
+        self,
+        work: Callable[[], Any],
+        done: Callable[[Any], None] | None = None,
+        failed: Callable[[BaseException], None] | None = None,
+    ) -> threading.Thread:
+        def run() -> None:
+            try:
+                result = work()
+            except BaseException as exc:
+                log.warning("Background work failed", exc_info=True)
+                if failed is not None:
+                    self.call(lambda error=exc: failed(error))
+                return
+            if done is not None:
+                self.call(lambda: done(result))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread

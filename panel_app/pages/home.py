@@ -1,0 +1,352 @@
+"""Home: the model cards, creating, renaming, deleting (with undo), quick start, activity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import panel as pn
+
+from activelab.panel_app.pages.common import (
+    UiThread,
+    duration,
+    esc,
+    fmt,
+    relative_time,
+    status_badge,
+)
+from activelab.panel_app.vm.home import HomeViewModel, describe_error
+from activelab.panel_app.vm.state import AppState
+
+REFRESH_MS = 4000
+
+
+class HomePage(pn.viewable.Viewer):
+    def __init__(self, state: AppState, **params: Any) -> None:
+        super().__init__(**params)
+        self.state = state
+        self.vm = HomeViewModel(state)
+        self.ui = UiThread()
+        self._periodic = None
+        self._active = False
+
+        self.search = pn.widgets.TextInput(placeholder="Search models by name", width=260)
+        self.search.param.watch(lambda e: setattr(self.vm, "query", e.new), "value_input")
+        self.new_button = pn.widgets.Button(name="New model", button_type="primary")
+        self.quick_button = pn.widgets.Button(name="Quick start", button_type="success")
+        self.new_button.on_click(lambda e: self._open_create())
+        self.quick_button.on_click(lambda e: self._quick_start())
+        self.banner = pn.Row(visible=False, sizing_mode="stretch_width")
+        self.cards = pn.FlexBox(gap="12px", sizing_mode="stretch_width")
+        self.activity = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.system = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.create_dialog, self.rename_dialog, self.delete_dialog = self._dialogs()
+        self.vm.param.watch(
+            lambda *e: self._render(),
+            ["cards", "query", "recent_runs", "system", "error", "loaded"],
+        )
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        header = pn.Row(
+            pn.pane.HTML("<h2 style='margin:4px 0'>Models</h2>"),
+            pn.Spacer(width=12),
+            self.search,
+            self.new_button,
+            self.quick_button,
+            sizing_mode="stretch_width",
+            styles={"flex-wrap": "wrap", "align-items": "center"},
+        )
+        side = pn.Column(
+            pn.pane.HTML("<h3 style='margin:8px 0 4px'>Recent activity</h3>"),
+            self.activity,
+            pn.pane.HTML("<h3 style='margin:16px 0 4px'>System</h3>"),
+            self.system,
+            width=320,
+            styles={"flex-shrink": "0"},
+        )
+        body = pn.FlexBox(
+            pn.Column(
+                self.banner,
+                self.cards,
+                sizing_mode="stretch_width",
+                styles={"flex": "1 1 480px", "min-width": "300px"},
+            ),
+            side,
+            gap="16px",
+            sizing_mode="stretch_width",
+        )
+        return pn.Column(
+            header,
+            body,
+            self.create_dialog,
+            self.rename_dialog,
+            self.delete_dialog,
+            sizing_mode="stretch_width",
+        )
+
+    def activate(self) -> None:
+        self._active = True
+        self.ui = UiThread()
+        self._render_now()
+        self.ui.background(self.vm.refresh)
+        if self._periodic is None:
+            self._periodic = pn.state.add_periodic_callback(self._tick, period=REFRESH_MS)
+
+    def deactivate(self) -> None:
+        self._active = False
+        if self._periodic is not None:
+            self._periodic.stop()
+            self._periodic = None
+
+    def _tick(self) -> None:
+        self.ui.background(self.vm.refresh)
+
+    # --- rendering ----------------------------------------------------------------------------
+
+    def _render(self) -> None:
+        # A refresh that lands after the page was left would update detached views.
+        if self._active:
+            self.ui.call(self._render_now)
+
+    def _render_now(self) -> None:
+        cards = self.vm.visible_cards
+        if not self.vm.loaded:
+            self.cards[:] = [pn.indicators.LoadingSpinner(value=True, size=40)]
+        elif self.vm.error and not self.vm.cards:
+            self.cards[:] = [pn.pane.HTML(f"<div class='al-banner'>{esc(self.vm.error)}</div>")]
+        elif not self.vm.cards:
+            self.cards[:] = [self._empty_state()]
+        elif not cards:
+            self.cards[:] = [
+                pn.pane.HTML(f"<p class='al-muted'>No model matches “{esc(self.vm.query)}”.</p>")
+            ]
+        else:
+            self.cards[:] = [self._card(c) for c in cards]
+        self.activity.object = self._activity_html()
+        self.system.object = self._system_html()
+
+    def _empty_state(self) -> pn.viewable.Viewable:
+        first = pn.widgets.Button(name="Create your first model", button_type="primary")
+        quick = pn.widgets.Button(name="Quick start on digits", button_type="success")
+        first.on_click(lambda e: self._open_create())
+        quick.on_click(lambda e: self._quick_start())
+        return pn.Column(
+            pn.pane.HTML(
+                "<div class='al-empty'><h3>No models yet</h3><p>A model is an MLflow experiment "
+                "that owns its labels, training runs and checkpoints.<br>Create one, or let "
+                "<b>Quick start</b> make a <i>digits</i> model with a few labels and train it "
+                "for a minute.</p></div>",
+                sizing_mode="stretch_width",
+            ),
+            pn.Row(first, quick),
+            sizing_mode="stretch_width",
+        )
+
+    def _card(self, card: Any) -> pn.viewable.Viewable:
+        tags = "".join(
+            f"<span class='al-tag'>{esc(k)}={esc(v)}</span>" for k, v in card.tags.items()
+        )
+        description = (
+            f"<div class='al-muted'>{esc(card.description)}</div>" if card.description else ""
+        )
+        status = card.latest_run_status if card.latest_run_status == "RUNNING" else None
+        html = (
+            f"<h3>{esc(card.name)} {status_badge(status)}</h3>{description}"
+            "<div class='al-figures'>"
+            f"<span>data set</span><span class='v'>{esc(card.dataset)}</span>"
+            f"<span>labeled</span><span class='v'>{card.labeled_count}</span>"
+            f"<span>epochs</span><span class='v'>{card.total_epochs}</span>"
+            f"<span>latest loss</span><span class='v'>{fmt(card.latest_loss)}</span>"
+            f"<span>modified</span><span class='v'>{relative_time(card.updated)}</span>"
+            f"</div>{tags}"
+        )
+        open_button = pn.widgets.Button(name="Open", button_type="primary", width=70)
+        rename_button = pn.widgets.Button(name="Rename", width=80)
+        delete_button = pn.widgets.Button(name="Delete", button_type="danger", width=75)
+        open_button.on_click(lambda e: self.state.open_model(card.id))
+        rename_button.on_click(lambda e: self._open_rename(card))
+        delete_button.on_click(lambda e: self._open_delete(card))
+        return pn.Column(
+            pn.pane.HTML(html, sizing_mode="stretch_width"),
+            pn.Row(open_button, rename_button, delete_button),
+            css_classes=["al-card"],
+            width=300,
+            name=f"card-{card.id}",
+        )
+
+    def _activity_html(self) -> str:
+        if not self.vm.recent_runs:
+            return "<p class='al-muted'>No training runs yet.</p>"
+        rows = "".join(
+            f"<tr><td>{esc(model)}</td><td>{esc(run.name.split(' · ')[0])}</td>"
+            f"<td>{status_badge(run.status)}</td><td class='al-muted'>"
+            f"{relative_time(run.started)} · {duration(run.duration_s)}</td></tr>"
+            for model, run in self.vm.recent_runs
+        )
+        return f"<table style='font-size:13px;width:100%'>{rows}</table>"
+
+    def _system_html(self) -> str:
+        s = self.vm.system
+        if not s:
+            return ""
+        gpus = (
+            "".join(
+                f"<div>GPU {esc(g.get('name'))}: {g.get('util_percent', '-')} %</div>"
+                for g in s.get("gpus", [])
+            )
+            or "<div class='al-muted'>no GPU</div>"
+        )
+        return (
+            f"<div class='al-kv'><div><b>CPU</b>{s['cpu_percent']:.0f} % of {s['cpus']} cores"
+            f"</div><div><b>Memory</b>{s['memory_used_gb']} / {s['memory_total_gb']} GB "
+            f"({s['memory_percent']:.0f} %)</div>{gpus}</div>"
+        )
+
+    # --- dialogs --------------------------------------------------------------------------------
+
+    def _dialogs(self) -> tuple[pn.Modal, pn.Modal, pn.Modal]:
+        self.f_name = pn.widgets.TextInput(name="Name", placeholder="model-001 if empty")
+        self.f_description = pn.widgets.TextAreaInput(
+            name="Description (shown in MLflow)", height=70
+        )
+        self.f_preset = pn.widgets.Select(name="Preset", options=self.vm.presets, value="default")
+        self.f_dataset = pn.widgets.Select(
+            name="Data set", options=self.vm.datasets, value="digits"
+        )
+        self.f_path = pn.widgets.TextInput(
+            name="Image folder", placeholder="/path/to/images", visible=False
+        )
+        self.f_dataset.param.watch(
+            lambda e: setattr(self.f_path, "visible", e.new == "image-folder"), "value"
+        )
+        self.f_error = pn.pane.HTML("", styles={"color": "#c92a2a"})
+        create = pn.widgets.Button(name="Create", button_type="primary")
+        create.on_click(lambda e: self._create())
+        create_dialog = pn.Modal(
+            pn.pane.HTML("<h3>New model</h3>"),
+            self.f_name,
+            self.f_description,
+            self.f_preset,
+            self.f_dataset,
+            self.f_path,
+            self.f_error,
+            create,
+            width=380,
+        )
+
+        self.r_name = pn.widgets.TextInput(name="New name")
+        self.r_error = pn.pane.HTML("", styles={"color": "#c92a2a"})
+        save = pn.widgets.Button(name="Save name", button_type="primary")
+        save.on_click(lambda e: self._rename())
+        rename_dialog = pn.Modal(
+            pn.pane.HTML("<h3>Rename model</h3>"), self.r_name, self.r_error, save, width=340
+        )
+
+        self.d_text = pn.pane.HTML("")
+        confirm = pn.widgets.Button(name="Delete model", button_type="danger")
+        cancel = pn.widgets.Button(name="Cancel")
+        confirm.on_click(lambda e: self._delete())
+        cancel.on_click(lambda e: self.delete_dialog.hide())
+        delete_dialog = pn.Modal(self.d_text, pn.Row(confirm, cancel), width=380)
+        self._target: Any = None
+        return create_dialog, rename_dialog, delete_dialog
+
+    def _open_create(self) -> None:
+        from activelab.panel_app.pages.settings import load_preferences
+
+        prefs = load_preferences(self.state)
+        self.f_name.value = ""
+        self.f_description.value = ""
+        self.f_error.object = ""
+        self.f_dataset.options = self.vm.datasets
+        if prefs.get("dataset") in self.f_dataset.options:
+            self.f_dataset.value = prefs["dataset"]
+        if prefs.get("preset") in self.f_preset.options:
+            self.f_preset.value = prefs["preset"]
+        self.create_dialog.show()
+
+    def _create(self) -> None:
+        params = {"path": self.f_path.value} if self.f_dataset.value == "image-folder" else {}
+        try:
+            card = self.vm.create(
+                self.f_name.value,
+                self.f_description.value,
+                self.f_preset.value,
+                self.f_dataset.value,
+                params,
+            )
+        except Exception as exc:
+            self.f_error.object = esc(describe_error(exc))
+            return
+        self.create_dialog.hide()
+        self.state.notify(f"Created model “{card.name}”.", "success")
+
+    def _open_rename(self, card: Any) -> None:
+        self._target = card
+        self.r_name.value = card.name
+        self.r_error.object = ""
+        self.rename_dialog.show()
+
+    def _rename(self) -> None:
+        try:
+            card = self.vm.rename(self._target.id, self.r_name.value)
+        except Exception as exc:
+            self.r_error.object = esc(describe_error(exc))
+            return
+        self.rename_dialog.hide()
+        self.state.notify(f"Renamed to “{card.name}”.", "success")
+
+    def _open_delete(self, card: Any) -> None:
+        self._target = card
+        self.d_text.object = (
+            f"<h3>Delete “{esc(card.name)}”?</h3><p>Its labels, runs and "
+            "checkpoints are kept; you can restore it right after.</p>"
+        )
+        self.delete_dialog.show()
+
+    def _delete(self) -> None:
+        card = self._target
+        self.delete_dialog.hide()
+        try:
+            self.vm.delete(card.id)
+        except Exception as exc:
+            self.state.notify(describe_error(exc), "error")
+            return
+        undo = pn.widgets.Button(name="Undo", button_type="primary", width=80)
+        close = pn.widgets.Button(name="✕", width=40)
+        undo.on_click(lambda e: self._restore(card))
+        close.on_click(lambda e: setattr(self.banner, "visible", False))
+        self.banner[:] = [
+            pn.pane.HTML(f"<div class='al-banner'>Deleted “{esc(card.name)}”.</div>"),
+            undo,
+            close,
+        ]
+        self.banner.visible = True
+
+    def _restore(self, card: Any) -> None:
+        self.banner.visible = False
+        try:
+            restored = self.vm.restore(card.id)
+        except Exception as exc:
+            self.state.notify(describe_error(exc), "error")
+            return
+        self.state.notify(f"Restored “{restored.name}”.", "success")
+
+    def _quick_start(self) -> None:
+        self.quick_button.disabled = True
+        self.state.notify("Quick start: creating a digits model and starting a short training…")
+
+        def done(result: Any) -> None:
+            card, _run_id = result
+            self.quick_button.disabled = False
+            self.state.notify(
+                f"“{card.name}” is training; its map updates when the run ends.", "success"
+            )
+            self.state.open_model(card.id, "label")
+
+        def failed(exc: BaseException) -> None:
+            self.quick_button.disabled = False
+            self.state.notify(describe_error(exc), "error")
+
+        self.ui.background(self.vm.quick_start, done, failed)

@@ -1,0 +1,104 @@
+"""`activelab serve`: the app on 127.0.0.1, with the MLflow UI on the same store beside it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING, Any
+
+from activelab.mlflow_server import MlflowServer, free_port, start_mlflow_server
+from activelab.settings import is_remote
+
+if TYPE_CHECKING:
+    from activelab.models import Lab
+
+log = logging.getLogger(__name__)
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def start_mlflow_ui(lab: Lab, host: str, port: int) -> MlflowServer | None:
+    """The MLflow UI for a local store (None when the store already is a server)."""
+    settings = lab.settings
+    if is_remote(settings.tracking_uri):
+        return None
+    if not _port_free(host, port):
+        port = free_port(host)
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return start_mlflow_server(
+        settings.tracking_uri,
+        default_artifact_root=settings.artifact_root,
+        host=host,
+        port=port,
+        log_path=logs / "mlflow-ui.log",
+    )
+
+
+def serve(
+    lab: Lab,
+    host: str = "127.0.0.1",
+    port: int = 5006,
+    mlflow_ui: bool = True,
+    mlflow_port: int = 5000,
+    show: bool = False,
+    echo: Any = print,
+) -> None:
+    """Serve the app until Ctrl-C; stop everything started here on the way out."""
+    import panel as pn
+
+    from activelab.panel_app.app import TITLE, build_app, configure_panel
+    from activelab.panel_app.context import AppContext, set_context
+
+    # Create (migrate) the store before the MLflow UI opens it too: two processes migrating
+    # one new sqlite file at once make the second fail ("_alembic_tmp_... already exists").
+    lab.tracking.client.search_experiments(max_results=1)
+    ui = start_mlflow_ui(lab, host, mlflow_port) if mlflow_ui else None
+    ui_url = (
+        ui.url
+        if ui
+        else (lab.settings.tracking_uri if is_remote(lab.settings.tracking_uri) else None)
+    )
+    context = AppContext(lab, mlflow_ui_url=ui_url)
+    if ui is not None:
+        context.watch_mlflow_ui(ui.ready)
+    set_context(context)
+    context.start_watching()
+    configure_panel()
+    echo(f"activelab app:  http://{host}:{port}/")
+    if ui is not None:
+        echo(f"MLflow UI:      {ui.url}/  (starting; ready in about 10 s)")
+    elif ui_url:
+        echo(f"MLflow UI:      {ui_url}/")
+    echo(f"tracking store: {lab.settings.tracking_uri}")
+    echo("Ctrl-C stops everything.")
+
+    def stop_on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # `kill` stops everything the same way Ctrl-C does
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        pn.serve(
+            {"/": lambda: build_app(context)},
+            address=host,
+            port=port,
+            show=show,
+            title=TITLE,
+            websocket_origin=[f"{host}:{port}", f"localhost:{port}"],
+            admin=False,
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        context.stop()
+        if ui is not None:
+            ui.stop()

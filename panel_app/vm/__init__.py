@@ -1,0 +1,1 @@
+"""Per-session view-models: state and actions of each page, no layout (tested directly)."""

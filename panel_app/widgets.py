@@ -1,0 +1,70 @@
+"""Small browser-side pieces: keyboard shortcuts and the lost-connection watch."""
+
+from __future__ import annotations
+
+import param
+from panel.custom import JSComponent
+
+
+class KeyListener(JSComponent):
+    """Sends key presses on the page (outside text fields) to Python as `key` / `presses`."""
+
+    key = param.String(default="")
+    presses = param.Integer(default=0)
+
+    _esm = """
+    export function render({ model }) {
+      const handler = (event) => {
+        const target = event.composedPath()[0];
+        const tag = target && target.tagName;
+        if (tag === 'INPUT' || tag === 'TEXTAREA' || tag === 'SELECT' ||
+            (target && target.isContentEditable)) return;
+        let key = event.key;
+        if ((event.ctrlKey || event.metaKey) && (key === 'z' || key === 'Z' || key === 'y')) {
+          key = (event.shiftKey || key === 'y') ? 'redo' : 'undo';
+          event.preventDefault();
+        } else if (event.ctrlKey || event.metaKey || event.altKey) {
+          return;
+        }
+        model.key = key;
+        model.presses = model.presses + 1;
+      };
+      document.addEventListener('keydown', handler);
+      model.on('remove', () => document.removeEventListener('keydown', handler));
+      const el = document.createElement('span');
+      el.className = 'al-keys';
+      return el;
+    }
+    """
+
+
+class ConnectionWatch(JSComponent):
+    """Says so when the browser loses the server, and reloads the page once it is back."""
+
+    # A tiny file every Panel server serves; fetching it creates no session.
+    path = param.String(default="/static/extensions/panel/images/icon-16x16.png")
+
+    _esm = """
+    export function render({ model }) {
+      let lost = false;
+      const banner = document.createElement('div');
+      banner.className = 'al-offline';
+      banner.textContent =
+        'Lost the connection to the activelab server; waiting for it to come back…';
+      banner.style.display = 'none';
+      document.body.appendChild(banner);
+      const check = async () => {
+        try {
+          const response = await fetch(model.path, { cache: 'no-store' });
+          if (!response.ok) throw new Error(String(response.status));
+          if (lost) { window.location.reload(); }
+        } catch (error) {
+          lost = true;
+          banner.style.display = 'block';
+        }
+      };
+      const timer = setInterval(check, 2000);
+      model.on('remove', () => { clearInterval(timer); banner.remove(); });
+      return document.createElement('span');
+    }
+    """

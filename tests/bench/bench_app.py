@@ -1,0 +1,245 @@
+"""Opening the Label page of a 60,000-sample model, and the label -> plot update.
+
+Targets (issue "The Panel app"): the page is drawn <= 3 s after navigation; a label change is
+saved and the plot patched <= 50 ms on the server. Baselines measured in the same run:
+- open: a bare Panel page holding only a plain Bokeh scatter of the same 60,000 points,
+- label: the durable label write alone (`LabelStore.set`), without the plot update.
+
+    .venv/bin/python tests/bench/bench_app.py [--samples 60000] [--labels 30]
+
+The app runs for real (`activelab serve`) and is driven by headless Chromium. The last line
+printed is one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/: served.py, browser.py, helpers.py
+
+from browser import ARGS, CHROMIUM  # noqa: E402
+from served import start_app  # noqa: E402
+
+DATASET_FILE = textwrap.dedent('''
+    """A 60,000-sample, MNIST-sized data set for the app benchmark (digits, upscaled, tiled)."""
+    import numpy as np
+    from activelab import DataBundle, Dataset, DatasetInfo
+    from activelab.tasks.datasets import Digits
+
+    SIZE = {size}
+
+    class BenchDigits(Dataset):
+        kind = "bench-digits-large"
+
+        def info(self):
+            return DatasetInfo(self.kind, SIZE, tuple("0123456789"), (1, 28, 28), True)
+
+        def load(self, progress=None):
+            bundle = Digits().load()
+            images = np.kron(bundle.images, np.ones((1, 1, 3, 3), dtype=np.float32))
+            images = np.pad(images, ((0, 0), (0, 0), (2, 2), (2, 2)))
+            reps = -(-SIZE // len(images))
+            return DataBundle(np.tile(images, (reps, 1, 1, 1))[:SIZE].copy(),
+                              np.tile(bundle.true_labels, reps)[:SIZE].copy(), self.info())
+''')
+
+DRAWN = """(n) => {
+  if (!window.Bokeh || !Bokeh.documents.length) return false;
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  const plot = doc.get_model_by_name("label-map") || doc.get_model_by_name("baseline-map");
+  if (!plot) return false;
+  const view = Bokeh.index.find_one(plot);
+  return view != null && view.has_finished() &&
+         plot.renderers[0].data_source.get_length() === n;
+}"""
+
+MAP_LABEL = """(i) => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  return doc.get_model_by_name("label-map").renderers[0].data_source.data.label[i];
+}"""
+
+
+def prepare(home: Path, samples: int) -> tuple[str, Path]:
+    """A trained model on the large data set (its run logs the predictions the map shows)."""
+    from activelab import Lab
+
+    tasks = home / "bench-tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "bench_dataset.py").write_text(DATASET_FILE.format(size=samples))
+    lab = Lab(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", home=home, tasks_dirs=[tasks])
+    model = lab.create_model(
+        "large",
+        dataset="bench-digits-large",
+        config={
+            "trainer.hidden_dims": "[64]",
+            "trainer.batch_size": "1024",
+            "trainer.recon_images": "0",
+        },
+    )
+    handle = model.launch(epochs=1, wait=True, system_metrics=False)
+    assert handle.status == "FINISHED", handle.summary.error
+    return model.id, tasks
+
+
+def serve_baseline(images_xy: tuple[np.ndarray, np.ndarray]) -> tuple[str, object]:
+    """A bare Panel page with a plain Bokeh scatter of the same points."""
+    import panel as pn
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
+
+    from activelab.mlflow_server import free_port
+
+    x, y = images_xy
+
+    def page():
+        source = ColumnDataSource({"x": x, "y": y, "c": np.zeros(len(x), np.int8)})
+        plot = figure(
+            sizing_mode="stretch_both", min_height=440, name="baseline-map", output_backend="canvas"
+        )
+        plot.scatter("x", "y", source=source, size=5, line_color=None)
+        return pn.pane.Bokeh(plot, sizing_mode="stretch_both", min_height=440)
+
+    port = free_port()
+    server = pn.serve(
+        {"/": page}, port=port, address="127.0.0.1", show=False, threaded=True, start=True
+    )
+    time.sleep(1)
+    return f"http://127.0.0.1:{port}/", server
+
+
+def time_open(browser, url: str, samples: int, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        start = time.perf_counter()
+        page.goto(url)
+        page.wait_for_function(DRAWN, arg=samples, timeout=60_000, polling="raf")
+        times.append(time.perf_counter() - start)
+        context.close()
+    return times
+
+
+def time_labels(browser, url: str, samples: int, count: int) -> list[float]:
+    """Browser round trips: key press -> the point's label changed in the browser's data."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function(DRAWN, arg=samples, timeout=60_000)
+    rng = np.random.default_rng(0)
+    round_trips = []
+    for n in range(count):
+        index = int(rng.integers(samples))
+        page.evaluate(
+            """(i) => {
+          const doc = Bokeh.documents[Bokeh.documents.length - 1];
+          doc.get_model_by_name("label-map").renderers[0].data_source.selected.indices = [i];
+        }""",
+            index,
+        )
+        page.wait_for_timeout(150)  # the selection reaches the server
+        label = n % 10
+        start = time.perf_counter()
+        page.keyboard.press(str(label))
+        page.wait_for_function(
+            f"(i) => ({MAP_LABEL})(i) === {label}", arg=index, timeout=10_000, polling="raf"
+        )
+        round_trips.append((time.perf_counter() - start) * 1000)
+    context.close()
+    return round_trips
+
+
+def store_write_baseline(home: Path, tasks: Path, model_id: str, count: int) -> list[float]:
+    from activelab import Lab
+
+    lab = Lab(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", home=home, tasks_dirs=[tasks])
+    store = lab.get_model(model_id).labels
+    times = []
+    for n in range(count):
+        start = time.perf_counter()
+        store.set(50_000 - n, n % 10)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=60000)
+    parser.add_argument("--labels", type=int, default=30)
+    parser.add_argument("--opens", type=int, default=4)
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from playwright.sync_api import sync_playwright
+
+    home = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    model_id, tasks = prepare(home, args.samples)
+    os.environ["ACTIVELAB_TASKS_DIRS"] = str(tasks)
+    app = start_app(home, "--no-mlflow-ui", "--log-level", "info")
+    try:
+        url = f"{app.url}/?page=label&model={model_id}"
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            opens = time_open(browser, url, args.samples, args.opens)
+            rng = np.random.default_rng(1)
+            baseline_url, _server = serve_baseline(
+                (
+                    rng.standard_normal(args.samples).astype(np.float32),
+                    rng.standard_normal(args.samples).astype(np.float32),
+                )
+            )
+            baseline_opens = time_open(browser, baseline_url, args.samples, args.opens)
+            round_trips = time_labels(browser, url, args.samples, args.labels)
+            browser.close()
+            _server.stop()
+        server_ms = [
+            float(m)
+            for m in re.findall(r"label change: 1 sample\(s\) labeled in ([\d.]+) ms", app.output())
+        ]
+    finally:
+        app.stop()
+    writes = store_write_baseline(home, tasks, model_id, args.labels)
+    warm = opens[1:] or opens
+    figures = {
+        "samples": args.samples,
+        "open_first_s": round(opens[0], 3),
+        "open_warm_median_s": round(statistics.median(warm), 3),
+        "open_baseline_median_s": round(statistics.median(baseline_opens), 3),
+        "open_vs_plain_bokeh_ratio": round(
+            statistics.median(warm) / statistics.median(baseline_opens), 3
+        ),
+        "label_server_p50_ms": round(statistics.median(server_ms), 2),
+        "label_server_p95_ms": round(float(np.percentile(server_ms, 95)), 2),
+        "label_store_write_p50_ms": round(statistics.median(writes), 2),
+        "label_server_vs_store_write_ratio": round(
+            statistics.median(server_ms) / statistics.median(writes), 3
+        ),
+        "label_browser_round_trip_p50_ms": round(statistics.median(round_trips), 1),
+        "labels_measured": len(server_ms),
+    }
+    print(
+        f"open: first {figures['open_first_s']} s, warm {figures['open_warm_median_s']} s "
+        f"(target <= 3 s; plain Bokeh page {figures['open_baseline_median_s']} s)"
+    )
+    print(
+        f"label -> plot update on the server: p50 {figures['label_server_p50_ms']} ms, p95 "
+        f"{figures['label_server_p95_ms']} ms (target <= 50 ms; the durable write alone "
+        f"{figures['label_store_write_p50_ms']} ms); browser round trip "
+        f"{figures['label_browser_round_trip_p50_ms']} ms"
+    )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

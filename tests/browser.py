@@ -1,0 +1,48 @@
+"""Headless Chromium (Debian's package) driven by Playwright, and helpers for the app's pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+# Screen position of a sample on the label map, from the plot's own scales.
+POINT_OF_SAMPLE = """(i) => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  const plot = doc.get_model_by_name("label-map");
+  const view = Bokeh.index.find_one(plot);
+  const data = plot.renderers[0].data_source.data;
+  const rect = view.canvas_view.el.getBoundingClientRect();
+  return [rect.left + view.frame.x_scale.compute(data.x[i]),
+          rect.top + view.frame.y_scale.compute(data.y[i])];
+}"""
+
+# The map's label column, as the browser has it (patched in place, not rebuilt).
+MAP_LABELS = """() => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  const plot = doc.get_model_by_name("label-map");
+  return Array.from(plot.renderers[0].data_source.data.label);
+}"""
+
+MAP_FRAME = """() => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  const view = Bokeh.index.find_one(doc.get_model_by_name("label-map"));
+  const rect = view.canvas_view.el.getBoundingClientRect();
+  const f = view.frame.bbox;
+  return [rect.left + f.x0, rect.top + f.y0, f.width, f.height];
+}"""
+
+
+def chromium_missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing: run `bash .ci/setup` (it installs Debian's chromium)."
+    return None

@@ -1,0 +1,83 @@
+"""Start the real app (`activelab serve`) for HTTP and browser tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers import wait_until
+
+from activelab.mlflow_server import free_port
+
+
+@dataclass
+class ServedApp:
+    url: str
+    process: subprocess.Popen
+    home: Path
+    log: Path
+    tracking_uri: str
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """Ctrl-C, the way a person stops it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start_app(home: Path, *extra: str, tracking_uri: str | None = None) -> ServedApp:
+    port = free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "serve.log"
+    env = {**os.environ, "ACTIVELAB_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    script = Path(sys.executable).with_name("activelab")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(script), "serve", "--port", str(port), *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    app = ServedApp(
+        f"http://127.0.0.1:{port}",
+        process,
+        home,
+        log,
+        tracking_uri or f"sqlite:///{home / 'mlflow.db'}",
+    )
+    try:
+        wait_until(
+            lambda: process.poll() is not None or http_ok(app.url + "/"),
+            timeout=90,
+            message="the app to answer",
+        )
+    except AssertionError:
+        app.stop()
+        raise
+    assert process.poll() is None, app.output()
+    return app

@@ -1,0 +1,95 @@
+"""The app served for real: HTTP answers, the MLflow UI beside it, 127.0.0.1 only, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import psutil
+from helpers import wait_until
+from served import http_ok, start_app
+
+from activelab.mlflow_server import free_port
+
+
+def test_serve_starts_the_app_and_the_mlflow_ui_and_stops_both(tmp_path):
+    app = start_app(tmp_path / "home", "--mlflow-port", str(free_port()))
+    try:
+        with urllib.request.urlopen(app.url + "/") as response:
+            page = response.read().decode()
+        assert "<title>activelab</title>" in page
+        output = app.output()
+        assert f"activelab app:  {app.url}/" in output
+        ui_url = re.search(r"MLflow UI:\s+(http://\S+?)/", output).group(1)
+        assert ui_url.startswith("http://127.0.0.1:")
+        wait_until(lambda: http_ok(ui_url + "/health"), timeout=90, message="the MLflow UI")
+        listening = {
+            c.laddr.ip
+            for c in psutil.Process(app.process.pid).net_connections()
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {"127.0.0.1"}  # nothing listens on other interfaces
+        children = psutil.Process(app.process.pid).children(recursive=True)
+        assert children, "the MLflow UI runs as a child process"
+    finally:
+        code = app.stop()
+    assert code == 0
+    assert not http_ok(ui_url + "/health")  # Ctrl-C stopped the MLflow UI too
+    wait_until(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
+        timeout=30,
+        message="children to exit",
+    )
+
+
+def test_the_app_answers_before_the_mlflow_ui_is_ready(tmp_path):
+    app = start_app(tmp_path / "home", "--mlflow-port", str(free_port()))
+    try:
+        output = app.output()
+        ui_url = re.search(r"MLflow UI:\s+(http://\S+?)/", output).group(1)
+        # start_app returned as soon as the app answered; MLflow takes ~10 s more
+        assert "starting" in output
+        assert http_ok(app.url + "/")
+        wait_until(lambda: http_ok(ui_url + "/health"), timeout=90, message="the MLflow UI")
+    finally:
+        app.stop()
+
+
+def test_panel_serve_of_the_documented_module(tmp_path):
+    path = subprocess.run(
+        [str(Path(sys.executable).with_name("activelab")), "app-path"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert path.endswith("panel_app/app.py")
+    port = free_port()
+    env = {**os.environ, "ACTIVELAB_HOME": str(tmp_path / "home")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("panel")),
+            "serve",
+            path,
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/app"), timeout=90, message="panel serve"
+        )
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)

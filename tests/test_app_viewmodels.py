@@ -1,0 +1,149 @@
+"""The app's view-models, driven directly against a real store (no server, no browser)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import FAST, wait_until
+
+from activelab import Lab
+from activelab.errors import ModelExistsError, NothingToUndoError
+from activelab.panel_app.context import AppContext
+from activelab.panel_app.vm.home import HomeViewModel, system_status
+from activelab.panel_app.vm.label import LabelViewModel
+from activelab.panel_app.vm.plugins import PluginsViewModel
+from activelab.panel_app.vm.state import AppState
+
+
+@pytest.fixture
+def state(local_lab) -> AppState:
+    return AppState(AppContext(local_lab))
+
+
+def test_home_cards_filter_and_actions(state):
+    home = HomeViewModel(state)
+    home.refresh()
+    assert home.loaded and home.cards == []
+    alpha = home.create("alpha", "first try", "high_recon", "digits")
+    home.create("beta")
+    assert [c.name for c in home.cards] == ["beta", "alpha"]  # newest first
+    assert alpha.preset == "high_recon" and alpha.description == "first try"
+    home.query = "ALP"
+    assert [c.name for c in home.visible_cards] == ["alpha"]
+    with pytest.raises(ModelExistsError):
+        home.create("beta")
+    home.rename(alpha.id, "alpha-2")
+    state.model_id = alpha.id
+    home.delete(alpha.id)
+    assert state.model_id == ""  # the model in use is gone
+    assert [c.name for c in home.cards] == ["beta"]
+    assert home.restore(alpha.id).name == "alpha-2"
+    assert {c.name for c in home.cards} == {"alpha-2", "beta"}
+
+
+def test_quick_start_labels_a_few_samples_and_trains(state):
+    home = HomeViewModel(state)
+    home.refresh()
+    card, run_id = home.quick_start()
+    assert card.name == "quick-start" and card.labeled_count == 30
+    client = state.lab.tracking.client
+    wait_until(
+        lambda: client.get_run(run_id).info.status == "FINISHED",
+        timeout=240,
+        message="the quick-start run",
+    )
+    home.refresh()
+    assert home.recent_runs[0][0] == "quick-start"
+    assert home.recent_runs[0][1].status == "FINISHED"
+    second, _ = home.quick_start()
+    assert second.name == "quick-start-2"
+    assert state.lab.get_model(second.id).runs(), "its training started too"
+
+
+def test_system_status_has_cpu_and_memory():
+    status = system_status()
+    assert status["cpus"] >= 1 and 0 <= status["memory_percent"] <= 100
+    assert isinstance(status["gpus"], list)
+
+
+@pytest.fixture
+def loaded(state):
+    model = state.lab.create_model("to-label", config=FAST)
+    vm = LabelViewModel(state)
+    vm.load(model.id)
+    return vm, model
+
+
+def test_label_map_of_an_untrained_model(loaded):
+    vm, _model = loaded
+    assert vm.ready and vm.source_run == ""
+    columns = vm.columns()
+    assert columns["x"].dtype == np.float32 and len(columns["x"]) == 1797
+    assert columns["label"].dtype == np.int8 and (columns["label"] == -1).all()
+    assert set(columns) == {"x", "y", "label", "predicted", "certainty", "true"}
+    assert vm.has_truth and vm.classes == tuple("0123456789")
+    original, reconstruction = vm.images(5)
+    assert original.shape == reconstruction.shape == (1, 8, 8)
+    assert vm.describe(5)["true"] == "5"
+
+
+def test_labeling_undo_redo_and_strategies(loaded, state):
+    vm, model = loaded
+    vm.selected = [10, 11, 12]
+    assert vm.label_selection(3) == 3
+    assert vm.last_change == {10: 3, 11: 3, 12: 3} and vm.labels_version == 1
+    assert model.labels.as_dict() == {10: 3, 11: 3, 12: 3}  # saved in MLflow
+    assert vm.can_undo and not vm.can_redo
+    vm.current, vm.selected = 12, []
+    assert vm.label_selection("4") == 1  # the clicked sample, by class name
+    assert vm.undo() == 1 and vm.labels[12] == 3
+    assert vm.redo() == 1 and vm.labels[12] == 4
+    vm.selected = [10]
+    assert vm.clear_selection() == 1 and vm.last_change == {10: -1}
+    assert vm.label_counts()["3"] == 1 and vm.label_counts()["4"] == 1
+    vm.next_count = 5
+    picked = vm.next_to_label()
+    assert len(picked) == 5 and not set(picked) & {11, 12} and vm.selected == picked
+    while vm.can_undo:
+        vm.undo()
+    with pytest.raises(NothingToUndoError):
+        vm.undo()
+
+
+def test_labels_from_another_session_arrive(loaded, state):
+    vm, model = loaded
+    other = Lab(tracking_uri=state.lab.settings.tracking_uri, home=state.lab.settings.home)
+    other.get_model(model.id).set_labels({100: 1, 101: 2})
+    assert vm.refresh_labels() is True
+    assert vm.last_change == {100: 1, 101: 2}
+    assert vm.refresh_labels() is False
+
+
+def test_the_map_follows_a_finished_run(loaded):
+    vm, model = loaded
+    before = vm.columns()["x"].copy()
+    assert vm.check_for_new_run() is False
+    handle = model.launch(epochs=1, wait=True)
+    assert vm.check_for_new_run() is True
+    assert vm.source_run == handle.run_id and vm.map_version == 2
+    assert not np.array_equal(before, vm.columns()["x"])
+    fresh = LabelViewModel(vm.state)
+    fresh.load(model.id)  # a new session opens on the latest predictions
+    assert fresh.source_run == handle.run_id
+
+
+def test_plugins_view_model_sees_task_files(state, tmp_path):
+    from helpers import drop_task_file
+
+    vm = PluginsViewModel(state)
+    assert vm.refresh() is True
+    assert vm.refresh() is False  # nothing changed
+    lab = Lab(
+        tracking_uri=state.lab.settings.tracking_uri,
+        home=state.lab.settings.home,
+        tasks_dirs=[tmp_path / "tasks"],
+    )
+    drop_task_file("latent_norm.py", tmp_path / "tasks")
+    assert "latent_norm" in lab.plugins.registry("tasks")  # loads the folder
+    assert vm.refresh() is True
+    assert any(r.registered.get("tasks") == ["latent_norm"] for r in vm.records)
