@@ -91,5 +91,10 @@ class UiThread:
                 self.call(lambda: done(result))
 
         thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        if self.doc is not None and pn.state.curdoc is self.doc and not pn.state.loaded:
+            # While the session is being created the page is not in the browser yet, and
+            # changes made before it connects can be lost: start once it is loaded.
+            pn.state.onload(thread.start)
+        else:
+            thread.start()
         return thread

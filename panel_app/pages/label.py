@@ -66,6 +66,7 @@ class LabelPage(pn.viewable.Viewer):
         self._loaded_model = ""
         self.source: ColumnDataSource | None = None
         self.renderer: Any = None
+        self.map_pane: Any = None
         self._images_for: tuple[int, str] | None = None
         self._picker_busy = False
 
@@ -89,7 +90,7 @@ class LabelPage(pn.viewable.Viewer):
         self.recon = pn.pane.PNG(None, width=112, height=112, visible=False)
         # A FlexBox of the side panel's width wraps the buttons inside it (a wrapping Row
         # takes the page's width and pushes buttons off to the right).
-        self.class_buttons = pn.FlexBox(gap="4px", width=330)
+        self.class_buttons = pn.FlexBox(gap="4px", sizing_mode="stretch_width")
         self.clear_button = pn.widgets.Button(name="Clear label")
         self.undo_button = pn.widgets.Button(name="Undo", disabled=True)
         self.redo_button = pn.widgets.Button(name="Redo", disabled=True)
@@ -128,7 +129,7 @@ class LabelPage(pn.viewable.Viewer):
         side = pn.Column(
             pn.Row(self.image, self.recon),
             self.detail,
-            self.class_buttons,
+            pn.Column(self.class_buttons, width=330),
             pn.Row(self.clear_button, self.undo_button, self.redo_button),
             self.saved,
             self.selection_info,
@@ -205,10 +206,17 @@ class LabelPage(pn.viewable.Viewer):
         if warm:  # cached: build the map now, so it travels with the page's first render
             self.vm.load(model_id)
             return
-        self.plot_area.loading = True
+        # A placeholder inside the area, not `loading=True`: a loading flag set while the
+        # session is being created and cleared later can stay stuck in the browser.
+        self.plot_area[:] = [
+            pn.Row(
+                pn.indicators.LoadingSpinner(value=True, size=28, name=""),
+                pn.pane.HTML("<p class='al-muted'>Loading the map…</p>"),
+            )
+        ]
 
         def failed(exc: BaseException) -> None:
-            self.plot_area.loading = False
+            self.plot_area[:] = []
             self.status.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
 
         self.ui.background(lambda: self.vm.load(model_id), failed=failed)
@@ -228,12 +236,13 @@ class LabelPage(pn.viewable.Viewer):
 
     def _rebuild_map(self) -> None:
         """A new model or a new run's predictions: (re)build the scatter once."""
-        self.plot_area.loading = False
         data = self.vm.columns()
         classes = list(self.vm.classes)
         if self.source is not None and self._classes == classes:
-            self.source.data = data  # same model, newer predictions: keep the figure
+            self.source.data = data  # same classes, newer predictions: keep the figure
             self.source.selected.indices = []
+            if list(self.plot_area) != [self.map_pane]:  # a loading placeholder was shown
+                self.plot_area[:] = [self.map_pane]
             self._render_side()
             return
         self._classes = classes
@@ -286,7 +295,8 @@ class LabelPage(pn.viewable.Viewer):
             )
         )
         self.source.selected.on_change("indices", self._selected_in_plot)
-        self.plot_area[:] = [pn.pane.Bokeh(plot, sizing_mode="stretch_both", min_height=440)]
+        self.map_pane = pn.pane.Bokeh(plot, sizing_mode="stretch_both", min_height=440)
+        self.plot_area[:] = [self.map_pane]
         self._build_class_buttons()
         self._recolor()
         self._render_side()

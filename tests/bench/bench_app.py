@@ -169,7 +169,7 @@ def store_write_baseline(home: Path, tasks: Path, model_id: str, count: int) -> 
     times = []
     for n in range(count):
         start = time.perf_counter()
-        store.set(50_000 - n, n % 10)
+        store.set(store.info.size - 1 - n, n % 10)
         times.append((time.perf_counter() - start) * 1000)
     return times
 
@@ -200,9 +200,12 @@ def main() -> None:
                 )
             )
             baseline_opens = time_open(browser, baseline_url, args.samples, args.opens)
-            round_trips = time_labels(browser, url, args.samples, args.labels)
-            browser.close()
-            _server.stop()
+            try:
+                round_trips = time_labels(browser, url, args.samples, args.labels)
+            finally:
+                browser.close()
+                _server.stop()
+                _server.join(10)
         server_ms = [
             float(m)
             for m in re.findall(r"label change: 1 sample\(s\) labeled in ([\d.]+) ms", app.output())
