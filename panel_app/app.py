@@ -23,6 +23,7 @@ def configure_panel() -> None:
     """Panel settings for the app (idempotent)."""
     pn.extension(
         "modal",
+        "tabulator",
         notifications=True,
         raw_css=[CSS],
         disconnect_notification="Lost the connection to the activelab server.",

@@ -10,6 +10,7 @@ import os
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -24,6 +25,23 @@ if TYPE_CHECKING:
 
 # search_experiments pages; MLflow caps a page at 1,000 results for most stores
 PAGE_SIZE = 1000
+# Metric histories for plots: points per curve, and the server's own cap per request.
+HISTORY_POINTS = 1000
+SERVER_MAX_POINTS = 2500  # MLflow's MAX_RESULTS_PER_RUN
+HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
+
+
+@dataclass
+class MetricSeries:
+    """One metric's (downsampled) history: steps, values and timestamps (epoch ms)."""
+
+    key: str
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.steps)
 
 
 def _mlflow_exception_code(exc: Exception) -> str | None:
@@ -146,6 +164,56 @@ class Tracking:
 
     def restore_experiment(self, experiment_id: str) -> None:
         self.client.restore_experiment(experiment_id)
+
+    # --- metric histories ------------------------------------------------------------------------
+
+    def metric_history(
+        self,
+        run_id: str,
+        key: str,
+        max_points: int = HISTORY_POINTS,
+        start_step: int | None = None,
+    ) -> MetricSeries:
+        """One metric of one run, evenly downsampled to at most `max_points` (first and last
+        kept), from `start_step` on. One bulk, store-side sampled call instead of reading every
+        point: ~0.5 s per 10k points on sqlite and ~3 s over HTTP otherwise (DESIGN.md)."""
+        end_step = None if start_step is None else 2**62
+        store = self.client._tracking_client.store
+        if hasattr(store, "get_host_creds"):  # a tracking server: its bulk-interval endpoint
+            from mlflow.utils.rest_utils import http_request
+
+            params: dict[str, Any] = {
+                "run_ids": [run_id],
+                "metric_key": key,
+                "max_results": min(max_points, SERVER_MAX_POINTS),
+            }
+            if start_step is not None:
+                params.update(start_step=start_step, end_step=end_step)
+            response = http_request(store.get_host_creds(), HISTORY_ENDPOINT, "GET", params=params)
+            response.raise_for_status()
+            points = [
+                (int(m.get("step", 0)), float(m["value"]), int(m.get("timestamp", 0)))
+                for m in response.json().get("metrics", [])
+            ]
+        elif hasattr(store, "get_metric_history_bulk_interval"):
+            found = store.get_metric_history_bulk_interval(
+                [run_id], key, max_points, start_step, end_step
+            )
+            points = [(m.step, m.value, m.timestamp) for m in found]
+        else:  # pragma: no cover - stores without sampling read everything
+            history = self.client.get_metric_history(run_id, key)
+            points = [
+                (m.step, m.value, m.timestamp)
+                for m in history
+                if start_step is None or m.step >= start_step
+            ]
+        points.sort()
+        return MetricSeries(
+            key,
+            [p[0] for p in points],
+            [p[1] for p in points],
+            [p[2] for p in points],
+        )
 
     # --- experiment-level artifacts ---------------------------------------------------------------
 

@@ -147,8 +147,10 @@ def test_navigation_keeps_the_model_and_placeholders_say_so(app, page):
     page.goto(f"{app.url}/?page=label&model={model.id}")
     wait_for_map(page)
     page.get_by_role("button", name="Train").click()
-    page.get_by_text("Train is not built yet").wait_for()
+    page.get_by_role("button", name="Start training").wait_for()
     assert "page=train" in page.url and f"model={model.id}" in page.url
+    page.get_by_role("button", name="Evaluate").click()
+    page.get_by_text("Evaluate is not built yet").wait_for()
     page.get_by_role("button", name="Settings").click()
     page.get_by_text("Tracking URI").wait_for()
     page.get_by_role("button", name="Label").click()
@@ -170,3 +172,83 @@ def test_tablet_width_layout(app, browser):
         assert width <= 820, "no horizontal scrolling on a tablet"
     finally:
         context.close()
+
+
+# The last step of a curve on the Train page's step plot, as the browser has it.
+LAST_STEP = """(key) => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  // a redraw (new run, log scale) replaces the figure; the shown one has a view
+  const plot = [...doc.all_models].find(
+    (m) => m.name === "train-steps" && Bokeh.index.find_one(m) != null);
+  const line = plot && plot.renderers.find((r) => r.name === key);
+  if (!line) return -1;
+  const steps = line.data_source.data.step;
+  return steps.length ? Number(steps[steps.length - 1]) : -1;
+}"""
+
+
+def test_train_from_the_app_stop_and_continue(app, page):
+    from helpers import FAST, drop_task_file
+
+    lab = lab_of(app)
+    model = lab.create_model("trained-here", config=FAST)
+    model.set_labels({i: i % 10 for i in range(30)})
+    page.goto(f"{app.url}/?page=train&model={model.id}")
+    page.get_by_text("No runs yet").wait_for()
+
+    # a task file dropped into the watched folder shows up without a reload
+    drop_task_file("latent_norm.py", app.home / "tasks")
+    kinds = page.get_by_role("combobox", name="Task class")
+    wait_until(
+        lambda: "latent_norm" in kinds.evaluate("e => Array.from(e.options).map(o => o.value)"),
+        timeout=30,
+        message="the dropped task in the list",
+    )
+    kinds.select_option("latent_norm")
+    page.get_by_role("textbox", name="Name").fill("near_origin")
+    page.get_by_role("button", name="Add task").click()
+    page.get_by_text("near_origin (latent_norm)").wait_for()
+    assert "near_origin" in {t.name for t in lab.get_model(model.id).config.tasks}
+
+    # start a long run; the curves grow live
+    epochs = page.locator(".al-epochs input")
+    epochs.fill("300")
+    epochs.press("Enter")
+    page.get_by_text("· 300 epochs").first.wait_for()  # the run name preview follows
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_function(f"() => ({LAST_STEP})('loss/total') > 3", timeout=120_000)
+    first_seen = page.evaluate(LAST_STEP, "loss/total")
+    page.wait_for_function(f"() => ({LAST_STEP})('loss/total') > {first_seen}", timeout=60_000)
+    assert page.evaluate(LAST_STEP, "loss/near_origin") > 0  # the dropped task is trained
+    page.get_by_text("it/s").wait_for()  # the progress line: speed, ETA, loss, trend
+
+    # stop it: KILLED with a checkpoint, then continue from that checkpoint
+    page.get_by_role("button", name="Stop").click()
+    page.locator(".al-badge", has_text="stopped").first.wait_for(timeout=120_000)
+    first = lab.get_model(model.id).runs()[0]
+    assert first.status == "KILLED" and first.last_checkpoint
+    epochs.fill("1")
+    epochs.press("Enter")
+    page.get_by_role("button", name="Continue from checkpoint").click()
+
+    def continued():
+        runs = lab.get_model(model.id).runs()
+        return len(runs) == 2 and runs[0].status == "FINISHED" and runs
+
+    runs = wait_until(continued, timeout=180, message="the continued run to finish")
+    second = runs[0]
+    run = lab.tracking.client.get_run(second.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == first.run_id  # lineage, as MLflow shows it
+    assert second.lineage_epochs == first.lineage_epochs + 1
+
+    # both runs in the job history, with their statuses
+    page.locator(".al-badge", has_text="finished").first.wait_for(timeout=60_000)
+    history = page.locator(".tabulator")
+    history.get_by_text("stopped").wait_for()
+    history.get_by_text("finished").wait_for()
+    # a click on the older run loads its curves
+    history.locator(".tabulator-cell[tabulator-field='run']", has_text=first.name).click()
+    page.get_by_text(first.name).first.wait_for()
+    page.wait_for_function(
+        f"() => ({LAST_STEP})('loss/total') === {int(first.progress['step'])}", timeout=30_000
+    )

@@ -1,0 +1,121 @@
+"""A Bokeh plot of metric curves that grows by streaming (new points only), with smoothing,
+log scale, a hover of step / value / time / elapsed, and the toolbar's PNG save."""
+
+from __future__ import annotations
+
+import numpy as np
+import panel as pn
+from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.palettes import Category10_10, Category20_20
+from bokeh.plotting import figure
+
+from activelab.panel_app.vm.monitor import smooth
+from activelab.tracking import MetricSeries
+
+
+def palette(count: int) -> list[str]:
+    return list(Category10_10[: max(count, 1)]) if count <= 10 else list(Category20_20) * 3
+
+
+def short(key: str) -> str:
+    """`loss/total` -> `total`, `epoch/loss/kl` -> `kl`; other figures keep their name."""
+    for prefix in ("epoch/loss/", "loss/"):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+class CurvePlot:
+    """One figure, one line per metric. `show` draws from scratch; `extend` streams."""
+
+    def __init__(self, title: str, x_label: str, name: str) -> None:
+        self.title, self.x_label, self.name = title, x_label, name
+        self.pane = pn.pane.Bokeh(None, sizing_mode="stretch_width", height=280, visible=False)
+        self.sources: dict[str, ColumnDataSource] = {}
+        self.smoothing = 0.0
+        self.log = False
+
+    def clear(self) -> None:
+        self.sources = {}
+        self.pane.param.update(object=None, visible=False)
+
+    def _columns(self, series: MetricSeries, started_ms: int, full: list[float]) -> dict:
+        n = len(series.steps)
+        shown = smooth(full, self.smoothing)[-n:] if n else []
+        stamps = np.asarray(series.timestamps, dtype=np.int64)
+        return {
+            "step": np.asarray(series.steps, dtype=np.int64),
+            "value": np.asarray(series.values, dtype=np.float64),
+            "shown": np.asarray(shown, dtype=np.float64),
+            "time": stamps.astype("datetime64[ms]"),
+            "elapsed": (stamps - started_ms) / 1000.0,
+        }
+
+    def show(
+        self, curves: dict[str, MetricSeries], started_ms: int, smoothing: float, log: bool
+    ) -> None:
+        """Build the figure for these curves (a new run, or new smoothing / scale)."""
+        self.smoothing, self.log = smoothing, log
+        if not curves:
+            self.clear()
+            return
+        plot = figure(
+            title=self.title,
+            height=280,
+            sizing_mode="stretch_width",
+            y_axis_type="log" if log else "linear",
+            tools="pan,wheel_zoom,box_zoom,reset,save",
+            toolbar_location="above",
+            name=self.name,
+        )
+        plot.xaxis.axis_label = self.x_label
+        colors = palette(len(curves))
+        self.sources = {}
+        renderers = []
+        for color, (key, series) in zip(colors, sorted(curves.items()), strict=False):
+            source = ColumnDataSource(self._columns(series, started_ms, series.values))
+            self.sources[key] = source
+            if smoothing > 0:  # the raw values stay visible, faintly, under the smoothed line
+                plot.line("step", "value", source=source, color=color, alpha=0.2)
+            renderers.append(
+                plot.line(
+                    "step",
+                    "shown",
+                    source=source,
+                    color=color,
+                    line_width=2,
+                    legend_label=short(key),
+                    name=key,
+                )
+            )
+        plot.add_tools(
+            HoverTool(
+                renderers=renderers,
+                tooltips=[
+                    ("metric", "$name"),
+                    (self.x_label, "@step"),
+                    ("value", "@value{0.[0000]}"),
+                    ("time", "@time{%H:%M:%S}"),
+                    ("elapsed", "@elapsed{0.0} s"),
+                ],
+                formatters={"@time": "datetime"},
+                mode="vline",
+            )
+        )
+        plot.legend.click_policy = "hide"
+        plot.legend.location = "top_right"
+        self.pane.param.update(object=plot, visible=True)
+
+    def extend(
+        self, fresh: dict[str, MetricSeries], curves: dict[str, MetricSeries], started_ms: int
+    ) -> None:
+        """Stream new points; a new metric or a re-read (downsampled) curve redraws."""
+        for key, series in fresh.items():
+            source = self.sources.get(key)
+            replaced = source is not None and len(series.steps) and (
+                len(source.data["step"]) and series.steps[0] <= int(source.data["step"][-1])
+            )  # fmt: skip
+            if source is None or replaced:
+                self.show(curves, started_ms, self.smoothing, self.log)
+                return
+            source.stream(self._columns(series, started_ms, curves[key].values))

@@ -1,0 +1,592 @@
+"""Train: forms generated from the plugins' declarations, task management, launching, and a
+live monitor of any run of the model (it reads MLflow, so scripted runs show up too)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import panel as pn
+import param
+
+from activelab.panel_app.pages.common import (
+    UiThread,
+    duration,
+    esc,
+    fmt,
+    status_badge,
+)
+from activelab.panel_app.pages.curves import CurvePlot
+from activelab.panel_app.vm.home import describe_error
+from activelab.panel_app.vm.monitor import EPOCH_PREFIXES, STEP_PREFIX, RunMonitor
+from activelab.panel_app.vm.state import AppState
+from activelab.panel_app.vm.train import TrainViewModel
+from activelab.presets import PRESETS
+from activelab.runs import ACTIVE
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 1000  # live curves: a metric is drawn within ~1-2 s of being logged
+HISTORY_EVERY = 3  # polls between history refreshes while nothing runs
+STATUS_WORDS = {"RUNNING": "training", "KILLED": "stopped"}
+
+
+def number_inputs(instance: Any, names: list[str]) -> dict[str, Any]:
+    """Typed boxes instead of sliders for numbers: a learning rate of 1e-3 on a slider
+    shows as 0, and most bounds here are open-ended."""
+    widgets: dict[str, Any] = {}
+    for name in names:
+        declared = instance.param[name]
+        if isinstance(declared, param.Integer):
+            widgets[name] = pn.widgets.IntInput
+        elif isinstance(declared, param.Number):
+            widgets[name] = {"type": pn.widgets.FloatInput, "format": "0.[000000]"}
+    return widgets
+
+
+class TrainPage(pn.viewable.Viewer):
+    def __init__(self, state: AppState, **params: Any) -> None:
+        super().__init__(**params)
+        self.state = state
+        self.vm = TrainViewModel(state)
+        self.ui = UiThread()
+        self._periodic = None
+        self._loaded_model = ""
+        self._polls = 0
+        self._busy = False
+        self.monitor: RunMonitor | None = None
+
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.message = pn.pane.HTML("", sizing_mode="stretch_width")
+        # --- trainer ---
+        self.trainer = pn.widgets.Select(name="Trainer", options=[], width=200)
+        self.trainer.param.watch(self._trainer_picked, "value")
+        self.preset = pn.widgets.Select(name="Preset", options=list(PRESETS), width=150)
+        self.apply_preset = pn.widgets.Button(name="Apply preset", align="end")
+        self.apply_preset.on_click(
+            lambda e: self._edit(
+                lambda: self.vm.apply_preset(self.preset.value),
+                rebuild=True,
+                done=f"Applied preset {self.preset.value!r}.",
+            )
+        )
+        self.trainer_form = pn.Column(sizing_mode="stretch_width")
+        # --- tasks ---
+        self.tasks = pn.Column(sizing_mode="stretch_width")
+        self.new_kind = pn.widgets.Select(name="Task class", options=[], width=160)
+        self.new_name = pn.widgets.TextInput(name="Name", placeholder="as the class", width=120)
+        self.new_weight = pn.widgets.FloatInput(name="Weight", value=1.0, start=0, width=90)
+        self.new_slice = pn.widgets.TextInput(name="Latent slice", placeholder="all", width=90)
+        self.add_button = pn.widgets.Button(name="Add task", button_type="primary", align="end")
+        self.add_button.on_click(lambda e: self._add_task())
+        self.load_errors = pn.pane.HTML("", sizing_mode="stretch_width")
+        # --- launch ---
+        self.epochs = pn.widgets.IntInput(
+            name="Epochs", value=10, start=1, end=100_000, width=100, css_classes=["al-epochs"]
+        )
+        self.epochs.param.watch(self._epochs_changed, "value")
+        self.run_name = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.problems = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.start_button = pn.widgets.Button(name="Start training", button_type="success")
+        self.start_button.on_click(lambda e: self._launch(self.vm.start, "Started"))
+        # --- monitor ---
+        self.run_title = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.progress = pn.indicators.Progress(
+            value=0, max=1000, sizing_mode="stretch_width", height=14, bar_color="primary"
+        )
+        self.figures = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.stop_button = pn.widgets.Button(name="Stop", button_type="danger", visible=False)
+        self.stop_button.on_click(lambda e: self._stop())
+        self.checkpoint = pn.widgets.Select(name="Checkpoint", options=[], width=220, visible=False)
+        self.continue_button = pn.widgets.Button(
+            name="Continue from checkpoint", visible=False, align="end"
+        )
+        self.continue_button.on_click(
+            lambda e: self._launch(
+                lambda: self.vm.continue_from(self.vm.run_id, self.checkpoint.value), "Continued"
+            )
+        )
+        self.retry_button = pn.widgets.Button(name="Retry", visible=False, align="end")
+        self.retry_button.on_click(
+            lambda e: self._launch(lambda: self.vm.retry(self.vm.run_id), "Retried")
+        )
+        self.smoothing = pn.widgets.FloatSlider(
+            name="Smoothing", start=0, end=0.99, step=0.01, value=0.6, width=180
+        )
+        self.log_scale = pn.widgets.Checkbox(name="Log scale", value=False, align="end")
+        self.step_plot = CurvePlot("Loss per step", "step", "train-steps")
+        self.epoch_plot = CurvePlot("Per epoch", "epoch", "train-epochs")
+        self.smoothing.param.watch(lambda e: self._restyle(), "value")
+        self.log_scale.param.watch(lambda e: self._restyle(), "value")
+        self.csv = pn.widgets.FileDownload(
+            callback=self._csv,
+            filename="curves.csv",
+            label="Curves as CSV",
+            button_type="light",
+            align="end",
+            width=140,
+        )
+        self.history = pn.widgets.Tabulator(
+            pd.DataFrame(), disabled=True, show_index=False, selectable=False,
+            sizing_mode="stretch_width", height=240, layout="fit_data_stretch",
+            formatters={"MLflow": {"type": "link", "labelField": "open", "target": "_blank"}},
+        )  # fmt: skip
+        self.history.on_click(self._history_clicked)
+        self.vm.param.watch(lambda *e: self.ui.call(self._follow), "run_id")
+        self.vm.param.watch(lambda *e: self.ui.call(self._render_history), "history")
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        config = pn.Column(
+            pn.pane.HTML("<h3 class='al-h'>Trainer</h3>"),
+            pn.Row(self.trainer, self.preset, self.apply_preset, styles={"flex-wrap": "wrap"}),
+            self.trainer_form,
+            pn.pane.HTML("<h3 class='al-h'>Tasks</h3>"),
+            self.tasks,
+            pn.Column(pn.FlexBox(self.new_kind, self.new_name, self.new_weight, self.new_slice,
+                                 self.add_button, gap="4px", sizing_mode="stretch_width"),
+                      width=390),
+            self.load_errors,
+            pn.pane.HTML("<h3 class='al-h'>Launch</h3>"),
+            pn.Row(self.epochs, self.start_button, styles={"align-items": "end"}),
+            self.run_name,
+            self.problems,
+            width=400,
+            styles={"flex-shrink": "0"},
+        )  # fmt: skip
+        monitor = pn.Column(
+            self.run_title,
+            self.progress,
+            self.figures,
+            pn.Row(self.stop_button, self.checkpoint, self.continue_button, self.retry_button,
+                   styles={"flex-wrap": "wrap", "align-items": "end"}),
+            pn.Row(self.smoothing, self.log_scale, pn.HSpacer(), self.csv,
+                   sizing_mode="stretch_width", styles={"flex-wrap": "wrap"}),
+            self.step_plot.pane,
+            self.epoch_plot.pane,
+            pn.pane.HTML("<h3 class='al-h'>Job history</h3>"),
+            self.history,
+            styles={"flex": "1 1 520px", "min-width": "320px"},
+            sizing_mode="stretch_width",
+        )  # fmt: skip
+        return pn.Column(
+            self.status,
+            self.message,
+            pn.Row(config, monitor, styles={"flex-wrap": "wrap", "gap": "18px"},
+                   sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )  # fmt: skip
+
+    # --- page life ------------------------------------------------------------------------------
+
+    def activate(self) -> None:
+        self.ui = UiThread()
+        model_id = self.state.model_id
+        if not model_id:
+            self.status.object = (
+                "<div class='al-empty'><p>Pick a model on the Home page to train it.</p></div>"
+            )
+        elif model_id != self._loaded_model:
+            self._load(model_id)
+        if self._periodic is None:
+            self._periodic = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
+
+    def deactivate(self) -> None:
+        if self._periodic is not None:
+            self._periodic.stop()
+            self._periodic = None
+
+    def model_changed(self) -> None:
+        if self.state.model_id and self.state.model_id != self._loaded_model:
+            self._load(self.state.model_id)
+
+    def _load(self, model_id: str) -> None:
+        self._loaded_model = model_id
+        try:
+            self.vm.load(model_id)
+        except Exception as exc:
+            self.status.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+            return
+        self.status.object = ""
+        self.vm.plugins_changed()
+        self.epochs.value = self.vm.epochs
+        self._build_config()
+        self._render_history()
+        self._follow()
+
+    # --- the config forms -------------------------------------------------------------------------
+
+    def _build_config(self) -> None:
+        """Forms from the declarations: a new plugin gets its form with no UI code."""
+        vm = self.vm
+        config = vm.config
+        host = self.state.lab.plugins
+        self._building = True
+        try:
+            self.trainer.param.update(options=vm.trainer_kinds(), value=config.trainer)
+            kinds = vm.task_kinds()
+            self.new_kind.options = list(kinds)
+            if self.new_kind.value not in kinds:
+                self.new_kind.value = next(iter(kinds), None)
+            trainer_cls = host.get("trainers", config.trainer)
+            trainer = trainer_cls(**config.trainer_params)
+            self.trainer_form[:] = [
+                pn.Card(
+                    self._form(trainer, self._trainer_param_changed),
+                    title=f"{config.trainer} settings",
+                    collapsed=True,
+                    sizing_mode="stretch_width",
+                )
+            ]
+            cards = []
+            for spec in config.tasks:
+                cards.append(self._task_card(spec, kinds))
+            self.tasks[:] = cards or [
+                pn.pane.HTML("<p class='al-muted'>No tasks: add one below.</p>")
+            ]
+            errors = vm.load_errors()
+            self.load_errors.object = (
+                "<div class='al-banner'><b>Plugins that did not load</b><ul>"
+                + "".join(f"<li><code>{esc(e)}</code></li>" for e in errors)
+                + "</ul></div>"
+                if errors
+                else ""
+            )
+        finally:
+            self._building = False
+        self._preflight()
+
+    def _form(self, instance: Any, changed: Any, exclude: tuple[str, ...] = ()) -> Any:
+        names = [s.name for s in instance.param_specs(include_common=True) if s.name not in exclude]
+        instance.param.watch(changed, names)
+        return pn.Param(
+            instance, parameters=names, show_name=False, sizing_mode="stretch_width",
+            default_layout=pn.Column, widgets=number_inputs(instance, names),
+        )  # fmt: skip
+
+    def _task_card(self, spec: Any, kinds: dict[str, str]) -> Any:
+        host = self.state.lab.plugins
+        try:
+            task_cls = host.get("tasks", spec.kind)
+        except Exception as exc:  # its file was deleted or broke: say so, keep the rest
+            body: Any = pn.pane.HTML(f"<div class='al-banner'>{esc(describe_error(exc))}</div>")
+        else:
+            task = task_cls(
+                name=spec.name, weight=spec.weight, enabled=spec.enabled,
+                latent_slice=spec.latent_slice, **spec.params,
+            )  # fmt: skip
+            body = self._form(
+                task, lambda *events, name=spec.name: self._task_changed(name, events)
+            )
+        remove = pn.widgets.Button(name="Remove", button_type="light", width=80)
+        remove.on_click(
+            lambda e, name=spec.name: self._edit(
+                lambda: self.vm.remove_task(name), rebuild=True, done=f"Removed task {name!r}."
+            )
+        )
+        title = f"{spec.name} ({spec.kind})" + ("" if spec.enabled else " — disabled")
+        return pn.Card(
+            pn.pane.HTML(f"<p class='al-muted'>{esc(kinds.get(spec.kind, ''))}</p>"),
+            body, remove, title=title, collapsed=False, sizing_mode="stretch_width",
+            margin=(2, 0),
+        )  # fmt: skip
+
+    def _trainer_param_changed(self, *events: Any) -> None:
+        if self._building:
+            return
+        for event in events:
+            self._edit(lambda e=event: self.vm.set_trainer_param(e.name, e.new))
+
+    def _task_changed(self, task: str, events: Any) -> None:
+        if self._building:
+            return
+        for event in events:
+            self._edit(lambda e=event: self.vm.set_task_field(task, e.name, e.new))
+
+    def _trainer_picked(self, event: Any) -> None:
+        if (
+            getattr(self, "_building", False)
+            or not event.new
+            or event.new == self.vm.config.trainer
+        ):
+            return
+        self._edit(lambda: self.vm.set_trainer(event.new), rebuild=True,
+                   done=f"Trainer set to {event.new!r}.")  # fmt: skip
+
+    def _add_task(self) -> None:
+        if not self.new_kind.value:
+            self._say("Pick a task class first.", error=True)
+            return
+        self._edit(
+            lambda: self.vm.add_task(self.new_kind.value, self.new_name.value,
+                                     self.new_weight.value or 0.0, self.new_slice.value),
+            rebuild=True, done=f"Added a {self.new_kind.value!r} task.",
+        )  # fmt: skip
+        self.new_name.value = ""
+
+    def _edit(self, action: Any, rebuild: bool = False, done: str = "") -> bool:
+        """Save one config change; a rejected change is explained and the form reset."""
+        try:
+            action()
+        except Exception as exc:
+            self._say(describe_error(exc), error=True)
+            self._build_config()  # show what is saved, not what was refused
+            return False
+        self._say(f"✓ Saved. {done}" if done else "✓ Saved.")
+        if rebuild:
+            self._build_config()
+        else:
+            self._preflight()
+        return True
+
+    def _epochs_changed(self, event: Any) -> None:
+        if event.new:
+            self.vm.epochs = int(event.new)
+            self._preflight()
+
+    def _preflight(self) -> None:
+        """Run name preview and what would stop a launch, before anything starts."""
+        if self.vm.model is None:
+            return
+        problems = self.vm.problems()
+        self.run_name.object = (
+            f"<p class='al-muted'>Next run: <b>{esc(self.vm.run_name_preview())}</b></p>"
+        )
+        self.problems.object = "".join(f"<div class='al-banner'>{esc(p)}</div>" for p in problems)
+        self.start_button.disabled = bool(problems)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        color = "#c92a2a" if error else "#2f9e44"
+        self.message.object = f"<div style='color:{color};margin:4px 0'>{esc(text)}</div>"
+
+    # --- launching ----------------------------------------------------------------------------
+
+    def _launch(self, action: Any, verb: str) -> None:
+        """Launching starts a process and returns; done in a thread so the page never waits."""
+        self.start_button.disabled = True
+        self._say(f"{verb.rstrip('ed')}ing…" if verb != "Retried" else "Retrying…")
+
+        def done(handle: Any) -> None:
+            self._say(f"{verb} run {handle.run_id[:8]}: {self.vm.history[0].name}.")
+            self._preflight()
+
+        def failed(exc: BaseException) -> None:
+            self._say(describe_error(exc), error=True)
+            self._preflight()
+
+        self.ui.background(action, done=done, failed=failed)
+
+    def _stop(self) -> None:
+        try:
+            self.vm.stop()
+        except Exception as exc:
+            self._say(describe_error(exc), error=True)
+            return
+        self.stop_button.disabled = True
+        self._say("Stop requested: the run saves a checkpoint and ends at the next step.")
+
+    # --- the monitor ----------------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        """Load the curves of the run the view-model follows (in a thread)."""
+        run_id = self.vm.run_id
+        if not run_id:
+            self.monitor = None
+            self.run_title.object = (
+                "<div class='al-empty'><p>No runs yet. Set up the tasks on the left and "
+                "press <b>Start training</b>.</p></div>"
+            )
+            self.figures.object = ""
+            self.progress.value = 0
+            self.step_plot.clear()
+            self.epoch_plot.clear()
+            return
+        monitor = RunMonitor(self.state.lab.tracking, run_id)
+        self.monitor = monitor
+        self._busy = True
+
+        def shown(curves: Any) -> None:
+            self._busy = False
+            if self.monitor is not monitor:
+                return  # another run was picked meanwhile
+            self._draw_all()
+            self._render_run()
+
+        def failed(exc: BaseException) -> None:
+            self._busy = False
+            self._say(describe_error(exc), error=True)
+
+        self.ui.background(monitor.load, done=shown, failed=failed)
+
+    def _split(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        curves = self.monitor.curves if self.monitor else {}
+        steps = {k: v for k, v in curves.items() if k.startswith(STEP_PREFIX)}
+        epochs = {k: v for k, v in curves.items() if k.startswith(EPOCH_PREFIXES)}
+        return steps, epochs
+
+    def _draw_all(self) -> None:
+        steps, epochs = self._split()
+        started = self.monitor.started_ms if self.monitor else 0
+        options = {"smoothing": self.smoothing.value, "log": self.log_scale.value}
+        self.step_plot.show(steps, started, **options)
+        self.epoch_plot.show(epochs, started, smoothing=0.0, log=self.log_scale.value)
+
+    def _restyle(self) -> None:
+        if self.monitor is not None:
+            self._draw_all()
+
+    def _poll(self) -> None:
+        """New points of a live run, its progress, and the history (in a thread)."""
+        self._polls += 1
+        if self.vm.model is None or self._busy:
+            return
+        monitor = self.monitor
+        live = monitor is not None and monitor.run is not None and monitor.active
+        if not live and self._polls % HISTORY_EVERY:
+            return
+        self._busy = True
+
+        def work() -> tuple[Any, bool, bool, bool]:
+            fresh = monitor.poll() if live else {}
+            history_changed = self._history_changed()
+            config_changed = self.vm.refresh_config()
+            plugins_changed = self.vm.plugins_changed()
+            return fresh, history_changed, config_changed, plugins_changed
+
+        def done(result: Any) -> None:
+            self._busy = False
+            fresh, history_changed, config_changed, plugins_changed = result
+            if config_changed or plugins_changed:
+                self._build_config()
+            if monitor is not None and monitor is self.monitor and live:
+                self._stream(fresh)
+                self._render_run()
+            if history_changed:
+                self._render_history()
+                newest = self.vm.history[0] if self.vm.history else None
+                # a run started elsewhere (CLI, a script, another session): follow it
+                if (
+                    newest
+                    and newest.status in ACTIVE
+                    and newest.run_id != self.vm.run_id
+                    and not live
+                ):
+                    self.vm.run_id = newest.run_id
+                self._preflight()
+
+        def failed(exc: BaseException) -> None:
+            self._busy = False
+            self.status.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+
+        self.ui.background(work, done=done, failed=failed)
+
+    def _history_changed(self) -> bool:
+        before = [(r.run_id, r.status, r.lineage_epochs) for r in self.vm.history]
+        after = self.vm.refresh_history()
+        return before != [(r.run_id, r.status, r.lineage_epochs) for r in after]
+
+    def _stream(self, fresh: dict[str, Any]) -> None:
+        if not fresh:
+            return
+        steps, epochs = self._split()
+        started = self.monitor.started_ms
+        for plot, curves in ((self.step_plot, steps), (self.epoch_plot, epochs)):
+            new = {k: v for k, v in fresh.items() if k in curves}
+            if new:
+                plot.extend(new, curves, started)
+
+    def _render_run(self) -> None:
+        monitor = self.monitor
+        if monitor is None or monitor.run is None:
+            return
+        run = monitor.run
+        f = monitor.figures()
+        url = self.vm.run_url(run.info.run_id)
+        link = (
+            f" <a href='{esc(url)}' target='_blank' rel='noopener'>Open in MLflow ↗</a>"
+            if url
+            else ""
+        )
+        self.run_title.object = (
+            f"<h3 class='al-h'>{esc(run.info.run_name)} {status_badge(f.status)}{link}</h3>"
+        )
+        self.progress.value = int(f.fraction * 1000)
+        self.progress.bar_color = {"FAILED": "danger", "KILLED": "warning"}.get(
+            f.status, "success" if f.status == "FINISHED" else "primary"
+        )
+        arrow = {"falling": "↘ falling", "flat": "→ flat", "rising": "↗ rising"}.get(f.trend, "")
+        parts = [
+            f"<b>{f.fraction * 100:.0f}%</b>",
+            f"epoch {f.epoch}/{f.target_epoch}" if f.target_epoch else f"epoch {f.epoch}",
+            f"step {f.step} ({f.run_steps}/{f.total_steps or '?'} this run)",
+            f"{f.steps_per_s:.1f} it/s" if f.steps_per_s else "",
+            f"{f.samples_per_s:.0f} samples/s" if f.samples_per_s else "",
+            f"ETA {duration(f.eta_s)}" if f.eta_s is not None and f.status in ACTIVE else "",
+            f"elapsed {duration(f.elapsed_s)}",
+            f"loss {fmt(f.current_loss)} (avg {fmt(f.average_loss)})"
+            if f.current_loss is not None
+            else "",
+            arrow,
+        ]  # fmt: skip
+        text = " · ".join(esc(p) if not p.startswith("<b>") else p for p in parts if p)
+        error = f"<div class='al-banner'>{esc(f.error)}</div>" if f.error else ""
+        self.figures.object = f"<div class='al-progress-line'>{text}</div>{error}"
+        active = f.status in ACTIVE
+        self.stop_button.param.update(visible=active, disabled=False)
+        ended = not active
+        checkpoints = self.vm.checkpoints(run.info.run_id) if ended else []
+        self.checkpoint.param.update(
+            options=checkpoints[::-1], value=checkpoints[-1] if checkpoints else None,
+            visible=bool(checkpoints),
+        )  # fmt: skip
+        self.continue_button.visible = bool(checkpoints)
+        self.retry_button.visible = f.status in ("FAILED", "KILLED")
+
+    def _render_history(self) -> None:
+        rows = []
+        names = {h.run_id: h.name for h in self.vm.history}
+        for r in self.vm.history:
+            row = {
+                "run": r.name,
+                "status": STATUS_WORDS.get(r.status, r.status.lower()),
+                "started": r.started.astimezone().strftime("%Y-%m-%d %H:%M") if r.started else "",
+                "duration": duration(r.duration_s),
+                "epochs": r.epochs,
+                "from": names.get(r.parent_run, (r.parent_run or "")[:8]),
+            }  # fmt: skip
+            row.update({k: round(v, 4) for k, v in sorted(r.final_losses.items())})
+            row["MLflow"] = self.vm.run_url(r.run_id) or ""
+            row["open"] = "open ↗" if row["MLflow"] else ""
+            row["run_id"] = r.run_id
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        hidden = ["run_id", "open"] + ([] if any(r.get("MLflow") for r in rows) else ["MLflow"])
+        self.history.hidden_columns = [c for c in hidden if c in frame.columns]
+        self.history.value = frame
+
+    def _history_clicked(self, event: Any) -> None:
+        frame = self.history.value
+        if event.row is None or event.row >= len(frame) or event.column == "MLflow":
+            return
+        run_id = frame.iloc[event.row]["run_id"]
+        if run_id != self.vm.run_id:
+            self.vm.run_id = run_id
+
+    def _csv(self) -> io.StringIO:
+        """Every shown point of the run's curves."""
+        out = io.StringIO()
+        rows = self.monitor.rows() if self.monitor else []
+        fields = ["run_id", "metric", "step", "value", "timestamp_ms", "elapsed_s"]
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        out.seek(0)
+        if self.monitor and self.monitor.run is not None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            self.csv.filename = f"curves-{self.monitor.run_id[:8]}-{stamp}.csv"
+        return out
