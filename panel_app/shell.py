@@ -7,11 +7,14 @@ from typing import Any
 
 import panel as pn
 
+from activelab import keys
 from activelab.panel_app.pages.common import esc
 from activelab.panel_app.vm.state import PAGES, AppState
 from activelab.panel_app.widgets import ConnectionWatch
+from activelab.runs import ACTIVE
 
 CSS = (Path(__file__).parent / "theme.css").read_text()
+RUN_WATCH_MS = 3000
 
 
 def make_page(key: str, state: AppState) -> Any:
@@ -53,6 +56,7 @@ class Shell(pn.viewable.Viewer):
         self.state = state
         self.pages: dict[str, Any] = {}
         self.current: Any = None
+        self._last_run: tuple[str, str | None, str | None] | None = None
         self.nav = {
             key: pn.widgets.Button(name=title, button_type="light", margin=(4, 2))
             for key, title in PAGES.items()
@@ -85,7 +89,35 @@ class Shell(pn.viewable.Viewer):
         # Build the page now (the URL's page and model are already synced), so it is part
         # of the first document instead of a second round trip after load.
         self._show()
+        pn.state.add_periodic_callback(self._watch_runs, period=RUN_WATCH_MS)
         return pn.Column(header, self.main, ConnectionWatch(), sizing_mode="stretch_both")
+
+    def _watch_runs(self) -> None:
+        """A notification, on any page, when the model's latest run finishes or fails."""
+        model_id = self.state.model_id
+        if not model_id:
+            self._last_run = None
+            return
+        try:
+            tags = self.state.lab.tracking.get_experiment(model_id).tags
+        except Exception:  # the store is away for a moment: the next tick tries again
+            return
+        seen = (model_id, tags.get(keys.LATEST_RUN), tags.get(keys.LATEST_RUN_STATUS))
+        before, self._last_run = self._last_run, seen
+        if before is None or before[:2] != seen[:2] or before[2] not in ACTIVE:
+            return
+        status = seen[2]
+        if status in ACTIVE or status is None:
+            return
+        run = self.state.lab.tracking.client.get_run(seen[1])
+        name = run.info.run_name or seen[1][:8]
+        if status == "FINISHED":
+            self.state.notify(f"Training run “{name}” finished.", "success")
+        elif status == "KILLED":
+            self.state.notify(f"Training run “{name}” stopped.", "warning")
+        else:
+            error = run.data.tags.get(keys.ERROR, "")
+            self.state.notify(f"Training run “{name}” failed. {error}".strip(), "error")
 
     def _apply_url_args(self) -> None:
         """Take the page and model from the request's URL before anything is built, so the

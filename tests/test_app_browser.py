@@ -224,7 +224,8 @@ def test_train_from_the_app_stop_and_continue(app, page):
 
     # stop it: KILLED with a checkpoint, then continue from that checkpoint
     page.get_by_role("button", name="Stop").click()
-    page.locator(".al-badge", has_text="stopped").first.wait_for(timeout=120_000)
+    page.locator(".notyf__message", has_text="” stopped.").wait_for(timeout=120_000)  # a toast
+    page.locator(".al-badge", has_text="stopped").first.wait_for()
     first = lab.get_model(model.id).runs()[0]
     assert first.status == "KILLED" and first.last_checkpoint
     epochs.fill("1")
@@ -236,6 +237,7 @@ def test_train_from_the_app_stop_and_continue(app, page):
         return len(runs) == 2 and runs[0].status == "FINISHED" and runs
 
     runs = wait_until(continued, timeout=180, message="the continued run to finish")
+    page.locator(".notyf__message", has_text="” finished.").wait_for()
     second = runs[0]
     run = lab.tracking.client.get_run(second.run_id)
     assert run.data.tags["mlflow.parentRunId"] == first.run_id  # lineage, as MLflow shows it

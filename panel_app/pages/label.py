@@ -439,14 +439,22 @@ class LabelPage(pn.viewable.Viewer):
         )
         if self._images_for == (index, self.vm.source_run):
             return  # a label change: the images stay as they are
-        self._images_for = (index, self.vm.source_run)
-        original, reconstruction = self.vm.images(index)
+        shown = self._images_for = (index, self.vm.source_run)
+        original = self.vm.data.images[index]
         scale = max(1, 112 // original.shape[-1])
         self.image.param.update(object=png(original, scale), visible=True)
-        self.recon.param.update(
-            object=png(reconstruction, scale) if reconstruction is not None else None,
-            visible=reconstruction is not None,
-        )
+
+        # The reconstruction runs the model (and may fetch its checkpoint): off the event
+        # loop, so a key pressed right after a click is not kept waiting.
+        def show(images: Any) -> None:
+            reconstruction = images[1]
+            if self._images_for == shown:
+                self.recon.param.update(
+                    object=png(reconstruction, scale) if reconstruction is not None else None,
+                    visible=reconstruction is not None,
+                )
+
+        self.ui.background(lambda: self.vm.images(index), done=show)
 
     def _status(self) -> None:
         if self.vm.status:

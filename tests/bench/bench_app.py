@@ -149,7 +149,8 @@ def time_labels(browser, url: str, samples: int, count: int) -> list[float]:
         }""",
             index,
         )
-        page.wait_for_timeout(150)  # the selection reaches the server
+        # the selection reached the server: the side panel shows the sample
+        page.locator(".al-kv", has_text=re.compile(rf"sample\s*{index}(?!\d)")).wait_for()
         label = n % 10
         start = time.perf_counter()
         page.keyboard.press(str(label))
@@ -202,10 +203,15 @@ def main() -> None:
             baseline_opens = time_open(browser, baseline_url, args.samples, args.opens)
             try:
                 round_trips = time_labels(browser, url, args.samples, args.labels)
+            except Exception:
+                print(app.output()[-4000:])
+                raise
             finally:
                 browser.close()
                 _server.stop()
                 _server.join(10)
+        if os.environ.get("BENCH_DEBUG"):
+            print(app.output()[-4000:])
         server_ms = [
             float(m)
             for m in re.findall(r"label change: 1 sample\(s\) labeled in ([\d.]+) ms", app.output())
