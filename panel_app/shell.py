@@ -31,6 +31,10 @@ def make_page(key: str, state: AppState) -> Any:
         from activelab.panel_app.pages.train import TrainPage
 
         return TrainPage(state)
+    if key == "compare":
+        from activelab.panel_app.pages.compare import ComparePage
+
+        return ComparePage(state)
     if key == "plugins":
         from activelab.panel_app.pages.plugins import PluginsPage
 
@@ -43,7 +47,6 @@ def make_page(key: str, state: AppState) -> Any:
 
     what = {
         "evaluate": "Evaluation tables, reconstructions and analyzers for any run.",
-        "compare": "Overlay the curves and diff the params of runs across models.",
     }[key]
     return PlaceholderPage(PAGES[key], what)
 

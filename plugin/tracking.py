@@ -29,6 +29,7 @@ PAGE_SIZE = 1000
 HISTORY_POINTS = 1000
 SERVER_MAX_POINTS = 2500  # MLflow's MAX_RESULTS_PER_RUN
 HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
+BULK_RUNS = 100  # the server's MAX_RUNS_GET_METRIC_HISTORY_BULK
 
 
 @dataclass
@@ -175,45 +176,62 @@ class Tracking:
         start_step: int | None = None,
     ) -> MetricSeries:
         """One metric of one run, evenly downsampled to at most `max_points` (first and last
-        kept), from `start_step` on. One bulk, store-side sampled call instead of reading every
-        point: ~0.5 s per 10k points on sqlite and ~3 s over HTTP otherwise (DESIGN.md)."""
+        kept), from `start_step` on."""
+        return self.metric_histories([run_id], key, max_points, start_step)[run_id]
+
+    def metric_histories(
+        self,
+        run_ids: list[str],
+        key: str,
+        max_points: int = HISTORY_POINTS,
+        start_step: int | None = None,
+    ) -> dict[str, MetricSeries]:
+        """One metric of several runs, each downsampled store-side to at most `max_points`:
+        one bulk call per 100 runs instead of reading every point (~0.5 s per 10k points on
+        sqlite, ~3 s over HTTP; DESIGN.md)."""
         end_step = None if start_step is None else 2**62
         store = self.client._tracking_client.store
-        if hasattr(store, "get_host_creds"):  # a tracking server: its bulk-interval endpoint
-            from mlflow.utils.rest_utils import http_request
+        points: dict[str, list[tuple[int, float, int]]] = {run_id: [] for run_id in run_ids}
+        for first in range(0, len(run_ids), BULK_RUNS):
+            chunk = run_ids[first : first + BULK_RUNS]
+            if hasattr(store, "get_host_creds"):  # a tracking server: its bulk endpoint
+                from mlflow.utils.rest_utils import http_request
 
-            params: dict[str, Any] = {
-                "run_ids": [run_id],
-                "metric_key": key,
-                "max_results": min(max_points, SERVER_MAX_POINTS),
-            }
-            if start_step is not None:
-                params.update(start_step=start_step, end_step=end_step)
-            response = http_request(store.get_host_creds(), HISTORY_ENDPOINT, "GET", params=params)
-            response.raise_for_status()
-            points = [
-                (int(m.get("step", 0)), float(m["value"]), int(m.get("timestamp", 0)))
-                for m in response.json().get("metrics", [])
-            ]
-        elif hasattr(store, "get_metric_history_bulk_interval"):
-            found = store.get_metric_history_bulk_interval(
-                [run_id], key, max_points, start_step, end_step
+                params: dict[str, Any] = {
+                    "run_ids": chunk,
+                    "metric_key": key,
+                    "max_results": min(max_points, SERVER_MAX_POINTS),
+                }
+                if start_step is not None:
+                    params.update(start_step=start_step, end_step=end_step)
+                response = http_request(
+                    store.get_host_creds(), HISTORY_ENDPOINT, "GET", params=params
+                )
+                response.raise_for_status()
+                for m in response.json().get("metrics", []):
+                    points[m["run_id"]].append(
+                        (int(m.get("step", 0)), float(m["value"]), int(m.get("timestamp", 0)))
+                    )
+            elif hasattr(store, "get_metric_history_bulk_interval"):
+                found = store.get_metric_history_bulk_interval(
+                    chunk, key, max_points, start_step, end_step
+                )
+                for m in found:
+                    points[m.run_id].append((m.step, m.value, m.timestamp))
+            else:  # pragma: no cover - a store without sampling: read everything
+                for run_id in chunk:
+                    points[run_id] = [
+                        (m.step, m.value, m.timestamp)
+                        for m in self.client.get_metric_history(run_id, key)
+                        if start_step is None or m.step >= start_step
+                    ]
+        result = {}
+        for run_id, found in points.items():
+            found.sort()
+            result[run_id] = MetricSeries(
+                key, [p[0] for p in found], [p[1] for p in found], [p[2] for p in found]
             )
-            points = [(m.step, m.value, m.timestamp) for m in found]
-        else:  # pragma: no cover - stores without sampling read everything
-            history = self.client.get_metric_history(run_id, key)
-            points = [
-                (m.step, m.value, m.timestamp)
-                for m in history
-                if start_step is None or m.step >= start_step
-            ]
-        points.sort()
-        return MetricSeries(
-            key,
-            [p[0] for p in points],
-            [p[1] for p in points],
-            [p[2] for p in points],
-        )
+        return result
 
     # --- experiment-level artifacts ---------------------------------------------------------------
 

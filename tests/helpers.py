@@ -6,7 +6,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 TASK_FILES = Path(__file__).parent / "tasks"
@@ -35,3 +35,37 @@ def drop_task_file(name: str, folder: Path) -> Path:
     target = folder / name
     shutil.copyfile(TASK_FILES / name, target)
     return target
+
+
+STEPS_PER_EPOCH = 10
+
+
+def logged_run(lab: Any, model: Any, lr: str, scale: float, tags: dict | None = None) -> str:
+    """A finished training run as any trainer would log it: step losses, epoch marks,
+    epoch figures, params and the labels it used."""
+    from mlflow.entities import Metric, Param
+
+    from activelab import keys
+
+    client = lab.tracking.client
+    run = client.create_run(
+        model.id,
+        run_name=f"{model.name} #1",
+        tags={keys.RUN_KIND: "train", keys.RUN_LABELED_COUNT: "12",
+              keys.LABELS_DIGEST: "abc123def456789", keys.EPOCHS_TOTAL: "3", **(tags or {})},
+    )  # fmt: skip
+    run_id = run.info.run_id
+    start = run.info.start_time
+    metrics = []
+    for step in range(1, 3 * STEPS_PER_EPOCH + 1):
+        metrics.append(Metric("loss/total", scale / step, start + step * 100, step))
+        if step % STEPS_PER_EPOCH == 0:
+            epoch = step // STEPS_PER_EPOCH
+            metrics.append(Metric("epoch", epoch, start + step * 100, step))
+            metrics.append(Metric("epoch/loss/total", scale / epoch, start + step * 100, epoch))
+            metrics.append(Metric("eval/classification/accuracy", 0.5 + epoch / 10 * scale,
+                                  start + step * 100, epoch))  # fmt: skip
+    params = [Param("trainer.lr", lr), Param("trainer.batch_size", "256")]
+    client.log_batch(run_id, metrics=metrics, params=params)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -254,3 +254,45 @@ def test_train_from_the_app_stop_and_continue(app, page):
     page.wait_for_function(
         f"() => ({LAST_STEP})('loss/total') === {int(first.progress['step'])}", timeout=30_000
     )
+
+
+def test_compare_two_runs_of_two_models(app, page, tmp_path):
+    import csv
+
+    from helpers import logged_run
+
+    lab = lab_of(app)
+    first, second = lab.create_model("cmp-a"), lab.create_model("cmp-b")
+    a = logged_run(lab, first, "0.001", 1.0)
+    b = logged_run(lab, second, "0.0005", 0.5)
+    page.goto(f"{app.url}/?page=compare")
+    page.get_by_text("Runs to compare").wait_for()
+    pickers = page.locator("input.choices__input--cloned")  # models, runs, metrics
+    for name in ("cmp-a / cmp-a #1", "cmp-b / cmp-b #1"):
+        pickers.nth(1).click()
+        page.locator(f'.choices__item--choice[data-value="{name}"]').click()
+        page.keyboard.press("Escape")
+    # the overlay: one line per run for the chosen metric
+    page.wait_for_function(
+        """() => {
+      const doc = Bokeh.documents[Bokeh.documents.length - 1];
+      const plot = [...doc.all_models].find(
+        (m) => m.name === "compare-plot" && Bokeh.index.find_one(m) != null);
+      return plot && plot.renderers.filter((r) => r.name === "loss/total").length === 2;
+    }""",
+        timeout=30_000,
+    )
+    # the diff: only the learning rate differs
+    params = page.locator(".tabulator").last
+    params.get_by_text("trainer.lr").wait_for()
+    assert params.get_by_text("trainer.batch_size").count() == 0
+    params.get_by_text("0.0005").wait_for()
+    # the CSV holds every point of both runs
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Curves as CSV").click()
+    saved = tmp_path / "compare.csv"
+    download.value.save_as(saved)
+    with saved.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["run_id"] for r in rows} == {a, b}
+    assert len(rows) == 2 * 30 and {r["metric"] for r in rows} == {"loss/total"}

@@ -1,0 +1,210 @@
+"""Compare: pick runs across models, overlay their curves, diff their params, and see their
+final and best figures and the labels they trained on."""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import pandas as pd
+import panel as pn
+from bokeh.models import HoverTool
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure
+
+from activelab.panel_app.pages.common import UiThread, esc
+from activelab.panel_app.vm.compare import X_AXES, CompareViewModel
+from activelab.panel_app.vm.home import describe_error
+from activelab.panel_app.vm.monitor import smooth
+from activelab.panel_app.vm.state import AppState
+
+log = logging.getLogger(__name__)
+
+STATUSES = {"any status": "", "finished": "FINISHED", "stopped": "KILLED", "failed": "FAILED",
+            "training": "RUNNING"}  # fmt: skip
+DASHES = ["solid", "dashed", "dotted", "dotdash", "dashdot"]
+
+
+class ComparePage(pn.viewable.Viewer):
+    def __init__(self, state: AppState, **params: Any) -> None:
+        super().__init__(**params)
+        self.state = state
+        self.vm = CompareViewModel(state)
+        self.ui = UiThread()
+        self.message = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.models = pn.widgets.MultiChoice(name="Models (all if empty)", options={}, width=260)
+        self.status = pn.widgets.Select(name="Status", options=STATUSES, width=130)
+        self.tag = pn.widgets.TextInput(name="Tag", placeholder="key=value", width=150)
+        self.runs = pn.widgets.MultiChoice(
+            name="Runs to compare", options={}, sizing_mode="stretch_width", min_width=300
+        )
+        self.metrics = pn.widgets.MultiChoice(
+            name="Metrics", options=["loss/total"], value=["loss/total"], width=340
+        )
+        self.x_axis = pn.widgets.RadioButtonGroup(
+            options={v: k for k, v in X_AXES.items()}, value="step", button_type="light"
+        )
+        self.smoothing = pn.widgets.FloatSlider(
+            name="Smoothing", start=0, end=0.99, step=0.01, value=0.0, width=160
+        )
+        self.log_scale = pn.widgets.Checkbox(name="Log scale", align="end")
+        self.only_differing = pn.widgets.Checkbox(name="Only params that differ", value=True)
+        self.plot = pn.pane.Bokeh(None, sizing_mode="stretch_width", height=360, visible=False)
+        self.figures = pn.widgets.Tabulator(
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width",
+            layout="fit_data_stretch", height=200,
+            formatters={"MLflow": {"type": "link", "labelField": "open", "target": "_blank"}},
+        )  # fmt: skip
+        self.params = pn.widgets.Tabulator(
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width",
+            layout="fit_data_stretch", height=260,
+        )  # fmt: skip
+        self.csv = pn.widgets.FileDownload(
+            callback=self._csv, filename="compare.csv", label="Curves as CSV",
+            button_type="light", width=140, align="end",
+        )  # fmt: skip
+        for widget in (self.models, self.status, self.tag):
+            widget.param.watch(lambda e: self._find(), "value")
+        self.runs.param.watch(lambda e: self._runs_changed(), "value")
+        for widget in (self.metrics, self.x_axis):
+            widget.param.watch(lambda e: self._load(), "value")
+        for widget in (self.smoothing, self.log_scale):
+            widget.param.watch(lambda e: self._draw(), "value")
+        self.only_differing.param.watch(lambda e: self._tables(), "value")
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            pn.pane.HTML("<h2 style='margin:4px 0'>Compare runs</h2>"),
+            pn.Row(self.models, self.status, self.tag, styles={"flex-wrap": "wrap"}),
+            self.runs,
+            pn.Row(self.metrics, self.x_axis, self.smoothing, self.log_scale, pn.HSpacer(),
+                   self.csv, sizing_mode="stretch_width",
+                   styles={"flex-wrap": "wrap", "align-items": "end"}),
+            self.message,
+            self.plot,
+            pn.pane.HTML("<h3 class='al-h'>Final and best figures, labels used</h3>"),
+            self.figures,
+            pn.Row(pn.pane.HTML("<h3 class='al-h'>Parameters</h3>"), self.only_differing),
+            self.params,
+            sizing_mode="stretch_width",
+        )  # fmt: skip
+
+    def activate(self) -> None:
+        self.ui = UiThread()
+        try:
+            self.models.options = self.vm.models()
+            if self.state.model_id and not self.models.value:
+                self.models.value = [self.state.model_id]  # start from the model in use
+            else:
+                self._find()
+        except Exception as exc:
+            self._say(describe_error(exc))
+
+    def deactivate(self) -> None:
+        pass
+
+    def model_changed(self) -> None:
+        pass
+
+    # --- picking runs -------------------------------------------------------------------------
+
+    def _find(self) -> None:
+        self.vm.param.update(
+            model_filter=list(self.models.value),
+            status_filter=self.status.value or "",
+            tag_filter=self.tag.value or "",
+        )
+        try:
+            found = self.vm.find_runs()
+        except ValueError as exc:
+            self._say(str(exc))
+            return
+        options = {c.label: c.summary.run_id for c in found}
+        # runs already chosen stay chosen, even when a filter hides them from the list
+        for run_id in self.runs.value:
+            candidate = self.vm.candidate(run_id)
+            options.setdefault(candidate.label, run_id)
+        self.runs.options = options
+        self._say("" if found else "No runs match: widen the filters or train a model first.")
+
+    def _runs_changed(self) -> None:
+        self.vm.selected = list(self.runs.value)
+        keys = self.vm.metric_keys()
+        chosen = [m for m in self.metrics.value if m in keys] or (
+            ["loss/total"] if "loss/total" in keys else keys[:1]
+        )
+        self.metrics.param.update(options=keys or ["loss/total"], value=chosen)
+        self._load()
+
+    # --- curves -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        self.vm.param.update(metrics=list(self.metrics.value), x_axis=self.x_axis.value)
+
+        def done(_: Any) -> None:
+            self._draw()
+            self._tables()
+
+        def failed(exc: BaseException) -> None:
+            self._say(describe_error(exc))
+
+        self.ui.background(self.vm.load_curves, done=done, failed=failed)
+
+    def _draw(self) -> None:
+        curves = self.vm.curves
+        if not curves:
+            self.plot.param.update(object=None, visible=False)
+            return
+        plot = figure(
+            height=360, sizing_mode="stretch_width", name="compare-plot",
+            y_axis_type="log" if self.log_scale.value else "linear",
+            tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above",
+        )  # fmt: skip
+        plot.xaxis.axis_label = X_AXES[self.vm.x_axis]
+        run_colors = {run_id: Category10_10[i % 10] for i, run_id in enumerate(self.vm.selected)}
+        metric_dashes = {m: DASHES[i % len(DASHES)] for i, m in enumerate(self.vm.metrics)}
+        renderers = []
+        for curve in curves:
+            values = smooth(list(curve.y), self.smoothing.value)
+            renderers.append(
+                plot.line(
+                    x=curve.x,
+                    y=values,
+                    color=run_colors.get(curve.run_id, "#333"),
+                    line_dash=metric_dashes.get(curve.metric, "solid"),
+                    line_width=2,
+                    legend_label=f"{curve.label} · {curve.metric}",
+                    name=curve.metric,
+                )
+            )
+        plot.add_tools(
+            HoverTool(
+                renderers=renderers,
+                tooltips=[("metric", "$name"), ("x", "$x{0.[00]}"), ("value", "$y{0.[0000]}")],
+            )
+        )
+        plot.legend.click_policy = "hide"
+        plot.legend.label_text_font_size = "11px"
+        self.plot.param.update(object=plot, visible=True)
+
+    def _tables(self) -> None:
+        self.vm.only_differing = self.only_differing.value
+        figures = self.vm.figures_table()
+        if not figures.empty:
+            figures["MLflow"] = [self.vm.run_url(r) or "" for r in figures["run_id"]]
+            figures["open"] = ["open ↗" if u else "" for u in figures["MLflow"]]
+            self.figures.hidden_columns = ["run_id", "open"] + (
+                [] if figures["MLflow"].any() else ["MLflow"]
+            )
+        self.figures.value = figures.round(5) if not figures.empty else figures
+        self.params.value = self.vm.params_table()
+
+    def _say(self, text: str) -> None:
+        self.message.object = f"<p class='al-muted'>{esc(text)}</p>" if text else ""
+
+    def _csv(self) -> io.StringIO:
+        out = io.StringIO()
+        self.vm.curves_frame().to_csv(out, index=False)
+        out.seek(0)
+        return out

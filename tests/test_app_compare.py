@@ -1,0 +1,84 @@
+"""The Compare page's view-model against a real store and a real `mlflow server`: runs from
+two models, overlaid by step / epoch / wall time, params diffed, final and best figures."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+from helpers import STEPS_PER_EPOCH, logged_run
+
+from activelab.panel_app.context import AppContext
+from activelab.panel_app.vm.compare import CompareViewModel, higher_is_better
+from activelab.panel_app.vm.state import AppState
+
+
+@pytest.fixture
+def compare(lab, unique) -> tuple[CompareViewModel, str, str]:
+    first = lab.create_model(f"{unique}-a")
+    second = lab.create_model(f"{unique}-b")
+    a = logged_run(lab, first, "0.001", 1.0, {"team": "vision"})
+    b = logged_run(lab, second, "0.0005", 0.5)
+    vm = CompareViewModel(AppState(AppContext(lab)))
+    vm.model_filter = [first.id, second.id]
+    return vm, a, b
+
+
+def test_runs_are_found_across_models_and_filtered(compare):
+    vm, a, b = compare
+    assert {c.summary.run_id for c in vm.find_runs()} == {a, b}
+    vm.tag_filter = "team=vision"
+    assert [c.summary.run_id for c in vm.find_runs()] == [a]
+    vm.tag_filter = "no equals sign"
+    with pytest.raises(ValueError, match="key=value"):
+        vm.find_runs()
+    vm.tag_filter, vm.status_filter = "", "FAILED"
+    assert vm.find_runs() == []
+
+
+def test_overlay_by_step_epoch_and_wall_time(compare):
+    vm, a, b = compare
+    vm.find_runs()
+    vm.selected = [a, b]
+    assert "loss/total" in vm.metric_keys() and "epoch" not in vm.metric_keys()
+    vm.metrics = ["loss/total", "epoch/loss/total"]
+    curves = vm.load_curves()
+    assert len(curves) == 4
+    by = {(c.run_id, c.metric): c for c in curves}
+    assert list(by[a, "loss/total"].x[:3]) == [1, 2, 3]
+    assert by[b, "loss/total"].y[0] == pytest.approx(0.5)
+    vm.x_axis = "epoch"
+    by = {(c.run_id, c.metric): c for c in vm.load_curves()}
+    assert by[a, "loss/total"].x[STEPS_PER_EPOCH - 1] == pytest.approx(1.0)  # end of epoch 1
+    assert by[a, "loss/total"].x[-1] == pytest.approx(3.0)
+    assert list(by[a, "epoch/loss/total"].x) == [1, 2, 3]
+    vm.x_axis = "wall"
+    by = {(c.run_id, c.metric): c for c in vm.load_curves()}
+    assert by[a, "loss/total"].x[0] == pytest.approx(0.1)  # seconds since the run started
+
+    frame = vm.curves_frame()
+    assert len(frame) == 2 * (30 + 3)
+    assert set(frame["run_id"]) == {a, b} and "wall" in frame.columns
+    out = io.StringIO()
+    frame.to_csv(out, index=False)
+    assert pd.read_csv(io.StringIO(out.getvalue()))["value"].notna().all()
+
+
+def test_param_diff_and_final_best_figures(compare):
+    vm, a, b = compare
+    vm.find_runs()
+    vm.selected = [a, b]
+    diff = vm.params_table()
+    assert list(diff["param"]) == ["trainer.lr"]  # batch size is the same in both
+    vm.only_differing = False
+    assert set(vm.params_table()["param"]) == {"trainer.lr", "trainer.batch_size"}
+    vm.metrics = ["loss/total", "eval/classification/accuracy"]
+    vm.load_curves()
+    figures = vm.figures_table().set_index("run_id")
+    assert figures.loc[a, "loss/total final"] == pytest.approx(1 / 30)
+    assert figures.loc[a, "loss/total best"] == pytest.approx(1 / 30)
+    assert figures.loc[b, "eval/classification/accuracy best"] == pytest.approx(0.65)
+    assert figures.loc[a, "labels"] == 12 and figures.loc[a, "labels digest"] == "abc123def456"
+    assert higher_is_better("eval/classification/accuracy")
+    assert not higher_is_better("val/loss/total")
