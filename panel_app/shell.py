@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -17,38 +18,22 @@ CSS = (Path(__file__).parent / "theme.css").read_text()
 RUN_WATCH_MS = 3000
 
 
+# The view of each page: (module, class); a page's module is imported when first visited.
+PAGE_VIEWS = {
+    "home": ("home", "HomePage"),
+    "label": ("label", "LabelPage"),
+    "train": ("train", "TrainPage"),
+    "evaluate": ("evaluate", "EvaluatePage"),
+    "compare": ("compare", "ComparePage"),
+    "plugins": ("plugins", "PluginsPage"),
+    "settings": ("settings", "SettingsPage"),
+}
+
+
 def make_page(key: str, state: AppState) -> Any:
     """The view of one page (pages are built when first visited)."""
-    if key == "home":
-        from activelab.panel_app.pages.home import HomePage
-
-        return HomePage(state)
-    if key == "label":
-        from activelab.panel_app.pages.label import LabelPage
-
-        return LabelPage(state)
-    if key == "train":
-        from activelab.panel_app.pages.train import TrainPage
-
-        return TrainPage(state)
-    if key == "compare":
-        from activelab.panel_app.pages.compare import ComparePage
-
-        return ComparePage(state)
-    if key == "plugins":
-        from activelab.panel_app.pages.plugins import PluginsPage
-
-        return PluginsPage(state)
-    if key == "settings":
-        from activelab.panel_app.pages.settings import SettingsPage
-
-        return SettingsPage(state)
-    from activelab.panel_app.pages.placeholder import PlaceholderPage
-
-    what = {
-        "evaluate": "Evaluation tables, reconstructions and analyzers for any run.",
-    }[key]
-    return PlaceholderPage(PAGES[key], what)
+    module, name = PAGE_VIEWS[key]
+    return getattr(importlib.import_module(f"activelab.panel_app.pages.{module}"), name)(state)
 
 
 class Shell(pn.viewable.Viewer):

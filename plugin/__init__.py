@@ -11,7 +11,8 @@ A model is an MLflow experiment that owns its labels, training runs and checkpoi
 
 The functions here use a default `Lab` over `MLFLOW_TRACKING_URI`, or the embedded store
 under `$ACTIVELAB_HOME` (default `~/.activelab`); `activelab.configure(...)` changes it.
-Plugin authors import `hookimpl`, `Task`, `Trainer`, `Dataset` and `QueryStrategy`.
+Plugin authors import `hookimpl`, `Task`, `Trainer`, `Dataset`, `QueryStrategy` and
+`Analyzer`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ _LAZY = {
     "DatasetInfo": "activelab.dataset",
     "DataBundle": "activelab.dataset",
     "QueryStrategy": "activelab.strategy",
+    "Analyzer": "activelab.analyzer",
+    "AnalysisInput": "activelab.analyzer",
+    "AnalyzerResult": "activelab.analyzer",
     "TrainingHandle": "activelab.launcher",
     "RunContext": "activelab.runtime",
     "ActivelabError": "activelab.errors",

@@ -57,6 +57,14 @@ def register_strategies(register: Callable[[type], None]) -> None:
     """
 
 
+@hookspec
+def register_analyzers(register: Callable[[type], None]) -> None:
+    """Register analyzers the Evaluate page can run on a checkpoint (confusion matrix, ...).
+
+    :param register: takes a subclass of `activelab.Analyzer` with a unique `kind`.
+    """
+
+
 # --- lifecycle: the training event bus ------------------------------------------------------
 
 

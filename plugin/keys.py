@@ -44,6 +44,8 @@ TRAINER = "activelab.trainer"
 RUN_NUMBER = "activelab.run_number"  # 1, 2, 3... per model, for readable run names
 PROGRESS = "activelab.progress"  # JSON: epoch, step, total steps, samples/s, ETA; while running
 PREDICTIONS = "activelab.predictions"  # artifact path of the per-sample predictions
+EVAL_OF = "activelab.eval_of"  # on an eval run: the run whose checkpoint it evaluated
+EVAL_CHECKPOINT = "activelab.eval_checkpoint"  # ... and which checkpoint
 PROCESS_STARTED = "activelab.process_started"  # create time of PID, so a reused PID is not alive
 
 # --- experiment-level artifacts (live labels) -----------------------------------------------

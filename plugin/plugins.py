@@ -41,6 +41,7 @@ BUILTIN_PLUGINS = (
     "activelab.tasks.ssvae",
     "activelab.tasks.datasets",
     "activelab.tasks.strategies",
+    "activelab.tasks.analyzers",
 )
 
 # registration hook -> the base class its callback accepts (resolved lazily)
@@ -49,6 +50,7 @@ CATEGORIES = {
     "trainers": ("register_trainers", "activelab.trainer", "Trainer"),
     "datasets": ("register_datasets", "activelab.dataset", "Dataset"),
     "strategies": ("register_strategies", "activelab.strategy", "QueryStrategy"),
+    "analyzers": ("register_analyzers", "activelab.analyzer", "Analyzer"),
 }
 
 SOURCE_ENTRY_POINT = "entry point"

@@ -34,6 +34,13 @@ class Trainer(Component):
         checkpoint), or from the untrained model when None."""
         raise NotImplementedError(f"Trainer {self.kind!r} cannot compute predictions.")
 
+    def evaluate_state(
+        self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None, labels: np.ndarray
+    ) -> dict[str, float]:
+        """Validation losses (`val/loss/<term>`) and task metrics (`eval/<task>/<metric>`) of
+        the weights `state` (a checkpoint)."""
+        raise NotImplementedError(f"Trainer {self.kind!r} cannot evaluate a checkpoint.")
+
     def reconstruct(
         self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None, indices: list[int]
     ) -> np.ndarray:

@@ -121,7 +121,7 @@ def execute_run(
     if stop_event is not None:
         buffer.stop_requested = stop_event
     mlflow.set_tracking_uri(spec.tracking_uri)
-    status, error, session = "FAILED", None, None
+    status, error, session, data = "FAILED", None, None, None
     with mlflow.start_run(run_id=spec.run_id, log_system_metrics=spec.system_metrics):
         try:
             resume = None
@@ -165,7 +165,20 @@ def execute_run(
             log.info("run ended: %s", status)
             host.emit("on_train_end", run=context, status=status, error=error)
             mlflow.end_run(status)
+    if status == "FINISHED" and session is not None and session.last_checkpoint:
+        _evaluate_after_training(model, spec.run_id, data)
     return status
+
+
+def _evaluate_after_training(model: Any, run_id: str, data: Any) -> None:
+    """Every finished run gets an evaluation of its last checkpoint (an eval run under it);
+    a failure here is logged and never touches the training run's status."""
+    from activelab.evaluation import evaluate_run
+
+    try:
+        evaluate_run(model, run_id, data=data)
+    except Exception:
+        log.warning("The evaluation after training failed", exc_info=True)
 
 
 def _install_stop_signals(stop: threading.Event) -> None:

@@ -321,6 +321,28 @@ class SSVAETrainer(Trainer):
         truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
         return self.predict_frame(tasks, model, torch.from_numpy(data.images), truth)
 
+    def evaluate_state(
+        self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None, labels: np.ndarray
+    ) -> dict[str, float]:
+        """The figures `fit` logs each epoch, for a checkpoint, on the same split."""
+        import torch
+
+        torch.set_num_threads(resolve_threads(self.threads))
+        model = self.build_model(data.info, tasks)
+        if state is not None:
+            self.load_weights(model, state)
+        images = torch.from_numpy(data.images)
+        labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
+        train_idx, val_idx = self.split(np.asarray(labels))
+
+        def batch_of(idx: torch.Tensor) -> Batch:
+            return Batch(images[idx], labels_t[idx], truth[idx] if truth is not None else None, idx)
+
+        return self.evaluate(
+            tasks, model.network, model.heads, batch_of, val_idx, train_idx, labels_t
+        )
+
     def reconstruct(
         self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None, indices: list[int]
     ) -> np.ndarray:

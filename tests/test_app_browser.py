@@ -142,7 +142,7 @@ def test_delete_and_restore_a_model(app, page):
     assert lab.get_model("keep-me").labels.get(3) == 3
 
 
-def test_navigation_keeps_the_model_and_placeholders_say_so(app, page):
+def test_navigation_keeps_the_model_in_use(app, page):
     model = lab_of(app).create_model("navigated")
     page.goto(f"{app.url}/?page=label&model={model.id}")
     wait_for_map(page)
@@ -150,7 +150,8 @@ def test_navigation_keeps_the_model_and_placeholders_say_so(app, page):
     page.get_by_role("button", name="Start training").wait_for()
     assert "page=train" in page.url and f"model={model.id}" in page.url
     page.get_by_role("button", name="Evaluate").click()
-    page.get_by_text("Evaluate is not built yet").wait_for()
+    page.get_by_text("No run with a checkpoint yet").wait_for()  # says what to do first
+    assert "page=evaluate" in page.url and f"model={model.id}" in page.url
     page.get_by_role("button", name="Settings").click()
     page.get_by_text("Tracking URI").wait_for()
     page.get_by_role("button", name="Label").click()
@@ -296,3 +297,26 @@ def test_compare_two_runs_of_two_models(app, page, tmp_path):
         rows = list(csv.DictReader(handle))
     assert {r["run_id"] for r in rows} == {a, b}
     assert len(rows) == 2 * 30 and {r["metric"] for r in rows} == {"loss/total"}
+
+
+def test_evaluate_a_trained_model(app, page):
+    from helpers import FAST
+
+    lab = lab_of(app)
+    model = lab.create_model("evaluated", config=FAST)
+    model.set_labels({i: i % 10 for i in range(40)})
+    handle = model.launch(epochs=2, wait=True, system_metrics=False)
+    assert handle.status == "FINISHED"
+    page.goto(f"{app.url}/?page=evaluate&model={model.id}")
+    # the automatic evaluation after training is there at once; the grid is drawn
+    page.get_by_text("labeled_accuracy").first.wait_for()
+    page.get_by_text("Each sample: original | reconstruction").wait_for()
+    page.get_by_role("button", name="Evaluate checkpoint").click()
+    page.locator(".notyf__message", has_text="Evaluation logged to MLflow.").wait_for()
+    page.get_by_role("button", name="Run analyzer").click()
+    page.get_by_text("Logged to the run as analyzers/confusion_matrix.csv").wait_for()
+    page.get_by_text("network.encoder", exact=False).first.wait_for()  # the model summary
+    evaluations = lab.tracking.client.search_runs(
+        [model.id], filter_string=f"tags.`activelab.eval_of` = '{handle.run_id}'"
+    )
+    assert len(evaluations) == 2  # after training, and the click

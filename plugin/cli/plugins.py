@@ -9,7 +9,7 @@ import click
 from activelab.cli.output import emit_json, parse_pairs, table
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-CATEGORIES = ["tasks", "trainers", "datasets", "strategies"]
+CATEGORIES = ["tasks", "trainers", "datasets", "strategies", "analyzers"]
 CATEGORY_CHOICE = click.Choice(CATEGORIES)
 
 

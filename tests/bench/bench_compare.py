@@ -1,0 +1,122 @@
+"""Loading runs into the Compare page: 10 runs x 5 metrics x 10,000 steps.
+
+Target (issue "Evaluate and compare"): <= 2 s, through a real `mlflow server` and on the local
+store. Timed: finding the runs, one bulk downsampled read per metric, the param and figure
+tables, and building the overlay plot. Baseline in the same run: reading every point with
+`MlflowClient.get_metric_history`, one call per run and metric (the naive way).
+
+    .venv/bin/python tests/bench/bench_compare.py [--runs 10] [--metrics 5] [--steps 10000]
+
+The last line printed is one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from activelab import keys
+
+
+def log_runs(lab, runs: int, metrics: int, steps: int) -> list[str]:
+    from mlflow.entities import Metric, Param
+
+    client = lab.tracking.client
+    ids = []
+    for number in range(runs):
+        model = lab.create_model(f"bench-{number:02d}")
+        run = client.create_run(model.id, run_name="long", tags={keys.RUN_KIND: "train"})
+        run_id = run.info.run_id
+        names = ["loss/total"] + [f"loss/task{i}" for i in range(metrics - 1)]
+        start = run.info.start_time
+        batch: list[Metric] = []
+        for step in range(1, steps + 1):
+            for n, name in enumerate(names):
+                batch.append(Metric(name, (n + 1 + number) / step**0.5, start + step * 10, step))
+            if len(batch) >= 995:
+                client.log_batch(run_id, metrics=batch)
+                batch = []
+        client.log_batch(
+            run_id, metrics=batch, params=[Param("trainer.lr", str(1e-3 / (number + 1)))]
+        )
+        client.set_terminated(run_id, "FINISHED")
+        ids.append(run_id)
+    return ids
+
+
+def time_compare(lab, run_ids: list[str], metrics: list[str], repeats: int) -> list[float]:
+    from activelab.panel_app.context import AppContext
+    from activelab.panel_app.pages.compare import ComparePage
+    from activelab.panel_app.vm.state import AppState
+
+    times = []
+    for _ in range(repeats):
+        page = ComparePage(AppState(AppContext(lab)))
+        vm = page.vm
+        start = time.perf_counter()
+        vm.find_runs()
+        vm.param.update(selected=list(run_ids), metrics=metrics)
+        vm.load_curves()
+        vm.params_table()
+        vm.figures_table()
+        page._draw()
+        times.append(time.perf_counter() - start)
+        assert len(vm.curves) == len(run_ids) * len(metrics)
+    return times
+
+
+def time_naive(lab, run_ids: list[str], metrics: list[str]) -> float:
+    client = lab.tracking.client
+    start = time.perf_counter()
+    for run_id in run_ids:
+        for metric in metrics:
+            client.get_metric_history(run_id, metric)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--metrics", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from activelab import Lab
+    from activelab.mlflow_server import start_mlflow_server
+
+    home = Path(tempfile.mkdtemp(prefix="bench-compare-"))
+    metrics = ["loss/total"] + [f"loss/task{i}" for i in range(args.metrics - 1)]
+    figures: dict[str, float] = {"runs": args.runs, "metrics": args.metrics, "steps": args.steps}
+    server = start_mlflow_server(
+        f"sqlite:///{home / 'server.db'}",
+        artifacts_destination=str(home / "server-artifacts"),
+        log_path=home / "server.log",
+    ).wait_ready()
+    try:
+        stores = {
+            "local": Lab(tracking_uri=f"sqlite:///{home / 'local.db'}", home=home / "local"),
+            "server": Lab(tracking_uri=server.url, home=home / "remote"),
+        }
+        for where, lab in stores.items():
+            print(f"logging {args.runs} x {args.metrics} x {args.steps} points ({where})…")
+            run_ids = log_runs(lab, args.runs, args.metrics, args.steps)
+            loads = time_compare(lab, run_ids, metrics, args.repeats)
+            naive = time_naive(lab, run_ids, metrics)
+            figures[f"load_{where}_median_s"] = round(statistics.median(loads), 3)
+            figures[f"load_{where}_naive_s"] = round(naive, 3)
+            figures[f"load_{where}_vs_naive_ratio"] = round(statistics.median(loads) / naive, 4)
+            print(f"compare load, {where}: {statistics.median(loads):.3f} s "
+                  f"(naive full read {naive:.2f} s; target <= 2 s)")  # fmt: skip
+    finally:
+        server.stop()
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
