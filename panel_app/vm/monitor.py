@@ -99,11 +99,9 @@ class RunMonitor:
         """Every curve of the run, downsampled (one bulk read per metric)."""
         self.run = self.tracking.client.get_run(self.run_id)
         self.started_ms = int(self.run.info.start_time or 0)
-        self.curves = {
-            key: self.tracking.metric_history(self.run_id, key, self.max_points)
-            for key in sorted(self.run.data.metrics)
-            if is_curve(key)
-        }
+        wanted = [key for key in sorted(self.run.data.metrics) if is_curve(key)]
+        found = self.tracking.metric_histories_many([self.run_id], wanted, self.max_points)
+        self.curves = {key: found[key][self.run_id] for key in wanted}
         return self.curves
 
     @property
@@ -121,24 +119,22 @@ class RunMonitor:
         then replaces the old one (marked by a first step <= the old last step)."""
         self.run = self.tracking.client.get_run(self.run_id)
         fresh: dict[str, MetricSeries] = {}
-        for key in sorted(self.run.data.metrics):
-            if not is_curve(key):
-                continue
+        wanted = [key for key in sorted(self.run.data.metrics) if is_curve(key)]
+        starts: dict[str, int | None] = {}
+        for key in wanted:
             known = self.curves.get(key)
-            if known is None or len(known) == 0:
-                series = self.tracking.metric_history(self.run_id, key, self.max_points)
+            # a new curve, or one grown too long, is read whole (downsampled); else the tail
+            whole = known is None or len(known) == 0 or len(known) > MAX_SHOWN_POINTS
+            starts[key] = None if whole else known.steps[-1] + 1
+        read = self.tracking.metric_histories_many([self.run_id], wanted, self.max_points, starts)
+        for key in wanted:
+            series = read[key][self.run_id]
+            if starts[key] is None:
                 self.curves[key] = series
                 if len(series):
                     fresh[key] = series
                 continue
-            if len(known) > MAX_SHOWN_POINTS:
-                series = self.tracking.metric_history(self.run_id, key, self.max_points)
-                self.curves[key] = series
-                fresh[key] = series
-                continue
-            series = self.tracking.metric_history(
-                self.run_id, key, self.max_points, start_step=known.steps[-1] + 1
-            )
+            known = self.curves[key]
             if len(series):
                 known.steps.extend(series.steps)
                 known.values.extend(series.values)
