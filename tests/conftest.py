@@ -96,3 +96,11 @@ def local_lab(local_uri: str, tmp_path: Path):
 def unique() -> str:
     """A name prefix no other test uses (the server is shared by the session)."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -30,20 +30,28 @@ def browser():
 
 
 @pytest.fixture
-def app(tmp_path):
-    served = start_app(tmp_path / "home", "--no-mlflow-ui")
+def app(tmp_path, request):
+    served = start_app(tmp_path / "home", "--no-mlflow-ui", "--log-level", "info")
     yield served
     served.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print("the app's log:\n" + served.output()[-6000:])
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, request, tmp_path):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
     opened.set_default_timeout(TIMEOUT)
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
     yield opened
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:  # what the page showed, for the person debugging
+        shot = tmp_path / "failure.png"
+        opened.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot of the failed page: {shot}")
     context.close()
     assert errors == [], f"JavaScript errors in the page: {errors}"
 
@@ -254,8 +262,17 @@ def test_train_from_the_app_stop_and_continue(app, page):
     history.get_by_text("stopped").wait_for()
     history.get_by_text("finished").wait_for()
     # a click on the older run loads its curves
-    history.locator(".tabulator-cell[tabulator-field='run']", has_text=first.name).click()
-    page.get_by_text(first.name).first.wait_for()
+    older = history.locator(".tabulator-cell[tabulator-field='run']", has_text=first.name)
+    title = page.locator("h3.al-h", has_text=first.name)
+
+    def shown_older() -> bool:
+        # a click that lands while the table is being refreshed is lost: click again
+        if title.count() == 0:
+            older.click()
+            page.wait_for_timeout(1500)
+        return title.count() > 0
+
+    wait_until(shown_older, timeout=60, message="the older run in the monitor")
     history = lab.tracking.client.get_metric_history(first.run_id, "loss/total")
     last_step = max(m.step for m in history)
     page.wait_for_function(f"() => ({LAST_STEP})('loss/total') === {last_step}", timeout=60_000)

@@ -59,6 +59,7 @@ class TrainPage(pn.viewable.Viewer):
         self._polls = 0
         self._busy = False
         self.monitor: RunMonitor | None = None
+        self._shown_status = ""  # the run status the monitor shows
 
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
         self.message = pn.pane.HTML("", sizing_mode="stretch_width")
@@ -446,7 +447,12 @@ class TrainPage(pn.viewable.Viewer):
         if self.vm.model is None or self._busy:
             return
         monitor = self.monitor
-        live = monitor is not None and monitor.run is not None and monitor.active
+        # live while the run is active, and until its final state has been shown once
+        live = (
+            monitor is not None
+            and monitor.run is not None
+            and (monitor.active or self._shown_status in ACTIVE)
+        )
         if not live and self._polls % HISTORY_EVERY:
             return
         self._busy = True
@@ -464,8 +470,10 @@ class TrainPage(pn.viewable.Viewer):
             if config_changed or plugins_changed:
                 self._build_config()
             if monitor is not None and monitor is self.monitor and live:
-                self._stream(fresh)
-                self._render_run()
+                try:
+                    self._stream(fresh)
+                finally:
+                    self._render_run()
             if history_changed:
                 self._render_history()
                 newest = self.vm.history[0] if self.vm.history else None
@@ -546,6 +554,7 @@ class TrainPage(pn.viewable.Viewer):
         )  # fmt: skip
         self.continue_button.visible = bool(checkpoints)
         self.retry_button.visible = f.status in ("FAILED", "KILLED")
+        self._shown_status = f.status  # last: a render that failed half-way is tried again
 
     def _render_history(self) -> None:
         rows = []
