@@ -82,3 +82,31 @@ def test_param_diff_and_final_best_figures(compare):
     assert figures.loc[a, "labels"] == 12 and figures.loc[a, "labels digest"] == "abc123def456"
     assert higher_is_better("eval/classification/accuracy")
     assert not higher_is_better("val/loss/total")
+
+
+def test_the_page_opens_on_the_latest_runs_of_the_model_in_use(lab, unique):
+    import time
+
+    from helpers import wait_until
+
+    from activelab.panel_app.pages.compare import PICK_RUNS, ComparePage
+
+    model = lab.create_model(f"{unique}-open")
+    runs = []
+    for lr in ("0.001", "0.002", "0.003"):  # same run names; distinct start times
+        runs.append(logged_run(lab, model, lr, 0.5))
+        time.sleep(0.01)
+    newer = runs[1:]  # the two newest
+    page = ComparePage(AppState(AppContext(lab), model_id=model.id))
+    page.activate()
+    assert set(page.runs.value) == set(newer)
+    assert sorted(page.runs.options.values()) == sorted(runs)  # a shared name stays apart
+    wait_until(lambda: page.plot.visible, timeout=30, message="the overlay of the two runs")
+    assert {c.run_id for c in page.vm.curves} == set(newer)
+
+    page.runs.value = []  # nothing chosen: the page says what to do
+    assert PICK_RUNS in page.message.object and not page.plot.visible
+
+    elsewhere = ComparePage(AppState(AppContext(lab)))  # no model in use: nothing is chosen
+    elsewhere.activate()
+    assert elsewhere.runs.value == [] and PICK_RUNS in elsewhere.message.object

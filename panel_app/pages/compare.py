@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 STATUSES = {"any status": "", "finished": "FINISHED", "stopped": "KILLED", "failed": "FAILED",
             "training": "RUNNING"}  # fmt: skip
 DASHES = ["solid", "dashed", "dotted", "dotdash", "dashdot"]
+PRESELECTED_RUNS = 2
+PICK_RUNS = "Choose runs above: their curves, final figures and params appear here."
 
 
 class ComparePage(pn.viewable.Viewer):
@@ -32,6 +34,8 @@ class ComparePage(pn.viewable.Viewer):
         self.state = state
         self.vm = CompareViewModel(state)
         self.ui = UiThread()
+        # the first visit with a model in use starts from its latest runs, not a blank page
+        self.preselect_latest = False
         self.message = pn.pane.HTML("", sizing_mode="stretch_width")
         self.models = pn.widgets.MultiChoice(name="Models (all if empty)", options={}, width=260)
         self.status = pn.widgets.Select(name="Status", options=STATUSES, width=130)
@@ -95,6 +99,7 @@ class ComparePage(pn.viewable.Viewer):
         try:
             self.models.options = self.vm.models()
             if self.state.model_id and not self.models.value:
+                self.preselect_latest = not self.runs.value
                 self.models.value = [self.state.model_id]  # start from the model in use
             else:
                 self._find()
@@ -120,16 +125,29 @@ class ComparePage(pn.viewable.Viewer):
         except ValueError as exc:
             self._say(str(exc))
             return
-        options = {c.label: c.summary.run_id for c in found}
+        options: dict[str, str] = {}
+        for c in found:
+            # two runs may share a name: the run id tells them apart
+            label = c.label if c.label not in options else f"{c.label} ({c.summary.run_id[:8]})"
+            options[label] = c.summary.run_id
         # runs already chosen stay chosen, even when a filter hides them from the list
         for run_id in self.runs.value:
             candidate = self.vm.candidate(run_id)
             options.setdefault(candidate.label, run_id)
         self.runs.options = options
-        self._say("" if found else "No runs match: widen the filters or train a model first.")
+        if not found:
+            self._say("No runs match: widen the filters or train a model first.")
+        elif self.preselect_latest:
+            self.preselect_latest = False
+            self.runs.value = [c.summary.run_id for c in found[:PRESELECTED_RUNS]]
+        elif not self.runs.value:
+            self._say(PICK_RUNS)
+        else:
+            self._say("")
 
     def _runs_changed(self) -> None:
         self.vm.selected = list(self.runs.value)
+        self._say("" if self.runs.value else PICK_RUNS)
         keys = self.vm.metric_keys()
         chosen = [m for m in self.metrics.value if m in keys] or (
             ["loss/total"] if "loss/total" in keys else keys[:1]
