@@ -46,8 +46,10 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def start_app(home: Path, *extra: str, tracking_uri: str | None = None) -> ServedApp:
-    port = free_port()
+def start_app(
+    home: Path, *extra: str, tracking_uri: str | None = None, port: int | None = None
+) -> ServedApp:
+    port = port or free_port()
     home.mkdir(parents=True, exist_ok=True)
     log = home / "serve.log"
     env = {**os.environ, "ACTIVELAB_HOME": str(home), "PYTHONUNBUFFERED": "1"}

@@ -169,6 +169,28 @@ def test_navigation_keeps_the_model_in_use(app, page):
     assert page.get_by_role("combobox").first.input_value() == "navigated"
 
 
+def test_the_page_says_when_the_server_is_lost_and_recovers(app, page):
+    from urllib.parse import urlparse
+
+    lab_of(app).create_model("survives-a-restart")
+    page.goto(app.url + "/")
+    page.get_by_role("heading", name="survives-a-restart").wait_for()
+    banner = page.locator(".al-offline")
+    assert not banner.is_visible()
+    app.stop()
+    banner.wait_for(state="visible")
+    assert "Lost the connection" in banner.inner_text()
+    # the same server comes back on the same port: the page reloads itself
+    again = start_app(app.home, "--no-mlflow-ui", port=urlparse(app.url).port)
+    try:
+        page.get_by_role("heading", name="survives-a-restart").wait_for()
+        page.wait_for_function("() => !document.querySelector('.al-offline')"
+                               " || getComputedStyle(document.querySelector('.al-offline'))"
+                               ".display === 'none'")  # fmt: skip
+    finally:
+        again.stop()
+
+
 def test_tablet_width_layout(app, browser):
     lab_of(app).create_model("on-a-tablet")
     context = browser.new_context(viewport={"width": 820, "height": 1180})
