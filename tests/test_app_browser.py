@@ -169,6 +169,20 @@ def test_navigation_keeps_the_model_in_use(app, page):
     assert page.get_by_role("combobox").first.input_value() == "navigated"
 
 
+def test_recent_activity_leads_to_the_run_of_its_model(app, page):
+    from helpers import logged_run
+
+    lab = lab_of(app)
+    model = lab.create_model("active")
+    lab.create_model("quiet")
+    logged_run(lab, model, "0.001", 1.0)
+    page.goto(app.url + "/")
+    page.get_by_role("link", name="active #1").click()
+    page.get_by_role("button", name="Start training").wait_for()
+    assert "page=train" in page.url and f"model={model.id}" in page.url
+    page.locator(".al-header b", has_text="active").wait_for()
+
+
 def test_the_page_says_when_the_server_is_lost_and_recovers(app, page):
     from urllib.parse import urlparse
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import panel as pn
 
@@ -178,13 +179,21 @@ class HomePage(pn.viewable.Viewer):
     def _activity_html(self) -> str:
         if not self.vm.recent_runs:
             return "<p class='al-muted'>No training runs yet.</p>"
-        rows = "".join(
-            f"<tr><td>{esc(model)}</td><td>{esc(run.name.split(' · ')[0])}</td>"
+        rows = "".join(self._activity_row(model, run) for model, run in self.vm.recent_runs)
+        return f"<table class='al-activity'>{rows}</table>"
+
+    @staticmethod
+    def _activity_row(model: str, run: Any) -> str:
+        """One run: its name linking to its model's Train page (the model is named too when
+        the run's name does not say it), status, and when."""
+        name = run.name.split(" · ")[0]
+        shown = name if name.startswith(model) else f"{model} / {name}"
+        link = f"?page=train&model={quote(run.experiment_id)}"
+        return (
+            f"<tr><td><a href='{esc(link)}'>{esc(shown)}</a></td>"
             f"<td>{status_badge(run.status)}</td><td class='al-muted'>"
             f"{relative_time(run.started)} · {duration(run.duration_s)}</td></tr>"
-            for model, run in self.vm.recent_runs
         )
-        return f"<table style='font-size:13px;width:100%'>{rows}</table>"
 
     def _system_html(self) -> str:
         s = self.vm.system
