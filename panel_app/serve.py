@@ -6,6 +6,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
+from activelab.errors import ActivelabError
 from activelab.mlflow_server import MlflowServer, free_port, start_mlflow_server
 from activelab.settings import is_remote
 
@@ -59,6 +60,11 @@ def serve(
     from activelab.panel_app.app import TITLE, build_app, configure_panel
     from activelab.panel_app.context import AppContext, set_context
 
+    if not _port_free(host, port):  # say so before starting anything else
+        raise ActivelabError(
+            f"Port {port} on {host} is in use (another `activelab serve`?); stop that server "
+            f"or pick another port with --port."
+        )
     # Create (migrate) the store before the MLflow UI opens it too: two processes migrating
     # one new sqlite file at once make the second fail ("_alembic_tmp_... already exists").
     lab.tracking.client.search_experiments(max_results=1)

@@ -56,6 +56,16 @@ def test_the_app_answers_before_the_mlflow_ui_is_ready(tmp_path):
         assert "starting" in output
         assert http_ok(app.url + "/")
         wait_until(lambda: http_ok(ui_url + "/health"), timeout=90, message="the MLflow UI")
+        # a second server on the same port says what to do and leaves the first alone
+        env = {**os.environ, "ACTIVELAB_HOME": str(tmp_path / "other")}
+        second = subprocess.run(
+            [str(Path(sys.executable).with_name("activelab")), "serve", "--no-mlflow-ui",
+             "--port", app.url.rsplit(":", 1)[1]],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert "is in use" in second.stderr and "--port" in second.stderr
+        assert http_ok(app.url + "/")
     finally:
         app.stop()
 
