@@ -3,8 +3,11 @@ that plugins register with `register_analyzers`; the Evaluate page lists and run
 
 from __future__ import annotations
 
+import base64
 import html
-from dataclasses import dataclass
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from activelab.component import Component
@@ -20,24 +23,47 @@ if TYPE_CHECKING:
 @dataclass
 class AnalysisInput:
     """What an analyzer gets: the data, the checkpoint's per-sample predictions (`z0..`,
-    `predicted`, `certainty`, `p0..`), the model's labels (-1 = none) and config."""
+    `predicted`, `certainty`, `p0..`), the model's labels (-1 = none) and config; and, for
+    analyzers that look across training, the run's checkpoints (oldest first) with a way to
+    compute the predictions of any of them."""
 
     data: DataBundle
     predictions: pd.DataFrame
     labels: np.ndarray
     config: ModelConfig
     checkpoint: str
+    checkpoints: tuple[str, ...] = ()
+    predictions_at: Callable[[str], pd.DataFrame] | None = field(default=None, repr=False)
 
 
 @dataclass
 class AnalyzerResult:
+    """A table, an image (height x width x 3, uint8) or both, with a one-line note."""
+
     title: str
     table: pd.DataFrame | None = None
     note: str = ""
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    def png(self) -> bytes | None:
+        """The image as PNG bytes (None without one)."""
+        if self.image is None:
+            return None
+        from PIL import Image
+
+        out = io.BytesIO()
+        Image.fromarray(self.image).save(out, format="PNG")
+        return out.getvalue()
 
     def html(self) -> str:
         """A standalone page (escaped), for the run's artifacts in the MLflow UI."""
         body = self.table.to_html(escape=True, border=0) if self.table is not None else ""
+        png = self.png()
+        if png is not None:  # inline, so the page needs nothing beside it
+            body = (
+                f"<img alt='{html.escape(self.title)}' src='data:image/png;base64,"
+                f"{base64.b64encode(png).decode()}'>" + body
+            )
         return (
             f"<html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title></head>"
             f"<body><h2>{html.escape(self.title)}</h2><p>{html.escape(self.note)}</p>{body}"

@@ -190,11 +190,26 @@ def run_analyzer(
     analyzer = model.lab.plugins.get("analyzers", kind)()
     path, ctx = open_checkpoint(model, run_id, checkpoint)
     predictions = ctx.trainer.predictions(ctx.data, ctx.tasks, ctx.state)
-    result = analyzer.analyze(AnalysisInput(ctx.data, predictions, ctx.labels, ctx.config, path))
-    client = model.lab.tracking.client
+    tracking = model.lab.tracking
+
+    def predictions_at(other: str) -> Any:
+        if other == path:
+            return predictions
+        state = read_checkpoint(tracking, run_id, other)
+        return ctx.trainer.predictions(ctx.data, ctx.tasks, state)
+
+    inputs = AnalysisInput(
+        ctx.data, predictions, ctx.labels, ctx.config, path,
+        checkpoints=tuple(list_checkpoints(tracking, run_id)), predictions_at=predictions_at,
+    )  # fmt: skip
+    result = analyzer.analyze(inputs)
+    client = tracking.client
     if result.table is not None:
         csv = io.StringIO()
         result.table.to_csv(csv)
         client.log_text(run_id, csv.getvalue(), f"analyzers/{kind}.csv")
+    if result.image is not None:
+        client.log_image(run_id, result.image, artifact_file=f"analyzers/{kind}.png")
+    if result.table is not None or result.image is not None:
         client.log_text(run_id, result.html(), f"analyzers/{kind}.html")
     return result

@@ -4,6 +4,8 @@ a plugin's analyzer runs beside the built-ins."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,8 +22,8 @@ from activelab.panel_app.vm.state import AppState
 
 @pytest.fixture
 def trained(lab, unique):
-    """A model trained for 2 epochs (its run ends with an automatic evaluation)."""
-    model = lab.create_model(f"{unique}-eval", config=FAST)
+    """A model trained for 2 epochs, a checkpoint each (the run ends with an evaluation)."""
+    model = lab.create_model(f"{unique}-eval", config={**FAST, "trainer.checkpoint_every": "1"})
     model.set_labels({i: i % 10 for i in range(40)})
     handle = model.launch(epochs=2, wait=True, system_metrics=False)
     assert handle.status == "FINISHED", handle.summary.error
@@ -110,12 +112,59 @@ def test_analyzers_built_in_and_from_a_plugin_log_their_tables(trained):
     } <= listed
 
 
+def test_latent_over_checkpoints_scores_and_draws_every_checkpoint(trained):
+    from activelab.runs import list_checkpoints
+
+    model, run_id = trained
+    checkpoints = [p.rsplit("/", 1)[-1] for p in list_checkpoints(model.lab.tracking, run_id)]
+    assert len(checkpoints) == 2
+    result = run_analyzer(model, run_id, "latent_over_checkpoints")
+    table = result.table
+    assert list(table.index) == checkpoints
+    assert table["nearest_centroid_accuracy"].between(0, 1).all()
+    assert (table["separation"] > 0).all()
+    # the last checkpoint's classifier agrees with the per-class analyzer of that checkpoint
+    per_class = run_analyzer(model, run_id, "per_class_accuracy").table
+    assert table["classifier_accuracy"].iloc[-1] == pytest.approx(
+        per_class["correct"].sum() / per_class["samples"].sum(), abs=1e-4
+    )
+    image = result.image
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+    colors = {tuple(c) for c in image.reshape(-1, 3)[::7].tolist()}
+    assert (31, 119, 180) in colors and (255, 127, 14) in colors  # classes 0 and 1 drawn
+    listed = {f.path for f in model.lab.tracking.client.list_artifacts(run_id, "analyzers")}
+    assert {f"analyzers/latent_over_checkpoints.{ext}" for ext in ("csv", "png", "html")} <= listed
+    page = model.lab.tracking.client.download_artifacts(
+        run_id, "analyzers/latent_over_checkpoints.html"
+    )
+    assert "data:image/png;base64," in Path(page).read_text()  # viewable alone in MLflow
+
+
+def test_separation_figures_and_checkpoint_spread():
+    from activelab.tasks.analyzers import separation_figures, spread
+
+    rng = np.random.default_rng(0)
+    classes = np.repeat(np.arange(3), 200)
+    apart = rng.normal(size=(600, 2)) * 0.1 + np.array([[0, 0], [5, 0], [0, 5]])[classes]
+    mixed = rng.normal(size=(600, 2))
+    clear, muddled = separation_figures(apart, classes), separation_figures(mixed, classes)
+    assert clear["nearest_centroid_accuracy"] == 1.0
+    assert muddled["nearest_centroid_accuracy"] < 0.6
+    assert clear["separation"] > 10 * muddled["separation"]
+    unlabeled = np.full(600, -1)
+    assert np.isnan(separation_figures(apart, unlabeled)["separation"])
+    names = tuple(f"epoch-{i:04d}.pt" for i in range(1, 21))
+    picked = spread(names, 6)
+    assert len(picked) == 6 and picked[0] == names[0] and picked[-1] == names[-1]
+    assert spread(names[:3], 6) == list(names[:3])
+
+
 def test_evaluate_view_model_grid_and_summary(trained):
     model, run_id = trained
     vm = EvaluateViewModel(AppState(AppContext(model.lab)))
     runs = vm.load(model.id)
     assert [r.run_id for r in runs] == [run_id] and vm.run_id == run_id
-    assert vm.checkpoints() == ["checkpoints/epoch-0002.pt"]
+    assert vm.checkpoints() == ["checkpoints/epoch-0001.pt", "checkpoints/epoch-0002.pt"]
     names, rows = vm.reconstruction_grid()
     assert names == [str(c) for c in range(10)]
     assert rows[0].shape == (8, 2, 1, 8, 8)  # 8 samples x (original, reconstruction)

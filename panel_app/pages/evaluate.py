@@ -4,6 +4,7 @@ layers, and analyzers. Evaluations and analyzer results are logged to MLflow."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
@@ -341,10 +342,18 @@ class EvaluatePage(pn.viewable.Viewer):
                         for row in frame.values
                     ],
                 )
+            image = result.png()
+            if image is not None:
+                picture = base64.b64encode(image).decode()
+                body = (
+                    f"<img class='al-analysis-image' alt='{esc(result.title)}' "
+                    f"src='data:image/png;base64,{picture}'>{body}"
+                )
+            logged = [ext for ext, made in ((".csv", table is not None), (".png", image)) if made]
             self.analysis.object = (
                 f"<h4 style='margin:6px 0'>{esc(result.title)}</h4>"
                 f"<p class='al-muted'>{esc(result.note)} Logged to the run as "
-                f"analyzers/{esc(kind)}.csv and .html.</p>{body}"
+                f"analyzers/{esc(kind)}{' / '.join([*logged, '.html'])}.</p>{body}"
             )
 
         def failed(exc: BaseException) -> None:
