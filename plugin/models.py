@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
     from mlflow.entities import Experiment
 
+    from activelab.analyzer import AnalyzerResult
+    from activelab.evaluation import Evaluation
     from activelab.labels import LabelEvent, LabelState
     from activelab.launcher import TrainingHandle
     from activelab.plugins import PluginHost
@@ -368,13 +370,37 @@ class Model:
     def export_checkpoint(self, path: str | os.PathLike, run: str | None = None) -> Path:
         """Copy a checkpoint to `path`: `run` is "RUN_ID" (its latest checkpoint) or
         "RUN_ID:epoch-0005.pt"; default: the latest checkpoint of the latest run."""
-        from activelab.runs import download_checkpoint, resolve_checkpoint
+        from activelab.runs import download_checkpoint
+
+        run_id, checkpoint = self._checkpoint_ref(run)
+        return download_checkpoint(self.lab.tracking, run_id, checkpoint, Path(path))
+
+    def _checkpoint_ref(self, run: str | None) -> tuple[str, str]:
+        """(run id, checkpoint) of "RUN_ID", "RUN_ID:epoch-0005.pt" or, by default, the
+        latest checkpoint of the latest run."""
+        from activelab.runs import resolve_checkpoint
 
         ref = run or self.refresh()._tags.get(keys.LATEST_RUN)
         if not ref:
             raise RunNotFoundError(f"Model {self.name!r} has no training run yet; train it first.")
-        run_id, checkpoint = resolve_checkpoint(self.lab.tracking, ref, self.id)
-        return download_checkpoint(self.lab.tracking, run_id, checkpoint, Path(path))
+        return resolve_checkpoint(self.lab.tracking, ref, self.id)
+
+    def evaluate(self, run: str | None = None) -> Evaluation:
+        """Evaluate a checkpoint (`run` as in `export_checkpoint`) and log the figures as an
+        eval run nested under its run; each figure is rated by its task's thresholds."""
+        from activelab.evaluation import evaluate_run
+
+        run_id, checkpoint = self._checkpoint_ref(run)
+        return evaluate_run(self, run_id, checkpoint)
+
+    def analyze(self, kind: str, run: str | None = None) -> AnalyzerResult:
+        """Run a registered analyzer (e.g. "confusion_matrix", "latent_over_checkpoints") on a
+        checkpoint; its table and picture are logged to the run under `analyzers/`."""
+        from activelab.evaluation import run_analyzer
+
+        self.lab.plugins.get("analyzers", kind)  # an unknown kind fails before any download
+        run_id, checkpoint = self._checkpoint_ref(run)
+        return run_analyzer(self, run_id, kind, checkpoint)
 
     def export_labels(self, path: str | os.PathLike) -> Path:
         """Write the labels as CSV (`sample_index,label`) to `path`."""

@@ -120,3 +120,36 @@ def test_console_script_on_the_embedded_store(tmp_path):
     assert failed.returncode == 1
     assert failed.stderr.startswith("error: Sample index 99999 is outside")
     assert (tmp_path / "data" / "mlflow.db").exists()
+
+
+def test_evaluate_and_analyze_a_checkpoint(run, lab, unique, tmp_path):
+    from helpers import FAST
+
+    model = lab.create_model(unique, config={**FAST, "trainer.checkpoint_every": "1"})
+    model.set_labels({i: i % 10 for i in range(30)})
+    handle = model.launch(epochs=2, wait=True, system_metrics=False)
+    assert handle.status == "FINISHED", handle.summary.error
+
+    evaluated = json.loads(
+        run("runs", "evaluate", unique, "--run", f"{handle.run_id}:epoch-0001.pt", "--json").stdout
+    )
+    assert evaluated["run_id"] == handle.run_id
+    assert evaluated["checkpoint"] == "checkpoints/epoch-0001.pt"
+    figures = {(f["task"], f["metric"]): f for f in evaluated["figures"]}
+    assert 0 <= figures["classification", "accuracy"]["value"] <= 1
+    eval_run = lab.tracking.client.get_run(evaluated["eval_run_id"])
+    assert eval_run.data.tags["mlflow.parentRunId"] == handle.run_id
+
+    out = tmp_path / "analysis"
+    shown = run("runs", "analyze", unique, "latent_over_checkpoints", "--out", str(out))
+    assert "epoch-0001.pt" in shown.stdout and "epoch-0002.pt" in shown.stdout
+    assert (out / "latent_over_checkpoints.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "nearest_centroid_accuracy" in (out / "latent_over_checkpoints.csv").read_text()
+    matrix = json.loads(run("runs", "analyze", unique, "confusion_matrix", "--json").stdout)
+    assert sum(sum(v for k, v in row.items() if k != "true \\ predicted")
+               for row in matrix["table"]) == 1797  # fmt: skip
+
+    unknown = run("runs", "analyze", unique, "no_such_analyzer", ok=False)
+    assert unknown.exit_code == 1 and "installed: confusion_matrix" in unknown.stderr
+    untrained = run("runs", "evaluate", f"{unique}-x", ok=False)
+    assert untrained.exit_code == 1 and "No model named" in untrained.stderr

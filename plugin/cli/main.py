@@ -84,6 +84,11 @@ def cli(
     """activelab: semi-supervised and active-learning models, tracked in MLflow."""
     # MLflow announces schema migrations at INFO; people want results, not that.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Checkpoints are downloaded behind the scenes; our own bars say what is going on.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Through a server, MLflow prints "View run ..." to stdout when a run ends, which would
+    # break `--json` output; our commands name the runs they touch themselves.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     ctx.obj = LabContext(tracking_uri, home, tasks_dirs)
 

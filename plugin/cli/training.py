@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -207,3 +208,73 @@ def export_checkpoint(obj: Any, model: str, path: str, run_ref: str | None) -> N
     """Copy a checkpoint of MODEL to PATH (a file, or a folder to put it in)."""
     target = obj.lab.get_model(model).export_checkpoint(path, run=run_ref)
     click.echo(f"Wrote {target}.")
+
+
+RUN_REF_HELP = "RUN or RUN:CHECKPOINT (default: the latest checkpoint of the latest run)."
+
+
+@runs.command("evaluate")
+@click.argument("model")
+@click.option("--run", "run_ref", metavar="RUN[:CHECKPOINT]", default=None, help=RUN_REF_HELP)
+@json_option
+@click.pass_obj
+def evaluate(obj: Any, model: str, run_ref: str | None, as_json: bool) -> None:
+    """Evaluate a checkpoint of MODEL: each task's figures, rated by its thresholds, logged
+    to MLflow as an eval run nested under the run."""
+    result = obj.lab.get_model(model).evaluate(run_ref)
+    rows = [
+        {"task": r.task, "metric": r.metric, "value": r.value, "rating": r.rating or "-"}
+        for r in result.rows
+    ]
+    if as_json:
+        emit_json({"eval_run_id": result.eval_run_id, "run_id": result.run_id,
+                   "checkpoint": result.checkpoint, "figures": rows})  # fmt: skip
+        return
+    table(rows, empty="The checkpoint gave no figures.")
+    click.echo(f"Logged as eval run {result.eval_run_id} under run {result.run_id}.", err=True)
+
+
+@runs.command("analyze")
+@click.argument("model")
+@click.argument("analyzer")
+@click.option("--run", "run_ref", metavar="RUN[:CHECKPOINT]", default=None, help=RUN_REF_HELP)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write the table (.csv) and picture (.png) into this folder.",
+)
+@json_option
+@click.pass_obj
+def analyze(
+    obj: Any, model: str, analyzer: str, run_ref: str | None, out: str | None, as_json: bool
+) -> None:
+    """Run ANALYZER (see `activelab plugins`) on a checkpoint of MODEL; its table and picture
+    are logged to the run under analyzers/."""
+    from pathlib import Path
+
+    result = obj.lab.get_model(model).analyze(analyzer, run_ref)
+    written = []
+    if out:
+        folder = Path(out).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        if result.table is not None:
+            result.table.to_csv(folder / f"{analyzer}.csv")
+            written.append(folder / f"{analyzer}.csv")
+        png = result.png()
+        if png is not None:
+            (folder / f"{analyzer}.png").write_bytes(png)
+            written.append(folder / f"{analyzer}.png")
+    if as_json:
+        table_json = None
+        if result.table is not None:
+            table_json = json.loads(result.table.reset_index().to_json(orient="records"))
+        emit_json({"title": result.title, "note": result.note, "table": table_json,
+                   "written": [str(p) for p in written]})  # fmt: skip
+        return
+    click.echo(result.title)
+    if result.table is not None:
+        click.echo(result.table.to_string(na_rep="-"))
+    click.echo(result.note)
+    for path in written:
+        click.echo(f"Wrote {path}.", err=True)
