@@ -6,10 +6,13 @@ import html
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 import panel as pn
+
+# the same wording as the CLI
+from activelab.humanize import duration, relative_time  # noqa: F401
+from activelab.humanize import number as fmt  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -19,40 +22,12 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def relative_time(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    seconds = max(0.0, (datetime.now(timezone.utc) - moment).total_seconds())
-    if seconds < 45:
-        return "just now"
-    if seconds < 3600:
-        return f"{round(seconds / 60)} min ago"
-    if seconds < 86400:
-        return f"{round(seconds / 3600)} h ago"
-    days = round(seconds / 86400)
-    return f"{days} day{'s' if days != 1 else ''} ago"
-
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or value != value:  # None or NaN
-        return "-"
-    return f"{value:.{digits}g}"
-
-
 def status_badge(status: str | None) -> str:
     if not status:
         return ""
     kind = {"RUNNING": "running", "FAILED": "failed", "FINISHED": "finished"}.get(status, "")
     text = {"RUNNING": "training", "KILLED": "stopped"}.get(status, status.lower())
     return f'<span class="al-badge {kind}">{esc(text)}</span>'
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class UiThread:

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from activelab.cli.output import emit_json, number, parse_pairs, relative_time, table
+from activelab.cli.output import emit_json, parse_pairs, table
+from activelab.humanize import number, relative_time
 from activelab.presets import PRESETS
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

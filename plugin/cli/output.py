@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -24,28 +22,6 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: s
 
     frame = pd.DataFrame(rows, columns=columns or list(rows[0]))
     click.echo(frame.to_string(index=False, na_rep="-", max_colwidth=48))
-
-
-def relative_time(moment: datetime, now: datetime | None = None) -> str:
-    """ "just now", "5 min ago", "3 h ago", "2 days ago", then the date."""
-    now = now or datetime.now(timezone.utc)
-    seconds = max(0.0, (now - moment).total_seconds())
-    if seconds < 45:
-        return "just now"
-    if seconds < 3600:
-        return f"{round(seconds / 60)} min ago"
-    if seconds < 86400:
-        return f"{round(seconds / 3600)} h ago"
-    if seconds < 86400 * 14:
-        days = round(seconds / 86400)
-        return f"{days} day{'s' if days != 1 else ''} ago"
-    return moment.astimezone().strftime("%Y-%m-%d")
-
-
-def number(value: float | None, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}g}"
 
 
 def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:

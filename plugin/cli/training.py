@@ -8,17 +8,10 @@ from typing import Any
 
 import click
 
-from activelab.cli.output import emit_json, number, parse_pairs, relative_time, table
+from activelab.cli.output import emit_json, parse_pairs, table
+from activelab.humanize import duration, number, relative_time
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 @click.command("train")
@@ -112,7 +105,7 @@ def list_(obj: Any, model: str, limit: int, as_json: bool) -> None:
                 "name": s.name,
                 "status": s.status.lower(),
                 "started": relative_time(s.started) if s.started else "-",
-                "duration": _duration(s.duration_s),
+                "duration": duration(s.duration_s),
                 "epochs": s.epochs,
                 "lineage": s.lineage_epochs,
                 "labels": s.labeled_count if s.labeled_count is not None else "-",
@@ -144,7 +137,7 @@ def show(obj: Any, run_id: str, as_json: bool) -> None:
     click.echo(f"{summary.name}  ({summary.run_id})  {summary.status}")
     click.echo(
         f"  epochs {summary.epochs} (lineage {summary.lineage_epochs}), "
-        f"duration {_duration(summary.duration_s)}, labels {summary.labeled_count}"
+        f"duration {duration(summary.duration_s)}, labels {summary.labeled_count}"
     )
     if summary.parent_run:
         click.echo(f"  continues {summary.parent_run}")
@@ -153,7 +146,7 @@ def show(obj: Any, run_id: str, as_json: bool) -> None:
         click.echo(
             f"  progress: step {p.get('run_steps')}/{p.get('total_steps')}, "
             f"epoch {p.get('epoch')}, {p.get('samples_per_s')} samples/s, "
-            f"ETA {_duration(p.get('eta_s'))}"
+            f"ETA {duration(p.get('eta_s'))}"
         )
     for key, value in sorted(summary.metrics.items()):
         if key.startswith(("epoch/loss/", "val/", "eval/")):
