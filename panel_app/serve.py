@@ -20,6 +20,8 @@ def _port_free(host: str, port: int) -> bool:
     import socket
 
     with socket.socket() as sock:
+        # as the servers bind: a port that only has closed connections lingering is free
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
             return True
