@@ -82,7 +82,10 @@ def serve(
     set_context(context)
     context.start_watching()
     configure_panel()
-    echo(f"activelab app:  http://{host}:{port}/")
+    everywhere = host in ("0.0.0.0", "::")
+    echo(f"activelab app:  http://{'<this machine>' if everywhere else host}:{port}/")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        echo(f"warning: serving on {host}: anyone who can reach this machine can use the app.")
     if ui is not None:
         echo(f"MLflow UI:      {ui.url}/  (starting; ready in about 10 s)")
     elif ui_url:
@@ -101,7 +104,8 @@ def serve(
             port=port,
             show=show,
             title=TITLE,
-            websocket_origin=[f"{host}:{port}", f"localhost:{port}"],
+            # Bound to every interface, the page is opened by whatever name the machine has.
+            websocket_origin="*" if everywhere else [f"{host}:{port}", f"localhost:{port}"],
             admin=False,
         )
     except KeyboardInterrupt:
