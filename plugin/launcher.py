@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from activelab import keys
 from activelab.config import apply_overrides, validate_config
 from activelab.errors import InvalidConfigError, TrainingError
+from activelab.run_note import NOTE_TAG, RunNote
 from activelab.runs import (
     ACTIVE,
     RunSummary,
@@ -102,6 +103,8 @@ def launch(
                 "mlflow.parentRunId": parent_run,  # nests the run under its parent in the UI
             }
         )
+    # what the MLflow UI shows as the run's description; the worker adds labels and outcome
+    tags[NOTE_TAG] = RunNote(model.name, epochs, cfg, parent_run, parent_checkpoint).markdown()
     name = run_name or _run_name(model, number, epochs, parent_number)
     run = tracking.client.create_run(model.id, run_name=name, tags=tags)
     run_id = run.info.run_id

@@ -121,6 +121,7 @@ class TrainingSession:
         self.on_progress = on_progress
         self.progress = Progress()
         self.epochs_done = 0
+        self.final_loss: float | None = None  # the last epoch's loss/total
         self.last_checkpoint: str | None = None
         self.batch_size = 1
         self._last_progress_sent = 0.0
@@ -181,6 +182,7 @@ class TrainingSession:
         loss = figures.get("epoch/loss/total")
         if loss is not None:
             card[keys.LATEST_LOSS] = f"{loss:.6g}"
+            self.final_loss = float(loss)
         self.buffer.set_experiment_tags(card)
         self.buffer.set_run_tags(
             {keys.EPOCHS_TOTAL: str(epoch), keys.PROGRESS: self.progress.to_json()}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from activelab import keys
 from activelab.errors import ActivelabError
+from activelab.run_note import NOTE_TAG, RunNote
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from activelab.runtime import Progress
 
 log = logging.getLogger(__name__)
-
-NOTE_TAG = "mlflow.note.content"
 
 
 @dataclass
@@ -80,15 +79,16 @@ def _log_labels(model: Model, client: Any, run_id: str) -> tuple[Any, str, int]:
     return labels, digest, len(indices)
 
 
-def _record_error(client: Any, run_id: str, exc: BaseException) -> None:
+def _record_error(client: Any, run_id: str, exc: BaseException) -> str:
+    """The error as a tag and its traceback as `error.txt`; returns the one-line message."""
     message = str(exc) if isinstance(exc, ActivelabError) else f"{type(exc).__name__}: {exc}"
     try:
         client.set_tag(run_id, keys.ERROR, message[:4900])
-        client.set_tag(run_id, NOTE_TAG, f"Failed: {message}"[:4900])
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         client.log_text(run_id, trace, "error.txt")
     except Exception:
         log.exception("Could not record the error on run %s", run_id)
+    return message
 
 
 def execute_run(
@@ -121,6 +121,7 @@ def execute_run(
     if stop_event is not None:
         buffer.stop_requested = stop_event
     mlflow.set_tracking_uri(spec.tracking_uri)
+    note = RunNote(model.name, spec.epochs, config, spec.resume_run, spec.resume_checkpoint)
     status, error, session, data = "FAILED", None, None, None
     with mlflow.start_run(run_id=spec.run_id, log_system_metrics=spec.system_metrics):
         try:
@@ -138,7 +139,11 @@ def execute_run(
             dataset = host.get("datasets", config.dataset)(**config.dataset_params)
             data = dataset.load()
             labels, digest, count = _log_labels(model, client, spec.run_id)
-            buffer.set_run_tags({keys.LABELS_DIGEST: digest, keys.RUN_LABELED_COUNT: str(count)})
+            note.labeled, note.labels_digest = count, digest
+            buffer.set_run_tags(
+                {keys.LABELS_DIGEST: digest, keys.RUN_LABELED_COUNT: str(count),
+                 NOTE_TAG: note.markdown()}
+            )  # fmt: skip
             tasks = build_tasks(config, host, data.info)
             trainer = build_trainer(config, host)
             session = TrainingSession(
@@ -154,10 +159,13 @@ def execute_run(
             status, error = "KILLED", exc
         except BaseException as exc:
             status, error = "FAILED", exc
-            _record_error(client, spec.run_id, exc)
+            note.error = _record_error(client, spec.run_id, exc)
         finally:
             if session is not None:
                 session.finish()
+                note.epochs_done, note.final_loss = session.epochs_done, session.final_loss
+            note.status = status
+            buffer.set_run_tags({NOTE_TAG: note.markdown()})
             buffer.set_experiment_tags(
                 {keys.LATEST_RUN_STATUS: status, keys.UPDATED_AT: str(int(time.time() * 1000))}
             )

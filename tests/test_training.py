@@ -81,6 +81,11 @@ def test_a_run_reads_well_in_mlflow(lab, unique):
     assert inputs[0].dataset.digest == model.labels.digest()
     assert run.data.tags[keys.LABELS_DIGEST] == model.labels.digest()
     assert run.data.tags[keys.RUN_LABELED_COUNT] == "60"
+    # the run's description in the MLflow UI: what was trained, on which labels, the outcome
+    note = run.data.tags["mlflow.note.content"]
+    assert f"model **{model.name}**: 2 epoch(s) of trainer `ssvae`" in note
+    assert f"Trained on 60 label(s), digest `{model.labels.digest()}`" in note
+    assert "Ended **FINISHED** after 2 epoch(s); loss/total " in note
 
     logged = client.search_logged_models(experiment_ids=[model.id])
     assert len(logged) == 1 and logged[0].source_run_id == handle.run_id
@@ -105,6 +110,10 @@ def test_continue_from_a_checkpoint_keeps_lineage(local_lab, trained):
     assert run.data.tags["mlflow.parentRunId"] == first.run_id
     assert run.data.tags[keys.PARENT_CHECKPOINT] == "checkpoints/epoch-0001.pt"
     assert run.info.run_name == f"{model.name} #2 · 2 epochs from #1"
+    assert (
+        f"Continues run `{first.run_id}` from `epoch-0001.pt`."
+        in (run.data.tags["mlflow.note.content"])
+    )
     assert [s for s, _ in history(client, second.run_id, "epoch/loss/total")] == [2, 3]
     assert [a.path for a in client.list_artifacts(second.run_id, "checkpoints")][-1] == (
         "checkpoints/epoch-0003.pt"
@@ -149,6 +158,7 @@ def test_stop_ends_killed_with_a_checkpoint_and_every_metric(local_lab, unique):
     steps = [s for s, _ in history(client, handle.run_id, "loss/total")]
     assert steps == list(range(1, saved["global_step"] + 1))  # nothing logged was lost
     assert state.card.latest_run_status == "KILLED"
+    assert "Ended **KILLED** after " in run.data.tags["mlflow.note.content"]
     frame_listed = {a.path for a in client.list_artifacts(handle.run_id)}
     assert "predictions" in frame_listed  # the map refreshes even after a stop
 
@@ -256,3 +266,19 @@ def test_run_context_provider_tags_plain_mlflow_runs(local_lab, unique):
         keys.LABELS_DIGEST
         not in MlflowClient(local_lab.settings.tracking_uri).get_run(plain.info.run_id).data.tags
     )
+
+
+def test_the_run_description_keeps_user_text_plain():
+    from activelab.config import ModelConfig, TaskSpec
+    from activelab.run_note import RunNote
+
+    tasks = [TaskSpec("reconstruction", "reconstruction", 1000.0), TaskSpec("kl", "kl", 0.1),
+             TaskSpec("classification", "classification", 1.0),
+             TaskSpec("off", "kl", 2.0, enabled=False)]  # fmt: skip
+    config = ModelConfig("default", "digits", {}, "ssvae", {}, tasks)
+    note = RunNote("[click](http://x) *me*", 3, config)
+    note.status, note.error = "FAILED", "ValueError: <script>bad</script>"
+    text = note.markdown()
+    assert text.startswith("Failed: ValueError: \\<script\\>bad\\</script\\>")
+    assert "\\[click\\]\\(http://x\\) \\*me\\*" in text  # shown as typed, never a link
+    assert "reconstruction (1000), kl (0.1), classification (1)" in text
