@@ -170,6 +170,28 @@ def test_navigation_keeps_the_model_in_use(app, page):
     assert page.get_by_role("combobox").first.input_value() == "navigated"
 
 
+def test_labels_csv_import_and_export_on_the_label_page(app, page, tmp_path):
+    model = lab_of(app).create_model("csv-labels")
+    page.goto(f"{app.url}/?page=label&model={model.id}")
+    wait_for_map(page)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sample_index,label\n1,3\n99999,4\n")
+    page.locator("input[type=file]").set_input_files(str(bad))
+    page.get_by_text("Line 3").wait_for()  # names the line; nothing is saved
+    assert lab_of(app).get_model(model.id).labels.as_dict() == {}
+    good = tmp_path / "good.csv"
+    good.write_text("sample_index,label\n1,3\n2,4\n3,4\n")
+    page.locator("input[type=file]").set_input_files(str(good))
+    page.get_by_text("Saved: 3 sample(s) imported").wait_for()
+    wait_until(lambda: map_labels(page)[1:4] == [3, 4, 4], message="the map recolored")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    assert download.value.suggested_filename == "csv-labels-labels.csv"
+    saved = tmp_path / "exported.csv"
+    download.value.save_as(saved)
+    assert saved.read_text().splitlines() == ["sample_index,label", "1,3", "2,4", "3,4"]
+
+
 def test_recent_activity_leads_to_the_run_of_its_model(app, page):
     from helpers import logged_run
 

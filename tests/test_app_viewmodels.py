@@ -110,6 +110,23 @@ def test_labeling_undo_redo_and_strategies(loaded, state):
         vm.undo()
 
 
+def test_labels_csv_export_and_import(loaded):
+    from activelab.errors import LabelFileError
+
+    vm, model = loaded
+    vm.selected = [5, 6]
+    vm.label_selection(2)
+    exported = vm.labels_csv()
+    assert exported.splitlines() == ["sample_index,label", "5,2", "6,2"]
+    assert vm.import_csv("sample_index,label\n7,9\n5,1\n") == 2
+    assert model.labels.as_dict() == {5: 1, 6: 2, 7: 9} and vm.labels[7] == 9
+    assert vm.import_csv("sample_index,label\n7,9\n") == 0  # already so: no change
+    with pytest.raises(LabelFileError, match="Line 3"):
+        vm.import_csv("sample_index,label\n8,1\nnot-a-number,2\n")
+    assert model.labels.get(8) is None  # a bad file changes nothing
+    assert vm.undo() == 2 and model.labels.as_dict() == {5: 2, 6: 2}  # one undo, whole file
+
+
 def test_labels_from_another_session_arrive(loaded, state):
     vm, model = loaded
     other = Lab(tracking_uri=state.lab.settings.tracking_uri, home=state.lab.settings.home)

@@ -97,6 +97,12 @@ class LabelPage(pn.viewable.Viewer):
         self.clear_button.on_click(lambda e: self._act(self.vm.clear_selection, "cleared"))
         self.undo_button.on_click(lambda e: self._act(self.vm.undo, "undone"))
         self.redo_button.on_click(lambda e: self._act(self.vm.redo, "redone"))
+        self.export_csv = pn.widgets.FileDownload(
+            callback=self._labels_csv, filename="labels.csv", label="Export CSV",
+            button_type="light", width=110,
+        )  # fmt: skip
+        self.import_csv = pn.widgets.FileInput(accept=".csv", multiple=False, width=190)
+        self.import_csv.param.watch(self._import_csv, "value")
         self.selection_info = pn.pane.HTML("", sizing_mode="stretch_width")
         self.stats = pn.pane.HTML("", sizing_mode="stretch_width")
         self.saved = pn.pane.HTML("", sizing_mode="stretch_width")
@@ -135,6 +141,12 @@ class LabelPage(pn.viewable.Viewer):
             self.selection_info,
             pn.pane.HTML("<h4 style='margin:10px 0 2px'>Labels per class</h4>"),
             self.stats,
+            pn.pane.HTML(
+                "<h4 style='margin:10px 0 2px'>Labels as CSV</h4><p class='al-muted' "
+                "style='margin:0'>Lines of <code>sample_index,label</code>; an import is one "
+                "change that Undo reverts.</p>"
+            ),
+            pn.Row(self.export_csv, self.import_csv, styles={"align-items": "center"}),
             width=330,
             styles={"flex-shrink": "0"},
         )
@@ -392,6 +404,26 @@ class LabelPage(pn.viewable.Viewer):
             self.saved.object = (
                 "<span class='al-muted'>Select samples first (click, box or lasso).</span>"
             )
+
+    def _labels_csv(self) -> io.StringIO:
+        if self.vm.model is not None:
+            self.export_csv.filename = f"{self.vm.model.name}-labels.csv"
+        return io.StringIO(self.vm.labels_csv())
+
+    def _import_csv(self, event: Any) -> None:
+        if not event.new:
+            return
+        text = event.new.decode("utf-8-sig", errors="replace")
+        try:
+            changed = self.vm.import_csv(text)
+        except Exception as exc:  # a malformed file: nothing changed, the line is named
+            self.saved.object = f"<span style='color:#c92a2a'>{esc(describe_error(exc))}</span>"
+            return
+        self.saved.object = (
+            f"<span style='color:#2f9e44'>✓ Saved: {changed} sample(s) imported.</span>"
+            if changed
+            else "<span class='al-muted'>Nothing to change: those labels are already set.</span>"
+        )
 
     def _history(self) -> None:
         self.undo_button.disabled = not self.vm.can_undo

@@ -246,6 +246,18 @@ class LabelViewModel(param.Parameterized):
         with self._lock:
             return self._apply(self.model.labels.undo())
 
+    def labels_csv(self) -> str:
+        """Every label as `sample_index,label` lines, as `activelab labels export` writes."""
+        return self.model.labels.to_csv() if self.model is not None else ""
+
+    def import_csv(self, text: str) -> int:
+        """Apply a labels CSV as one change (undo reverts all of it); a bad line changes
+        nothing and says which line."""
+        if self.model is None:
+            return 0
+        with self._lock:
+            return self._apply(self.model.labels.import_csv(text))
+
     def redo(self) -> int:
         with self._lock:
             return self._apply(self.model.labels.redo())
