@@ -192,6 +192,28 @@ def test_labels_csv_import_and_export_on_the_label_page(app, page, tmp_path):
     assert saved.read_text().splitlines() == ["sample_index,label", "1,3", "2,4", "3,4"]
 
 
+def test_the_app_over_a_tracking_server(mlflow_server, page, tmp_path, unique):
+    """`MLFLOW_TRACKING_URI=http://...`: cards, links and label writes go through the server."""
+    served = start_app(tmp_path / "home", "--no-mlflow-ui", tracking_uri=mlflow_server.url)
+    try:
+        lab = Lab(tracking_uri=mlflow_server.url, home=tmp_path / "client")
+        model = lab.create_model(f"{unique}-remote")
+        page.goto(f"{served.url}/?page=label&model={model.id}")
+        wait_for_map(page)
+        link = page.get_by_role("link", name="Open in MLflow ↗").first
+        assert link.get_attribute("href").startswith(mlflow_server.url)
+        labels = tmp_path / "labels.csv"
+        labels.write_text("sample_index,label\n4,7\n")
+        page.locator("input[type=file]").set_input_files(str(labels))
+        page.get_by_text("Saved: 1 sample(s) imported").wait_for()
+        # another client of the server sees the label, stored as the model's artifacts
+        assert Lab(tracking_uri=mlflow_server.url, home=tmp_path / "other").get_model(
+            model.id
+        ).labels.as_dict() == {4: 7}
+    finally:
+        served.stop()
+
+
 def test_recent_activity_leads_to_the_run_of_its_model(app, page):
     from helpers import logged_run
 
