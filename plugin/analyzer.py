@@ -34,6 +34,8 @@ class AnalysisInput:
     checkpoint: str
     checkpoints: tuple[str, ...] = ()
     predictions_at: Callable[[str], pd.DataFrame] | None = field(default=None, repr=False)
+    # Long analyzers report (done, total, what) so the CLI and the app can show progress.
+    progress: Callable[[int, int, str], None] = field(default=lambda *_: None, repr=False)
 
 
 @dataclass

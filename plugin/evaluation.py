@@ -16,6 +16,8 @@ from activelab.errors import TrainingError
 from activelab.runs import list_checkpoints, read_checkpoint, search_runs
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
     from activelab.analyzer import AnalyzerResult
@@ -181,10 +183,15 @@ def recent_evaluations(model: Model, run_id: str, limit: int = RECENT) -> list[E
 
 
 def run_analyzer(
-    model: Model, run_id: str, kind: str, checkpoint: str | None = None
+    model: Model,
+    run_id: str,
+    kind: str,
+    checkpoint: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> AnalyzerResult:
-    """Run a registered analyzer on a checkpoint; its table is logged to the run as
-    `analyzers/<kind>.csv` and `.html` (both readable in the MLflow UI)."""
+    """Run a registered analyzer on a checkpoint; its table and picture are logged to the run
+    as `analyzers/<kind>.csv`, `.png` and `.html` (readable in the MLflow UI). `progress`
+    hears (done, total, what) from analyzers that take a while."""
     from activelab.analyzer import AnalysisInput
 
     analyzer = model.lab.plugins.get("analyzers", kind)()
@@ -201,6 +208,7 @@ def run_analyzer(
     inputs = AnalysisInput(
         ctx.data, predictions, ctx.labels, ctx.config, path,
         checkpoints=tuple(list_checkpoints(tracking, run_id)), predictions_at=predictions_at,
+        progress=progress or (lambda *_: None),
     )  # fmt: skip
     result = analyzer.analyze(inputs)
     client = tracking.client

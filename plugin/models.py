@@ -393,14 +393,15 @@ class Model:
         run_id, checkpoint = self._checkpoint_ref(run)
         return evaluate_run(self, run_id, checkpoint)
 
-    def analyze(self, kind: str, run: str | None = None) -> AnalyzerResult:
+    def analyze(self, kind: str, run: str | None = None, progress: Any = None) -> AnalyzerResult:
         """Run a registered analyzer (e.g. "confusion_matrix", "latent_over_checkpoints") on a
-        checkpoint; its table and picture are logged to the run under `analyzers/`."""
+        checkpoint; its table and picture are logged to the run under `analyzers/`.
+        `progress(done, total, what)` hears from analyzers that take a while."""
         from activelab.evaluation import run_analyzer
 
         self.lab.plugins.get("analyzers", kind)  # an unknown kind fails before any download
         run_id, checkpoint = self._checkpoint_ref(run)
-        return run_analyzer(self, run_id, kind, checkpoint)
+        return run_analyzer(self, run_id, kind, checkpoint, progress=progress)
 
     def export_labels(self, path: str | os.PathLike) -> Path:
         """Write the labels as CSV (`sample_index,label`) to `path`."""

@@ -118,7 +118,9 @@ class LatentOverCheckpoints(Analyzer):
         checkpoints = inputs.checkpoints if inputs.predictions_at else ()
         chosen = spread(checkpoints, self.max_checkpoints) or [inputs.checkpoint]
         rows, panels = [], []
-        for path in chosen:
+        for done, path in enumerate(chosen):
+            name = path.rsplit("/", 1)[-1]
+            inputs.progress(done, len(chosen), name)
             frame = inputs.predictions_at(path) if inputs.predictions_at else inputs.predictions
             latent = frame[[c for c in frame.columns if c[:1] == "z" and c[1:].isdigit()]]
             latent = latent.to_numpy(dtype=np.float64)
@@ -129,12 +131,12 @@ class LatentOverCheckpoints(Analyzer):
                 if has_class.any()
                 else float("nan")
             )
-            name = path.rsplit("/", 1)[-1]
             rows.append(
                 {"checkpoint": name, **separation_figures(latent, truth),
                  "classifier_accuracy": round(accuracy, 4)}
             )  # fmt: skip
             panels.append(ScatterPanel(name.removesuffix(".pt"), to_2d(latent), truth))
+        inputs.progress(len(chosen), len(chosen), "drawing")
         projected = "" if latent.shape[1] <= 2 else " Latents above 2-D: two principal components."
         return AnalyzerResult(
             "Latent map over checkpoints",

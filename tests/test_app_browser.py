@@ -403,7 +403,7 @@ def test_compare_two_runs_of_two_models(app, page, tmp_path):
 
 
 def test_evaluate_a_trained_model(app, page):
-    from helpers import FAST
+    from helpers import FAST, drop_task_file
 
     lab = lab_of(app)
     model = lab.create_model("evaluated", config=FAST)
@@ -423,3 +423,20 @@ def test_evaluate_a_trained_model(app, page):
         [model.id], filter_string=f"tags.`activelab.eval_of` = '{handle.run_id}'"
     )
     assert len(evaluations) == 2  # after training, and the click
+    # a slow analyzer dropped into the watched folder shows how far it is while it runs
+    drop_task_file("slow_analyzer.py", app.home / "tasks")
+    picker = page.get_by_role("combobox").nth(2)
+
+    def listed() -> bool:  # the page lists analyzers when it opens
+        page.reload()
+        page.get_by_role("button", name="Run analyzer").wait_for()
+        return "slow_steps" in " ".join(picker.locator("option").all_inner_texts())
+
+    wait_until(listed, timeout=60, interval=1, message="the dropped analyzer to be listed")
+    picker.select_option(value=next(
+        v for v in picker.locator("option").evaluate_all("(os) => os.map((o) => o.value)")
+        if "slow_steps" in v
+    ))  # fmt: skip
+    page.get_by_role("button", name="Run analyzer").click()
+    page.get_by_text("of 3 done · about").wait_for()  # progress with time left
+    page.get_by_text("All three steps ran.").wait_for()

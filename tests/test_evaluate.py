@@ -118,7 +118,11 @@ def test_latent_over_checkpoints_scores_and_draws_every_checkpoint(trained):
     model, run_id = trained
     checkpoints = [p.rsplit("/", 1)[-1] for p in list_checkpoints(model.lab.tracking, run_id)]
     assert len(checkpoints) == 2
-    result = run_analyzer(model, run_id, "latent_over_checkpoints")
+    heard = []
+    result = run_analyzer(
+        model, run_id, "latent_over_checkpoints", progress=lambda *a: heard.append(a)
+    )
+    assert heard == [(0, 2, "epoch-0001.pt"), (1, 2, "epoch-0002.pt"), (2, 2, "drawing")]
     table = result.table
     assert list(table.index) == checkpoints
     assert table["nearest_centroid_accuracy"].between(0, 1).all()
@@ -138,6 +142,14 @@ def test_latent_over_checkpoints_scores_and_draws_every_checkpoint(trained):
         run_id, "analyzers/latent_over_checkpoints.html"
     )
     assert "data:image/png;base64," in Path(page).read_text()  # viewable alone in MLflow
+
+
+def test_analyzer_progress_reads_as_time_left():
+    from activelab.panel_app.pages.evaluate import eta_text
+
+    assert eta_text(10.0, 0, 6) == ""  # nothing done yet: no basis for a guess
+    assert eta_text(10.0, 2, 6) == " · about 0:20 left"
+    assert eta_text(10.0, 6, 6) == ""
 
 
 def test_separation_figures_and_checkpoint_spread():

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from typing import Any
 
 import numpy as np
 import panel as pn
 
-from activelab.panel_app.pages.common import UiThread, esc, fmt
+from activelab.panel_app.pages.common import UiThread, duration, esc, fmt
 from activelab.panel_app.pages.label import png
 from activelab.panel_app.vm.evaluate import EvaluateViewModel
 from activelab.panel_app.vm.home import describe_error
@@ -62,6 +63,13 @@ def table_html(
     return f"<table class='al-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def eta_text(elapsed_s: float, done: int, total: int) -> str:
+    """ " · about 12 s left" once something is done (nothing before: no basis to guess)."""
+    if done <= 0 or done >= total:
+        return ""
+    return f" · about {duration(elapsed_s / done * (total - done))} left"
+
+
 class EvaluatePage(pn.viewable.Viewer):
     def __init__(self, state: AppState, **params: Any) -> None:
         super().__init__(**params)
@@ -86,6 +94,9 @@ class EvaluatePage(pn.viewable.Viewer):
         self.analyzer = pn.widgets.Select(name="Analyzer", options={}, width=420)
         self.analyze_button = pn.widgets.Button(name="Run analyzer", align="end")
         self.analysis = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.analysis_progress = pn.indicators.Progress(
+            value=0, max=100, width=320, visible=False, bar_color="primary"
+        )
         self.run.param.watch(self._run_picked, "value")
         self.checkpoint.param.watch(self._checkpoint_picked, "value")
         self.evaluate_button.on_click(lambda e: self._evaluate())
@@ -130,6 +141,7 @@ class EvaluatePage(pn.viewable.Viewer):
                 self.analyze_button,
                 styles={"align-items": "end"},
             ),
+            self.analysis_progress,
             self.analysis,
             pn.pane.HTML("<h3 class='al-h'>Model summary</h3>"),
             self.summary,
@@ -329,8 +341,22 @@ class EvaluatePage(pn.viewable.Viewer):
         if not kind or not self.vm.run_id:
             return
         self.analysis.object = "<p class='al-muted'>Running…</p>"
+        started = time.monotonic()
+
+        def show(done: int, total: int, what: str) -> None:  # from the analyzer's thread
+            def apply() -> None:
+                self.analysis_progress.param.update(
+                    value=int(100 * done / max(total, 1)), visible=True
+                )
+                self.analysis.object = (
+                    f"<p class='al-muted'>{esc(what)} · {done} of {total} done"
+                    f"{eta_text(time.monotonic() - started, done, total)}</p>"
+                )
+
+            self.ui.call(apply)
 
         def done(result: Any) -> None:
+            self.analysis_progress.visible = False
             table = result.table
             body = ""
             if table is not None:
@@ -357,6 +383,7 @@ class EvaluatePage(pn.viewable.Viewer):
             )
 
         def failed(exc: BaseException) -> None:
+            self.analysis_progress.visible = False
             self.analysis.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
 
-        self.ui.background(lambda: self.vm.analyze(kind), done=done, failed=failed)
+        self.ui.background(lambda: self.vm.analyze(kind, show), done=done, failed=failed)

@@ -110,8 +110,8 @@ class EvaluateViewModel(param.Parameterized):
         found = self.lab.plugins.registry("analyzers")
         return {kind: found[kind].summary() for kind in sorted(found)}
 
-    def analyze(self, kind: str) -> AnalyzerResult:
-        return run_analyzer(self.model, self.run_id, kind, self.checkpoint or None)
+    def analyze(self, kind: str, progress: Any = None) -> AnalyzerResult:
+        return run_analyzer(self.model, self.run_id, kind, self.checkpoint or None, progress)
 
     def run_url(self) -> str | None:
         return self.state.context.run_url(self.model_id, self.run_id) if self.run_id else None

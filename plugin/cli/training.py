@@ -246,7 +246,22 @@ def analyze(
     are logged to the run under analyzers/."""
     from pathlib import Path
 
-    result = obj.lab.get_model(model).analyze(analyzer, run_ref)
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(done: int, total: int, what: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="step", desc=analyzer, leave=False)
+        bar.set_postfix_str(what)
+        bar.update(done - bar.n)
+
+    try:
+        result = obj.lab.get_model(model).analyze(analyzer, run_ref, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     written = []
     if out:
         folder = Path(out).expanduser()
