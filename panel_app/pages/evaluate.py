@@ -63,6 +63,9 @@ def table_html(
     return f"<table class='al-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+PLUGIN_WATCH_MS = 1000  # a cheap counter compare: analyzers dropped in show up within a second
+
+
 def eta_text(elapsed_s: float, done: int, total: int) -> str:
     """ " · about 12 s left" once something is done (nothing before: no basis to guess)."""
     if done <= 0 or done >= total:
@@ -77,6 +80,8 @@ class EvaluatePage(pn.viewable.Viewer):
         self.vm = EvaluateViewModel(state)
         self.ui = UiThread()
         self._loaded_model = ""
+        self._plugins_seen = -1
+        self._plugin_watch: Any = None
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
         self.run = pn.widgets.Select(name="Run", options={}, width=320)
         self.checkpoint = pn.widgets.Select(name="Checkpoint", options={}, width=200)
@@ -160,23 +165,38 @@ class EvaluatePage(pn.viewable.Viewer):
             return
         if model_id != self._loaded_model:
             self._load(model_id)
+        if self._plugin_watch is None:
+            self._plugin_watch = pn.state.add_periodic_callback(
+                self._watch_plugins, period=PLUGIN_WATCH_MS
+            )
 
     def deactivate(self) -> None:
-        pass
+        if self._plugin_watch is not None:
+            self._plugin_watch.stop()
+            self._plugin_watch = None
 
     def model_changed(self) -> None:
         if self.state.model_id and self.state.model_id != self._loaded_model:
             self._load(self.state.model_id)
 
+    def _refresh_analyzers(self) -> None:
+        """List every registered analyzer (a file dropped into a task folder adds one)."""
+        self._plugins_seen = self.vm.lab.plugins.generation
+        self.analyzer.options = {
+            f"{k} — {v}" if v else k: k for k, v in self.vm.analyzers().items()
+        }
+        if self.analyzer.value not in self.analyzer.options.values() and self.analyzer.options:
+            self.analyzer.value = next(iter(self.analyzer.options.values()))
+
+    def _watch_plugins(self) -> None:
+        if self._loaded_model and self.vm.lab.plugins.generation != self._plugins_seen:
+            self._refresh_analyzers()
+
     def _load(self, model_id: str) -> None:
         self._loaded_model = model_id
         try:
             runs = self.vm.load(model_id)
-            self.analyzer.options = {
-                f"{k} — {v}" if v else k: k for k, v in self.vm.analyzers().items()
-            }
-            if self.analyzer.value is None and self.analyzer.options:
-                self.analyzer.value = next(iter(self.analyzer.options.values()))
+            self._refresh_analyzers()
         except Exception as exc:
             self.status.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
             return
