@@ -30,6 +30,13 @@ def test_home_cards_filter_and_actions(state):
     assert alpha.preset == "high_recon" and alpha.description == "first try"
     home.query = "ALP"
     assert [c.name for c in home.visible_cards] == ["alpha"]
+    state.lab.get_model("beta").set_tags({"team": "vision"})
+    home.refresh()
+    home.query = "team=vision"
+    assert [c.name for c in home.visible_cards] == ["beta"]  # by tag
+    home.query = "digits vision"
+    assert [c.name for c in home.visible_cards] == ["beta"]  # every word must match
+    home.query = ""
     with pytest.raises(ModelExistsError):
         home.create("beta")
     home.rename(alpha.id, "alpha-2")

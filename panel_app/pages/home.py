@@ -30,7 +30,7 @@ class HomePage(pn.viewable.Viewer):
         self._periodic = None
         self._active = False
 
-        self.search = pn.widgets.TextInput(placeholder="Search models by name", width=260)
+        self.search = pn.widgets.TextInput(placeholder="Search by name, data set or tag", width=260)
         self.search.param.watch(lambda e: setattr(self.vm, "query", e.new), "value_input")
         self.new_button = pn.widgets.Button(name="New model", button_type="primary")
         self.quick_button = pn.widgets.Button(name="Quick start", button_type="success")

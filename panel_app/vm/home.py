@@ -70,7 +70,7 @@ def system_status() -> dict[str, Any]:
 
 class HomeViewModel(param.Parameterized):
     cards = param.List(default=[], doc="Every model's card, newest first.")
-    query = param.String(default="", doc="Show cards whose name contains this.")
+    query = param.String(default="", doc="Show cards whose name, data set or tags match.")
     recent_runs = param.List(default=[], doc="[(model name, RunSummary)], newest first.")
     system = param.Dict(default={})
     loaded = param.Boolean(default=False)
@@ -107,8 +107,16 @@ class HomeViewModel(param.Parameterized):
 
     @property
     def visible_cards(self) -> list[ModelCard]:
-        needle = self.query.strip().lower()
-        return [c for c in self.cards if needle in c.name.lower()] if needle else list(self.cards)
+        """Cards whose name, data set or a `key=value` tag holds every word of the query."""
+        words = self.query.lower().split()
+        if not words:
+            return list(self.cards)
+
+        def haystack(card: ModelCard) -> str:
+            tags = " ".join(f"{k}={v}" for k, v in card.tags.items())
+            return f"{card.name} {card.dataset} {tags}".lower()
+
+        return [c for c in self.cards if all(w in haystack(c) for w in words)]
 
     @property
     def presets(self) -> list[str]:
