@@ -53,7 +53,9 @@ def register_datasets(register: Callable[[type], None]) -> None:
 def register_strategies(register: Callable[[type], None]) -> None:
     """Register query strategies that pick the next samples to label.
 
-    :param register: takes a subclass of `activelab.QueryStrategy` with a unique `kind`.
+    :param register: takes a subclass of `activelab.QueryStrategy` with a unique `kind`
+        (implement `scores` to rank by the classifier, or override `select`, which also
+        gets every sample's latent, to pick by where samples lie).
     """
 
 

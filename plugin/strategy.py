@@ -14,7 +14,9 @@ class QueryStrategy(Component):
     """Ranks unlabeled samples; subclasses set `kind` and implement `scores`.
 
     `probabilities` is the classifier's (N, K) output for every sample (rows may be NaN when
-    the model has no classifier yet). Higher score = more worth labeling.
+    the model has no classifier yet). Higher score = more worth labeling. Strategies that look
+    at where samples lie (diversity, coverage) override `select`, which also gets the (N, D)
+    `latent` of every sample.
     """
 
     def scores(self, probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -26,6 +28,7 @@ class QueryStrategy(Component):
         labeled: np.ndarray,
         count: int,
         seed: int | None = None,
+        latent: np.ndarray | None = None,
     ) -> np.ndarray:
         """The `count` unlabeled sample indices with the highest scores, best first."""
         import numpy as np

@@ -1,4 +1,6 @@
-"""Built-in query strategies: least confidence, margin, entropy and random."""
+"""Built-in query strategies: least confidence, margin, entropy and random rank samples by
+the classifier alone; core-set and diverse margin also look at where samples lie in the
+latent space, so a batch covers it instead of piling up in one uncertain corner."""
 
 from __future__ import annotations
 
@@ -53,7 +55,78 @@ class RandomSampling(QueryStrategy):
         return rng.random(len(probabilities))
 
 
+def k_center_greedy(
+    points: np.ndarray, centers: np.ndarray, candidates: np.ndarray, count: int
+) -> np.ndarray:
+    """Greedy k-center (Sener & Savarese, 2018): `count` of `candidates` (row indices of
+    `points`), each the one farthest from the `centers` and from those picked before it."""
+    from scipy.spatial import cKDTree
+
+    pool = points[candidates]
+    count = min(count, len(pool))
+    picked: list[int] = []
+    if count <= 0:
+        return np.empty(0, dtype=np.int64)
+    if len(centers):
+        nearest, _ = cKDTree(points[centers]).query(pool)
+    else:  # nothing labeled: start from the sample nearest the middle of the data
+        first = int(np.argmin(np.linalg.norm(pool - pool.mean(axis=0), axis=1)))
+        picked.append(first)
+        nearest = np.linalg.norm(pool - pool[first], axis=1)
+        nearest[first] = -np.inf
+    while len(picked) < count:
+        best = int(np.argmax(nearest))
+        picked.append(best)
+        nearest = np.minimum(nearest, np.linalg.norm(pool - pool[best], axis=1))
+        nearest[best] = -np.inf  # never twice
+    return candidates[np.asarray(picked, dtype=np.int64)]
+
+
+class CoreSet(QueryStrategy):
+    """Samples that cover the latent map: each the farthest from every labeled sample and from
+    the others picked (a good start when there are few labels or no classifier yet)."""
+
+    kind = "coreset"
+
+    def select(
+        self,
+        probabilities: np.ndarray,
+        labeled: np.ndarray,
+        count: int,
+        seed: int | None = None,
+        latent: np.ndarray | None = None,
+    ) -> np.ndarray:
+        candidates = np.flatnonzero(~labeled)
+        if latent is None or candidates.size == 0 or count <= 0:
+            return RandomSampling().select(probabilities, labeled, count, seed)
+        points = np.asarray(latent, dtype=np.float64)
+        return k_center_greedy(points, np.flatnonzero(labeled), candidates, count)
+
+
+class DiverseMargin(QueryStrategy):
+    """The most uncertain samples by margin, spread over the latent map: the `pool_factor` x
+    batch smallest margins, then the batch that covers them best."""
+
+    kind = "diverse_margin"
+    pool_factor = 10
+
+    def select(
+        self,
+        probabilities: np.ndarray,
+        labeled: np.ndarray,
+        count: int,
+        seed: int | None = None,
+        latent: np.ndarray | None = None,
+    ) -> np.ndarray:
+        pool_size = count * self.pool_factor
+        uncertain = Margin().select(probabilities, labeled, pool_size, seed)
+        if latent is None or len(uncertain) <= count:
+            return uncertain[:count]
+        points = np.asarray(latent, dtype=np.float64)
+        return k_center_greedy(points, np.flatnonzero(labeled), np.sort(uncertain), count)
+
+
 @hookimpl
 def register_strategies(register: Callable[[type], None]) -> None:
-    for cls in (LeastConfidence, Margin, Entropy, RandomSampling):
+    for cls in (LeastConfidence, Margin, Entropy, RandomSampling, CoreSet, DiverseMargin):
         register(cls)

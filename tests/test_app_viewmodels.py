@@ -111,6 +111,12 @@ def test_labeling_undo_redo_and_strategies(loaded, state):
     vm.next_count = 5
     picked = vm.next_to_label()
     assert len(picked) == 5 and not set(picked) & {11, 12} and vm.selected == picked
+    vm.strategy = "coreset"  # diversity in the latent map the page shows
+    spread = vm.next_to_label()
+    assert len(set(spread)) == 5 and not set(spread) & {11, 12}
+    xy = vm.latent[spread]
+    gaps = np.linalg.norm(xy[:, None] - xy[None], axis=2)[np.triu_indices(5, 1)]
+    assert gaps.min() > 0  # five different places
     while vm.can_undo:
         vm.undo()
     with pytest.raises(NothingToUndoError):

@@ -219,3 +219,36 @@ def test_built_in_strategies_rank_by_uncertainty():
     assert sorted(pick("random", 4)) == [0, 1, 2, 3]
     labeled[3] = True
     assert pick("least_confidence", 1) == [1]  # labeled samples are never proposed
+
+
+def test_coreset_and_diverse_margin_spread_a_batch_over_the_latent_map():
+    from activelab.plugins import get_plugins
+
+    host = get_plugins()
+    rng = np.random.default_rng(0)
+    # four tight clusters of 50 at the corners of a square; cluster 0 is labeled
+    corners = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=float)
+    latent = np.repeat(corners, 50, axis=0) + rng.normal(scale=0.1, size=(200, 2))
+    cluster = np.repeat(np.arange(4), 50)
+    labeled = cluster == 0
+    flat = np.full((200, 3), 1 / 3)
+
+    coreset = host.get("strategies", "coreset")()
+    picked = coreset.select(flat, labeled, 3, seed=0, latent=latent)
+    assert sorted(cluster[picked].tolist()) == [1, 2, 3]  # one from each unlabeled cluster
+    assert cluster[picked[0]] == 3  # the farthest from the labeled corner comes first
+    nothing_labeled = coreset.select(flat, np.zeros(200, bool), 4, seed=0, latent=latent)
+    assert sorted(cluster[nothing_labeled].tolist()) == [0, 1, 2, 3]
+
+    # uncertainty: cluster 1 is confident; clusters 2 and 3 are uncertain
+    probabilities = np.tile([0.98, 0.01, 0.01], (200, 1))
+    probabilities[cluster >= 2] = [0.40, 0.35, 0.25]
+    margin_only = host.get("strategies", "margin")().select(probabilities, labeled, 2, 0)
+    diverse = host.get("strategies", "diverse_margin")().select(
+        probabilities, labeled, 2, seed=0, latent=latent
+    )
+    assert set(cluster[margin_only]) <= {2, 3}
+    assert sorted(cluster[diverse].tolist()) == [2, 3]  # uncertain and apart
+    assert not labeled[diverse].any() and len(set(diverse.tolist())) == 2
+    # without the latent (an older caller) the diversity strategies still answer
+    assert len(coreset.select(flat, labeled, 5, seed=0)) == 5

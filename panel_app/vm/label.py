@@ -166,6 +166,12 @@ class LabelViewModel(param.Parameterized):
         return self.data is not None and self.data.true_labels is not None
 
     @property
+    def latent(self) -> np.ndarray:
+        """(N, D) latent coordinates of every sample, as the map's predictions hold them."""
+        cols = [c for c in self.frame.columns if c[:1] == "z" and c[1:].isdigit()]
+        return self.frame[sorted(cols, key=lambda c: int(c[1:]))].to_numpy(np.float64)
+
+    @property
     def probabilities(self) -> np.ndarray:
         cols = [c for c in self.frame.columns if c.startswith("p") and c[1:].isdigit()]
         if not cols:
@@ -297,7 +303,9 @@ class LabelViewModel(param.Parameterized):
     def next_to_label(self) -> list[int]:
         """Select the unlabeled samples the chosen strategy ranks highest."""
         strategy = self.lab.plugins.get("strategies", self.strategy)()
-        chosen = strategy.select(self.probabilities, self.labels >= 0, self.next_count, seed=None)
+        chosen = strategy.select(
+            self.probabilities, self.labels >= 0, self.next_count, seed=None, latent=self.latent
+        )
         picked = [int(i) for i in chosen]
         self.param.update(selected=picked, current=picked[0] if picked else None)
         return picked
