@@ -62,22 +62,29 @@ def k_center_greedy(
     `points`), each the one farthest from the `centers` and from those picked before it."""
     from scipy.spatial import cKDTree
 
-    pool = points[candidates]
+    pool = np.ascontiguousarray(points[candidates])
     count = min(count, len(pool))
     picked: list[int] = []
     if count <= 0:
         return np.empty(0, dtype=np.int64)
+
+    def squared_distances(to: np.ndarray) -> np.ndarray:
+        diff = pool - to
+        return np.einsum("ij,ij->i", diff, diff)
+
+    # squared distances throughout: the same order, no square roots in the loop
     if len(centers):
         nearest, _ = cKDTree(points[centers]).query(pool)
+        nearest **= 2
     else:  # nothing labeled: start from the sample nearest the middle of the data
-        first = int(np.argmin(np.linalg.norm(pool - pool.mean(axis=0), axis=1)))
+        first = int(np.argmin(squared_distances(pool.mean(axis=0))))
         picked.append(first)
-        nearest = np.linalg.norm(pool - pool[first], axis=1)
+        nearest = squared_distances(pool[first])
         nearest[first] = -np.inf
     while len(picked) < count:
         best = int(np.argmax(nearest))
         picked.append(best)
-        nearest = np.minimum(nearest, np.linalg.norm(pool - pool[best], axis=1))
+        np.minimum(nearest, squared_distances(pool[best]), out=nearest)
         nearest[best] = -np.inf  # never twice
     return candidates[np.asarray(picked, dtype=np.int64)]
 
