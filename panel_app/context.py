@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import threading
 import urllib.error
 import urllib.request
 from collections import OrderedDict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from activelab import keys
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -142,18 +138,9 @@ class AppContext:
 
     def run_predictions(self, run_id: str) -> pd.DataFrame | None:
         """A run's per-sample predictions artifact (cached per run)."""
-        import pandas as pd
+        from activelab.runs import read_predictions
 
-        def load() -> pd.DataFrame | None:
-            run = self.lab.tracking.client.get_run(run_id)
-            path = run.data.tags.get(keys.PREDICTIONS)
-            if not path:
-                return None
-            with tempfile.TemporaryDirectory(prefix="activelab-pred-") as tmp:
-                local = self.lab.tracking.client.download_artifacts(run_id, path, tmp)
-                return pd.read_parquet(Path(local))
-
-        return self.predictions.get(run_id, load)
+        return self.predictions.get(run_id, lambda: read_predictions(self.lab.tracking, run_id))
 
 
 _context: AppContext | None = None

@@ -403,6 +403,37 @@ class Model:
         run_id, checkpoint = self._checkpoint_ref(run)
         return run_analyzer(self, run_id, kind, checkpoint, progress=progress)
 
+    def next_to_label(
+        self, count: int = 10, strategy: str = "least_confidence", run: str | None = None
+    ) -> list[int]:
+        """The `count` unlabeled samples a query strategy picks, best first, from the
+        predictions of `run` (default: the latest run that logged them)."""
+        from activelab.runs import (
+            latent_of,
+            latest_predictions_run,
+            probabilities_of,
+            read_predictions,
+        )
+
+        chooser = self.lab.plugins.get("strategies", strategy)()  # unknown: a clear error
+        if count < 1:
+            raise InvalidConfigError(f"count must be at least 1, not {count}.")
+        run_id = run or latest_predictions_run(self.lab.tracking, self.id)
+        frame = read_predictions(self.lab.tracking, run_id) if run_id else None
+        if frame is None:
+            raise RunNotFoundError(
+                f"Model {self.name!r} has no run with predictions yet; train it for an epoch."
+            )
+        labels = self.labels
+        labels.refresh()
+        picked = chooser.select(
+            probabilities_of(frame, len(labels.info.classes)),
+            labels.as_array() >= 0,
+            count,
+            latent=latent_of(frame),
+        )
+        return [int(i) for i in picked]
+
     def export_labels(self, path: str | os.PathLike) -> Path:
         """Write the labels as CSV (`sample_index,label`) to `path`."""
         target = Path(path).expanduser()

@@ -18,6 +18,8 @@ from activelab import keys
 from activelab.errors import RunNotFoundError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
     from mlflow.entities import Run
 
     from activelab.tracking import Tracking
@@ -302,3 +304,43 @@ def read_checkpoint(tracking: Tracking, run_id: str, path: str) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="activelab-ckpt-") as tmp:
         local = tracking.client.download_artifacts(run_id, path, tmp)
         return load_checkpoint_bytes(Path(local).read_bytes())
+
+
+def latest_predictions_run(tracking: Tracking, experiment_id: str) -> str | None:
+    """The newest finished or stopped training run of a model that logged predictions."""
+    runs = search_runs(
+        tracking, [experiment_id], kind="train", statuses=("FINISHED", "KILLED"), max_results=20
+    )
+    return next((r.info.run_id for r in runs if r.data.tags.get(keys.PREDICTIONS)), None)
+
+
+def read_predictions(tracking: Tracking, run_id: str) -> pd.DataFrame | None:
+    """A run's per-sample predictions (`z0..`, `predicted`, `certainty`, `p0..`), or None."""
+    import pandas as pd
+
+    path = get_run(tracking, run_id).data.tags.get(keys.PREDICTIONS)
+    if not path:
+        return None
+    with tempfile.TemporaryDirectory(prefix="activelab-pred-") as tmp:
+        local = tracking.client.download_artifacts(run_id, path, tmp)
+        return pd.read_parquet(Path(local))
+
+
+def latent_of(frame: pd.DataFrame) -> np.ndarray:
+    """(N, D) latent coordinates from a predictions frame."""
+    import numpy as np
+
+    cols = sorted((c for c in frame.columns if c[:1] == "z" and c[1:].isdigit()),
+                  key=lambda c: int(c[1:]))  # fmt: skip
+    return frame[cols].to_numpy(np.float64)
+
+
+def probabilities_of(frame: pd.DataFrame, classes: int) -> np.ndarray:
+    """(N, K) class probabilities from a predictions frame (NaN without a classifier)."""
+    import numpy as np
+
+    cols = sorted((c for c in frame.columns if c[:1] == "p" and c[1:].isdigit()),
+                  key=lambda c: int(c[1:]))  # fmt: skip
+    if not cols:
+        return np.full((len(frame), max(1, classes)), np.nan)
+    return frame[cols].to_numpy(np.float64)

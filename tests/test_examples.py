@@ -51,3 +51,25 @@ def test_drop_in_task_file_trains_and_edits_reach_the_next_run(local_uri, tmp_pa
     dropped.write_text(dropped.read_text().replace('"mean_norm"', '"mean_norm_v2"'))
     second = model.launch(epochs=1, wait=True)  # a new worker imports the edited file
     assert "eval/latent_norm/mean_norm_v2" in second.metrics
+
+
+def test_active_learning_loop_example_labels_and_continues(local_uri, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": local_uri, "ACTIVELAB_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "active_learning_loop.py"), "--rounds", "2",
+         "--per-round", "15", "--epochs", "2", "--strategy", "diverse_margin",
+         "--set", "trainer.hidden_dims=[32]"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "round 1:   10 labels" in done.stdout and "round 2:   25 labels" in done.stdout
+    lab = Lab(tracking_uri=local_uri, home=tmp_path)
+    (model,) = lab.list_models()
+    first, second = sorted(lab.get_model(model.id).runs(), key=lambda r: r.started)
+    assert second.parent_run == first.run_id  # each round continues the one before
+    assert (first.labeled_count, second.labeled_count) == (10, 25)
+    assert second.lineage_epochs == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
@@ -282,3 +283,37 @@ def test_the_run_description_keeps_user_text_plain():
     assert text.startswith("Failed: ValueError: \\<script\\>bad\\</script\\>")
     assert "\\[click\\]\\(http://x\\) \\*me\\*" in text  # shown as typed, never a link
     assert "reconstruction (1000), kl (0.1), classification (1)" in text
+
+
+def test_next_to_label_from_the_latest_predictions(local_lab, trained, unique):
+    from click.testing import CliRunner
+
+    from activelab.cli.main import cli
+    from activelab.errors import InvalidConfigError, PluginError, RunNotFoundError
+    from activelab.runs import probabilities_of, read_predictions
+
+    model, handle = trained
+    picked = model.next_to_label(5, strategy="margin")
+    labeled = set(model.labels.as_dict())
+    assert len(picked) == 5 and not set(picked) & labeled
+    frame = read_predictions(local_lab.tracking, handle.run_id)
+    top_two = np.sort(probabilities_of(frame, 10), axis=1)[:, -2:]
+    margins = top_two[:, 1] - top_two[:, 0]
+    unlabeled = np.array([i for i in range(len(frame)) if i not in labeled])
+    assert margins[picked].max() <= np.sort(margins[unlabeled])[4] + 1e-12  # the 5 smallest
+    assert len(set(model.next_to_label(8, strategy="coreset"))) == 8
+
+    out = CliRunner().invoke(
+        cli,
+        ["--tracking-uri", local_lab.settings.tracking_uri, "--home", str(local_lab.settings.home),
+         "labels", "next", model.name, "-n", "5", "-s", "margin", "--json"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == picked
+
+    with pytest.raises(PluginError, match="installed: coreset"):
+        model.next_to_label(3, strategy="no_such_strategy")
+    with pytest.raises(InvalidConfigError, match="at least 1"):
+        model.next_to_label(0)
+    with pytest.raises(RunNotFoundError, match="train it"):
+        local_lab.create_model(f"{unique}-fresh").next_to_label()

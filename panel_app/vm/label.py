@@ -13,6 +13,7 @@ import numpy as np
 import param
 
 from activelab import keys
+from activelab.runs import latent_of, probabilities_of
 from activelab.runtime import build_tasks, build_trainer
 
 if TYPE_CHECKING:
@@ -35,16 +36,9 @@ UNLABELED = -1
 
 def latest_predictions_run(model: Model) -> str | None:
     """The newest finished or stopped training run of `model` that logged predictions."""
-    from activelab.runs import search_runs
+    from activelab.runs import latest_predictions_run as latest
 
-    runs = search_runs(
-        model.lab.tracking,
-        [model.id],
-        kind="train",
-        statuses=("FINISHED", "KILLED"),
-        max_results=20,
-    )
-    return next((r.info.run_id for r in runs if r.data.tags.get(keys.PREDICTIONS)), None)
+    return latest(model.lab.tracking, model.id)
 
 
 class LabelViewModel(param.Parameterized):
@@ -168,15 +162,11 @@ class LabelViewModel(param.Parameterized):
     @property
     def latent(self) -> np.ndarray:
         """(N, D) latent coordinates of every sample, as the map's predictions hold them."""
-        cols = [c for c in self.frame.columns if c[:1] == "z" and c[1:].isdigit()]
-        return self.frame[sorted(cols, key=lambda c: int(c[1:]))].to_numpy(np.float64)
+        return latent_of(self.frame)
 
     @property
     def probabilities(self) -> np.ndarray:
-        cols = [c for c in self.frame.columns if c.startswith("p") and c[1:].isdigit()]
-        if not cols:
-            return np.full((len(self.labels), max(1, len(self.classes))), np.nan)
-        return self.frame[sorted(cols, key=lambda c: int(c[1:]))].to_numpy(np.float64)
+        return probabilities_of(self.frame, len(self.classes))
 
     def label_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.classes))

@@ -1,4 +1,5 @@
-"""`activelab labels ...`: set, clear, undo, redo, import, export and count labels."""
+"""`activelab labels ...`: set, clear, undo, redo, import, export and count labels, and ask a
+query strategy which samples to label next."""
 
 from __future__ import annotations
 
@@ -92,6 +93,32 @@ def redo(obj: Any, model: str) -> None:
     """Re-apply the latest undone change."""
     event = obj.lab.get_model(model).labels.redo()
     click.echo(f"Redone: {len(event.changes)} sample(s).")
+
+
+@labels.command("next")
+@click.argument("model")
+@click.option("--count", "-n", default=10, show_default=True, help="How many samples.")
+@click.option(
+    "--strategy",
+    "-s",
+    default="least_confidence",
+    show_default=True,
+    help="A query strategy (`activelab plugins` lists them: margin, entropy, coreset, ...).",
+)
+@click.option("--run", "run_id", default=None, help="Whose predictions (default: the latest).")
+@json_option
+@click.pass_obj
+def next_(
+    obj: Any, model: str, count: int, strategy: str, run_id: str | None, as_json: bool
+) -> None:
+    """The unlabeled samples to label next, as a query strategy ranks them, best first."""
+    picked = obj.lab.get_model(model).next_to_label(count, strategy=strategy, run=run_id)
+    if as_json:
+        emit_json(picked)
+    else:
+        click.echo(" ".join(str(i) for i in picked))
+        click.echo(f"{len(picked)} sample(s) picked by {strategy}; label them with "
+                   f"`activelab labels set {model} LABEL INDEX...`.", err=True)  # fmt: skip
 
 
 @labels.command("import")
