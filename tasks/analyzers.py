@@ -9,6 +9,7 @@ import numpy as np
 
 from activelab.analyzer import AnalysisInput, Analyzer, AnalyzerResult
 from activelab.hookspecs import hookimpl
+from activelab.runs import latent_of
 from activelab.tasks.latent_image import ScatterPanel, draw_panels, to_2d
 
 if TYPE_CHECKING:
@@ -122,8 +123,7 @@ class LatentOverCheckpoints(Analyzer):
             name = path.rsplit("/", 1)[-1]
             inputs.progress(done, len(chosen), name)
             frame = inputs.predictions_at(path) if inputs.predictions_at else inputs.predictions
-            latent = frame[[c for c in frame.columns if c[:1] == "z" and c[1:].isdigit()]]
-            latent = latent.to_numpy(dtype=np.float64)
+            latent = latent_of(frame)
             predicted = frame["predicted"].to_numpy()
             has_class = truth >= 0
             accuracy = (
