@@ -28,6 +28,33 @@ PRESELECTED_RUNS = 2
 PICK_RUNS = "Choose runs above: their curves, final figures and params appear here."
 
 
+class FrameTable(pn.viewable.Viewer):
+    """A read-only table whose columns change with what is compared.
+
+    Tabulator in the browser can fail when its columns are replaced while it is still being
+    built ("Cannot read properties of null (reading 'firstChild')" in setColumns, seen under
+    load). New columns therefore get a new widget; new rows of the same columns are a value
+    update of the shown one.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.options = {"disabled": True, "show_index": False, "sizing_mode": "stretch_width",
+                        "layout": "fit_data_stretch", **options}  # fmt: skip
+        self.table = pn.widgets.Tabulator(pd.DataFrame(), **self.options)
+        self.holder = pn.Column(self.table, sizing_mode="stretch_width")
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self.holder
+
+    def show(self, frame: pd.DataFrame, hidden: list[str] | None = None) -> None:
+        if list(frame.columns) == list(self.table.value.columns):
+            self.table.param.update(value=frame, hidden_columns=hidden or [])
+            return
+        self.table = pn.widgets.Tabulator(frame, hidden_columns=hidden or [], **self.options)
+        self.holder[:] = [self.table]
+
+
 class ComparePage(pn.viewable.Viewer):
     def __init__(self, state: AppState, **params: Any) -> None:
         super().__init__(**params)
@@ -55,15 +82,11 @@ class ComparePage(pn.viewable.Viewer):
         self.log_scale = pn.widgets.Checkbox(name="Log scale", align="end")
         self.only_differing = pn.widgets.Checkbox(name="Only params that differ", value=True)
         self.plot = pn.pane.Bokeh(None, sizing_mode="stretch_width", height=360, visible=False)
-        self.figures = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width",
-            layout="fit_data_stretch", height=200,
+        self.figures = FrameTable(
+            height=200,
             formatters={"MLflow": {"type": "link", "labelField": "open", "target": "_blank"}},
-        )  # fmt: skip
-        self.params = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width",
-            layout="fit_data_stretch", height=260,
-        )  # fmt: skip
+        )
+        self.params = FrameTable(height=260)
         self.csv = pn.widgets.FileDownload(
             callback=self._csv, filename="compare.csv", label="Curves as CSV",
             button_type="light", width=140, align="end",
@@ -209,14 +232,13 @@ class ComparePage(pn.viewable.Viewer):
     def _tables(self) -> None:
         self.vm.only_differing = self.only_differing.value
         figures = self.vm.figures_table()
+        hidden: list[str] = []
         if not figures.empty:
             figures["MLflow"] = [self.vm.run_url(r) or "" for r in figures["run_id"]]
             figures["open"] = ["open ↗" if u else "" for u in figures["MLflow"]]
-            self.figures.hidden_columns = ["run_id", "open"] + (
-                [] if figures["MLflow"].any() else ["MLflow"]
-            )
-        self.figures.value = figures.round(5) if not figures.empty else figures
-        self.params.value = self.vm.params_table()
+            hidden = ["run_id", "open"] + ([] if figures["MLflow"].any() else ["MLflow"])
+        self.figures.show(figures.round(5) if not figures.empty else figures, hidden)
+        self.params.show(self.vm.params_table())
 
     def _say(self, text: str) -> None:
         self.message.object = f"<p class='al-muted'>{esc(text)}</p>" if text else ""
