@@ -35,6 +35,7 @@ from activelab.worker import LaunchSpec, execute_run
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from activelab.config import ModelConfig
     from activelab.models import Model
     from activelab.runtime import Progress
 
@@ -60,7 +61,8 @@ def launch(
 ) -> TrainingHandle:
     """Start a training run of `model` and return its handle.
 
-    epochs: epochs to train (default: the trainer's `epochs` setting).
+    epochs: epochs to train (default: the trainer's `epochs` setting; the built-in trainer's
+        default of 0 picks enough epochs for the data set's size).
     resume_from: continue from a checkpoint: "RUN_ID" (its latest), "RUN_ID:epoch-0005.pt"
         or "runs:/RUN_ID/checkpoints/epoch-0005.pt". The new run is a child of that run.
     config: dotted overrides for this run only (e.g. {"lr": 1e-4}); the model keeps its own.
@@ -76,13 +78,13 @@ def launch(
     model._require_active("train")
     cfg = apply_overrides(model.config, config, host) if config else model.config
     validate_config(cfg, host, model.dataset_info)
-    epochs = int(epochs if epochs is not None else cfg.trainer_params.get("epochs", 10))
-    if epochs < 1:
-        raise InvalidConfigError(f"epochs must be at least 1, not {epochs}.")
     parent_run = parent_checkpoint = parent_number = None
     if resume_from:
         parent_run, parent_checkpoint = resolve_checkpoint(tracking, resume_from, model.id)
-        parent_number = get_run(tracking, parent_run).data.tags.get(keys.RUN_NUMBER)
+        parent = get_run(tracking, parent_run)
+        parent_number = parent.data.tags.get(keys.RUN_NUMBER)
+        check_resumable(cfg, host, parent.data.params)
+    epochs = _epochs_of(epochs, cfg, host, model.dataset_info, resuming=bool(parent_run))
 
     number = int(model.experiment.tags.get(keys.RUN_COUNT, 0) or 0) + 1
     tags = {
@@ -147,6 +149,40 @@ def launch(
     if wait:
         handle.wait(progress=progress)
     return handle
+
+
+def _epochs_of(epochs: Any, cfg: ModelConfig, host: Any, info: Any, resuming: bool) -> int:
+    """The launch's epochs: a whole number >= 1, or the trainer's default for the data."""
+    if epochs is None:
+        trainer = host.get("trainers", cfg.trainer)(**cfg.trainer_params)
+        return trainer.default_epochs(info, resuming)
+    if isinstance(epochs, bool) or not float(epochs).is_integer():
+        raise InvalidConfigError(f"epochs must be a whole number, not {epochs!r}.")
+    if int(epochs) < 1:
+        raise InvalidConfigError(f"epochs must be at least 1, not {epochs}.")
+    return int(epochs)
+
+
+def check_resumable(cfg: ModelConfig, host: Any, parent_params: dict[str, str]) -> None:
+    """Refuse, before any run exists, to continue a checkpoint whose network has another
+    shape (e.g. another latent width): its weights would not load."""
+    flat = cfg.flat_params()
+    trainer_cls = host.get("trainers", cfg.trainer)
+    keys_to_match = [f"trainer.{p}" for p in trainer_cls.architecture_params]
+    for spec in cfg.tasks:
+        task_cls = host.get("tasks", spec.kind)
+        keys_to_match += [f"task.{spec.name}.{p}" for p in task_cls.architecture_params]
+    changed = [
+        f"{key} {parent_params[key]} -> {flat.get(key)}"
+        for key in keys_to_match
+        if key in parent_params and key in flat and parent_params[key] != flat[key]
+    ]
+    if changed:
+        raise InvalidConfigError(
+            "This run cannot continue that checkpoint: the network's shape changed ("
+            + "; ".join(changed)
+            + "). Start a fresh run (no resume_from) or set the old values back."
+        )
 
 
 def _log_params(tracking: Any, run_id: str, params: dict[str, str]) -> None:

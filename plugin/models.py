@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from activelab import keys
 from activelab.config import (
     DEFAULT_DATASET,
@@ -40,6 +42,7 @@ from activelab.version import __version__
 if TYPE_CHECKING:
     import os
 
+    import pandas as pd
     from mlflow.entities import Experiment
 
     from activelab.analyzer import AnalyzerResult
@@ -350,6 +353,12 @@ class Model:
 
         return launch(self, **options)
 
+    def default_epochs(self, resuming: bool = False) -> int:
+        """Epochs a launch trains when it names none (the trainer's choice for this data)."""
+        cfg = self.config
+        trainer = self.lab.plugins.get("trainers", cfg.trainer)(**cfg.trainer_params)
+        return trainer.default_epochs(self.dataset_info, resuming)
+
     def runs(self, limit: int = 100, kind: str | None = "train") -> list[RunSummary]:
         """This model's runs, newest first (dead trainers are marked FAILED on the way)."""
         from activelab.runs import RunSummary, reap_dead_runs, search_runs
@@ -403,34 +412,67 @@ class Model:
         run_id, checkpoint = self._checkpoint_ref(run)
         return run_analyzer(self, run_id, kind, checkpoint, progress=progress)
 
-    def next_to_label(
-        self, count: int = 10, strategy: str = "least_confidence", run: str | None = None
-    ) -> list[int]:
-        """The `count` unlabeled samples a query strategy picks, best first, from the
-        predictions of `run` (default: the latest run that logged them)."""
-        from activelab.runs import (
-            latent_of,
-            latest_predictions_run,
-            probabilities_of,
-            read_predictions,
-        )
+    def predictions(self, run: str | None = None) -> pd.DataFrame:
+        """Per-sample predictions of `run` (default: the latest run that logged them), one
+        row per sample: the map (`z0`, `z1`), the latent (`h0..`), `predicted` (class name),
+        `certainty`, `p0..` and, where the data set has it, `true_label`."""
+        frame = self._predictions_frame(run)[1].copy()
+        classes = np.asarray(self.dataset_info.classes, dtype=object)
+        for column in ("predicted", "true_label"):
+            if column in frame:
+                codes = frame[column].to_numpy()
+                frame[column] = np.where(codes >= 0, classes[np.clip(codes, 0, None)], None)
+        return frame
 
-        chooser = self.lab.plugins.get("strategies", strategy)()  # unknown: a clear error
-        if count < 1:
-            raise InvalidConfigError(f"count must be at least 1, not {count}.")
+    def _predictions_frame(self, run: str | None) -> tuple[str, pd.DataFrame]:
+        from activelab.runs import get_run, latest_predictions_run, read_predictions
+
         run_id = run or latest_predictions_run(self.lab.tracking, self.id)
-        frame = read_predictions(self.lab.tracking, run_id) if run_id else None
-        if frame is None:
+        if run_id is None:
             raise RunNotFoundError(
                 f"Model {self.name!r} has no run with predictions yet; train it for an epoch."
             )
+        frame = read_predictions(self.lab.tracking, run_id)
+        if frame is None:
+            status = get_run(self.lab.tracking, run_id).info.status
+            raise RunNotFoundError(
+                f"Run {run_id} ({status}) logged no predictions; leave `run` out to use the "
+                "latest run that did."
+            )
+        return run_id, frame
+
+    def next_to_label(
+        self,
+        count: int = 10,
+        strategy: str = "auto",
+        run: str | None = None,
+        candidates: Any = None,
+        seed: int | None = None,
+    ) -> list[int]:
+        """The `count` unlabeled samples a query strategy picks, best first, from the
+        predictions of `run` (default: the latest run that logged them).
+
+        candidates: only pick among these sample indices (or a boolean mask), e.g. a pool.
+        seed: makes strategies with a random part (random, ties) repeatable.
+        """
+        from activelab.runs import features_of, probabilities_of
+
+        chooser = self.lab.plugins.get("strategies", strategy)()  # unknown: a clear error
+        if isinstance(count, bool) or int(count) != count or count < 1:
+            raise InvalidConfigError(f"count must be a whole number of at least 1, not {count}.")
+        _run_id, frame = self._predictions_frame(run)
         labels = self.labels
         labels.refresh()
+        options: dict[str, Any] = {"seed": seed, "latent": features_of(frame)}
+        if candidates is not None:
+            from activelab.strategy import candidate_mask
+
+            options["candidates"] = candidate_mask(candidates, len(frame))
         picked = chooser.select(
             probabilities_of(frame, len(labels.info.classes)),
             labels.as_array() >= 0,
-            count,
-            latent=latent_of(frame),
+            int(count),
+            **options,
         )
         return [int(i) for i in picked]
 

@@ -327,12 +327,22 @@ def read_predictions(tracking: Tracking, run_id: str) -> pd.DataFrame | None:
 
 
 def latent_of(frame: pd.DataFrame) -> np.ndarray:
-    """(N, D) latent coordinates from a predictions frame."""
+    """(N, 2) labeling-map coordinates (`z0..`) from a predictions frame."""
     import numpy as np
 
     cols = sorted((c for c in frame.columns if c[:1] == "z" and c[1:].isdigit()),
                   key=lambda c: int(c[1:]))  # fmt: skip
     return frame[cols].to_numpy(np.float64)
+
+
+def features_of(frame: pd.DataFrame) -> np.ndarray:
+    """(N, D) latent the model classifies from (`h0..`), or the map (`z0..`) when the latent
+    is the map itself; what query strategies measure distances in."""
+    import numpy as np
+
+    cols = sorted((c for c in frame.columns if c[:1] == "h" and c[1:].isdigit()),
+                  key=lambda c: int(c[1:]))  # fmt: skip
+    return frame[cols].to_numpy(np.float64) if cols else latent_of(frame)
 
 
 def probabilities_of(frame: pd.DataFrame, classes: int) -> np.ndarray:

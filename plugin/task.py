@@ -23,12 +23,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class Batch:
-    """One mini-batch as tasks see it."""
+    """One mini-batch as tasks see it.
+
+    The SSVAE trainer builds each batch from anchors, one data-graph neighbour of each anchor
+    (`pairs` holds their rows) and the labeled samples, so every step sees the labels.
+    """
 
     x: torch.Tensor  # images, (B, C, H, W) in [0, 1]
     labels: torch.Tensor  # user labels, (B,), -1 where unlabeled
     true_labels: torch.Tensor | None  # ground truth where the data set has it
     index: torch.Tensor  # sample indices, (B,)
+    # (P, 2) rows of the batch that are neighbours in the data (anchor, neighbour), or None
+    pairs: torch.Tensor | None = None
+    # labels spread from the person's over the data graph, (B,), and their certainty in [0, 1]
+    propagated: torch.Tensor | None = None
+    propagated_certainty: torch.Tensor | None = None
 
 
 @dataclass
@@ -39,6 +48,7 @@ class Outputs:
     mu: torch.Tensor  # latent mean, (B, D)
     logvar: torch.Tensor  # latent log-variance, (B, D)
     z: torch.Tensor  # sampled latent, (B, D)
+    map: torch.Tensor | None = None  # 2-D labeling-map coordinates, (B, 2)
 
 
 def parse_latent_slice(text: str | None, latent_dim: int | None = None) -> slice:
@@ -75,6 +85,8 @@ class Task(Component):
     metric_thresholds: ClassVar[dict[str, tuple[float, float, bool]]] = {}
     # True for a task whose `predict` gives class logits (used for predictions and strategies).
     predicts_classes: ClassVar[bool] = False
+    # Parameters that change the shape of the task's module (see Trainer.architecture_params).
+    architecture_params: ClassVar[tuple[str, ...]] = ()
     common_params = ("weight", "enabled", "latent_slice")
 
     weight = param.Number(1.0, bounds=(0, None), doc="Multiplies every loss term of the task.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from activelab.component import Component
 
@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from activelab.dataset import DataBundle
+    from activelab.dataset import DataBundle, DatasetInfo
     from activelab.runtime import TrainingSession
     from activelab.task import Task
 
@@ -21,6 +21,14 @@ class Trainer(Component):
     `fit` runs the loop and reports through the session: metrics, checkpoints, images,
     predictions and the final model. It returns when done or when `session.stop_requested`.
     """
+
+    # Parameters that change the shape of the weights: a run cannot continue a checkpoint
+    # made with other values, so a launch that tries is refused before the run exists.
+    architecture_params: ClassVar[tuple[str, ...]] = ()
+
+    def default_epochs(self, info: DatasetInfo, resuming: bool) -> int:
+        """Epochs of a run whose launch names none (`resuming`: it continues a checkpoint)."""
+        return int(getattr(self, "epochs", 10) or 10)
 
     def fit(self, session: TrainingSession) -> None:
         raise NotImplementedError

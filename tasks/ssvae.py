@@ -1,8 +1,11 @@
-"""The built-in trainer: a semi-supervised VAE whose latent is the labeling map.
+"""The built-in trainer: a semi-supervised VAE that learns from few labels.
 
-Encoder -> (mu, logvar) -> latent z -> decoder; task modules (e.g. the classifier head) sit on
-the latent. The loss is the sum of the enabled tasks' terms; the loop is flat and commented
-(nanoGPT style), and reports everything through the TrainingSession.
+Encoder -> (mu, logvar) -> a latent wide enough to classify -> decoder; a 2-D head draws the
+latent as the labeling map, and task modules (the classifier head) sit on the latent. Each
+step trains on anchors, one data-graph neighbour of each (the map keeps neighbours together)
+and every labeled sample; the classifier also learns the labels propagated from the person's
+over the data graph (see `activelab.tasks.neighbors`). The loss is the sum of the enabled
+tasks' terms; the loop reports everything through the TrainingSession.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,9 +25,7 @@ from activelab.task import Batch, Outputs, parse_latent_slice
 from activelab.trainer import Trainer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    import torch
+    from collections.abc import Callable, Iterator
 
     from activelab.dataset import DataBundle, DatasetInfo
     from activelab.runtime import TrainingSession
@@ -42,6 +44,26 @@ def resolve_threads(requested: int) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def _torch(threads: int) -> Any:
+    """torch, with its thread count set for this trainer."""
+    import torch
+
+    torch.set_num_threads(resolve_threads(threads))
+    return torch
+
+
+def check_finite(total: Any, terms: dict[str, Any], epoch: int, step: int) -> None:
+    """The trainer refuses a non-finite total (naming every term, so the culprit shows)."""
+    import torch
+
+    if not torch.isfinite(total):
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        raise TrainingError(
+            f"The total loss became {float(total)} at epoch {epoch}, step {step} ({shown}); "
+            "lower the learning rate or the task weights."
+        )
+
+
 def image_grid(rows: list[np.ndarray], scale: int) -> np.ndarray:
     """uint8 image of rows of (N, C, H, W) images in [0, 1], upscaled by `scale`."""
     tiles = []
@@ -55,27 +77,103 @@ def image_grid(rows: list[np.ndarray], scale: int) -> np.ndarray:
     return (np.clip(grid, 0, 1) * 255).astype(np.uint8)
 
 
+@dataclass
+class LoopState:
+    """What the loop carries from step to step."""
+
+    model: Any
+    optimizer: Any
+    global_step: int = 0
+
+
+@dataclass
+class TrainingData:
+    """The tensors one run trains on, and how its batches are drawn."""
+
+    images: Any  # (N, C, H, W) float tensor
+    labels: Any  # (N,) user labels, -1 where unlabeled
+    truth: Any  # (N,) true classes or None
+    propagated: Any  # (N,) labels propagated over the data graph, or None
+    certainty: Any  # (N,) their certainty in [0, 1], or None
+    train_idx: np.ndarray  # samples the loss sees
+    val_idx: np.ndarray  # unlabeled samples held out for validation
+    graph: np.ndarray  # (len(train_idx), k) neighbours, as positions in train_idx
+
+    def batch(self, idx: np.ndarray, pairs: np.ndarray | None = None) -> Batch:
+        import torch
+
+        index = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        return Batch(
+            self.images[index],
+            self.labels[index],
+            self.truth[index] if self.truth is not None else None,
+            index,
+            pairs=torch.from_numpy(pairs) if pairs is not None else None,
+            propagated=self.propagated[index] if self.propagated is not None else None,
+            propagated_certainty=self.certainty[index] if self.certainty is not None else None,
+        )
+
+
 class SSVAETrainer(Trainer):
-    """Semi-supervised VAE: encoder, decoder and task heads on a (default 2-D) latent."""
+    """Semi-supervised VAE with a 2-D labeling map, trained on the data graph and its labels."""
 
     kind = "ssvae"
+    # Parameters that change the network's shape: a checkpoint made with other values
+    # cannot be continued.
+    architecture_params = ("latent_dim", "hidden_dims")
 
-    latent_dim = param.Integer(2, bounds=(1, 256), doc="Latent dimensions (2 = the labeling map).")
-    hidden_dims = param.List([512, 256], item_type=int, doc="Hidden layer widths of the encoder.")
+    latent_dim = param.Integer(
+        16,
+        bounds=(1, 256),
+        doc="Latent dimensions the classifier reads; a 2-D head draws them as the labeling "
+        "map (2 = the latent is the map).",
+    )
+    hidden_dims = param.List([256, 256], item_type=int, doc="Hidden layer widths of the encoder.")
     lr = param.Number(
         1e-3, bounds=(0, 1), inclusive_bounds=(False, True), doc="Adam learning rate."
     )
-    batch_size = param.Integer(128, bounds=(1, 65536), doc="Samples per step.")
-    epochs = param.Integer(10, bounds=(1, 100000), doc="Epochs per run unless the launch says.")
-    checkpoint_every = param.Integer(5, bounds=(1, None), doc="Save a checkpoint every N epochs.")
+    batch_size = param.Integer(128, bounds=(1, 65536), doc="Anchor samples per step.")
+    epochs = param.Integer(
+        0,
+        bounds=(0, 100000),
+        doc="Epochs per run unless the launch says; 0 = enough steps for the data set's size.",
+    )
+    checkpoint_every = param.Integer(10, bounds=(1, None), doc="Save a checkpoint every N epochs.")
     val_fraction = param.Number(
         0.1, bounds=(0, 0.5), doc="Unlabeled samples held out for validation."
     )
     val_max = param.Integer(1000, bounds=(0, None), doc="At most this many validation samples.")
+    neighbours = param.Integer(
+        15, bounds=(1, 200), doc="Neighbours per sample in the data graph the map follows."
+    )
+    propagation_neighbours = param.Integer(
+        5, bounds=(1, 200), doc="Of those, the nearest that spread the labels."
+    )
+    labeled_per_batch = param.Integer(
+        128, bounds=(0, 65536), doc="Labeled samples added to every step (all when fewer)."
+    )
     seed = param.Integer(0, doc="Seed for initialisation, splits and shuffling.")
     threads = param.Integer(0, bounds=(0, 256), doc="Torch threads (0 = cores - 1).")
     log_every = param.Integer(1, bounds=(1, None), doc="Log step losses every N steps.")
-    recon_images = param.Integer(8, bounds=(0, 64), doc="Samples in the per-epoch image grid.")
+    recon_images = param.Integer(8, bounds=(0, 64), doc="Samples in the reconstruction grid.")
+
+    # A fresh run takes about this many steps, a continued one half, at most MAX_AUTO_EPOCHS.
+    AUTO_STEPS = 600
+    MIN_AUTO_EPOCHS = 3
+    MAX_AUTO_EPOCHS = 100
+    # Reconstruction grids per run (MLflow's image grid; one per epoch would be 50 on digits).
+    IMAGES_PER_RUN = 10
+    # The whole-data figures (accuracy on every unlabeled sample) read at most this many.
+    EVAL_MAX = 20000
+
+    def default_epochs(self, info: DatasetInfo, resuming: bool) -> int:
+        if self.epochs > 0:
+            return int(self.epochs)
+        trained = info.size - min(self.val_max, int(info.size * self.val_fraction))
+        steps_per_epoch = max(1, math.ceil(trained / self.batch_size))
+        wanted = self.AUTO_STEPS // 2 if resuming else self.AUTO_STEPS
+        epochs = math.ceil(wanted / steps_per_epoch)
+        return int(min(self.MAX_AUTO_EPOCHS, max(self.MIN_AUTO_EPOCHS, epochs)))
 
     def build_model(self, info: DatasetInfo, tasks: list[Task]) -> Any:
         """The network plus the modules the tasks own, as one SSVAEModule (seeded)."""
@@ -97,6 +195,14 @@ class SSVAETrainer(Trainer):
             model.predictor_slice = (window.start, window.stop)
         return model
 
+    def load_model(self, info: DatasetInfo, tasks: list[Task], state: dict | None) -> Any:
+        """`build_model` with a checkpoint's weights (if any), in eval mode."""
+        model = self.build_model(info, tasks)
+        if state is not None:
+            self.load_weights(model, state)
+        model.eval()
+        return model
+
     @staticmethod
     def load_weights(model: Any, state: dict[str, Any]) -> None:
         try:
@@ -108,99 +214,145 @@ class SSVAETrainer(Trainer):
             ) from None
 
     def fit(self, session: TrainingSession) -> None:
+        torch = _torch(self.threads)
+        data = self.training_data(session.data, session.labels, session.tasks)
+        loop = self.start_loop(session)
+        steps_per_epoch = max(1, math.ceil(len(data.train_idx) / self.batch_size))
+        session.begin(steps_per_epoch, modules=loop.model, batch_size=self.batch_size)
+        rng = np.random.default_rng(self.seed + session.start_epoch)
+        first, last = session.start_epoch + 1, session.start_epoch + session.epochs
+        image_every = max(1, session.epochs // self.IMAGES_PER_RUN)
+        for epoch in range(first, last + 1):
+            sums, steps = self.train_epoch(session, data, loop, epoch, rng)
+            if steps < steps_per_epoch:
+                # A stop mid-epoch: keep the work in a checkpoint; the epoch does not count.
+                state = self.state(loop.model, loop.optimizer, epoch - 1, loop.global_step)
+                session.save_checkpoint(state, epoch - 1, loop.global_step, partial=True)
+                break
+            figures = {f"epoch/{key}": total / steps for key, total in sums.items()}
+            figures.update(self.evaluate(session.tasks, loop.model, data))
+            session.end_epoch(epoch, figures, loop.global_step)
+            done = epoch == last or session.stop_requested
+            if self.recon_images and (done or (epoch - first) % image_every == 0):
+                session.log_image(
+                    "reconstructions", self.reconstruction_grid(loop.model, data), epoch
+                )
+            if done or (epoch - session.start_epoch) % self.checkpoint_every == 0:
+                state = self.state(loop.model, loop.optimizer, epoch, loop.global_step)
+                session.save_checkpoint(state, epoch, loop.global_step)
+            if session.stop_requested:
+                break
+        with torch.no_grad():
+            frame = self.predict_frame(session.tasks, loop.model, data.images, data.truth)
+        session.log_predictions(frame)
+        session.log_model(loop.model, example=session.data.images[:2].copy())
+
+    # --- pieces of the loop ------------------------------------------------------------------
+
+    def training_data(
+        self, bundle: DataBundle, labels: np.ndarray, tasks: list[Task], with_graph: bool = True
+    ) -> TrainingData:
+        """Tensors, the split, the data graph of the training samples and, when a task
+        predicts classes, the labels propagated over it (`with_graph=False`: neither)."""
         import torch
 
-        torch.set_num_threads(resolve_threads(self.threads))
-        data, info = session.data, session.data.info
-        images = torch.from_numpy(data.images)
-        labels = torch.from_numpy(session.labels)
-        truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
-        train_idx, val_idx = self.split(session.labels)
+        from activelab.tasks.neighbors import neighbours_of, propagate_labels
 
-        everything = self.build_model(info, session.tasks)
-        network, heads = everything.network, everything.heads
-        optimizer = torch.optim.Adam(everything.parameters(), lr=self.lr)
-        global_step = 0
+        train_idx, val_idx = self.split(labels)
+        graph = np.empty((len(train_idx), 0), dtype=np.int64)
+        if with_graph and len(train_idx) > 1:
+            graph = neighbours_of(bundle.images[train_idx], self.neighbours)
+        propagated = certainty = None
+        wants_classes = any(t.predicts_classes for t in tasks)
+        if graph.shape[1] and wants_classes and (labels >= 0).any():
+            spread = propagate_labels(
+                graph[:, : self.propagation_neighbours],
+                labels[train_idx],
+                bundle.info.num_classes,
+            )
+            classes = np.full(len(labels), -1, dtype=np.int64)
+            sure = np.zeros(len(labels), dtype=np.float32)
+            classes[train_idx], sure[train_idx] = spread.classes, spread.certainty
+            propagated, certainty = torch.from_numpy(classes), torch.from_numpy(sure)
+        return TrainingData(
+            images=torch.from_numpy(bundle.images),
+            labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+            truth=torch.from_numpy(bundle.true_labels) if bundle.true_labels is not None else None,
+            propagated=propagated,
+            certainty=certainty,
+            train_idx=train_idx,
+            val_idx=val_idx,
+            graph=graph,
+        )
+
+    def start_loop(self, session: TrainingSession) -> LoopState:
+        """The model and optimizer, from the checkpoint the run continues when there is one."""
+        import torch
+
+        model = self.build_model(session.data.info, session.tasks)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        loop = LoopState(model, optimizer)
         if session.resume is not None:
-            self.load_weights(everything, session.resume)
+            self.load_weights(model, session.resume)
             if "optimizer" in session.resume and session.resume.get("trainer") == self.kind:
                 # If the task list changed since, the optimizer simply starts afresh.
                 with contextlib.suppress(ValueError):
                     optimizer.load_state_dict(session.resume["optimizer"])
-            global_step = int(session.resume.get("global_step", 0))
+            loop.global_step = int(session.resume.get("global_step", 0))
+        return loop
 
-        def batch_of(idx: torch.Tensor) -> Batch:
-            return Batch(images[idx], labels[idx], truth[idx] if truth is not None else None, idx)
+    def batches(self, data: TrainingData, rng: np.random.Generator) -> Iterator[Batch]:
+        """One epoch: every training sample once as an anchor, each with one random graph
+        neighbour (the pair the map keeps together), plus the labeled samples."""
+        labeled = data.train_idx[data.labels.numpy()[data.train_idx] >= 0]
+        order = rng.permutation(len(data.train_idx))
+        k = data.graph.shape[1]
+        for start in range(0, len(order), self.batch_size):
+            anchors = order[start : start + self.batch_size]
+            partners = data.graph[anchors, rng.integers(0, k, len(anchors))]
+            extra = labeled
+            if len(labeled) > self.labeled_per_batch:
+                extra = rng.choice(labeled, self.labeled_per_batch, replace=False)
+            idx = np.concatenate([data.train_idx[anchors], data.train_idx[partners], extra])
+            rows = np.arange(len(anchors))
+            yield data.batch(idx, np.stack([rows, rows + len(anchors)], axis=1))
 
-        steps_per_epoch = max(1, math.ceil(len(train_idx) / self.batch_size))
-        session.begin(steps_per_epoch, modules=everything, batch_size=self.batch_size)
-        generator = torch.Generator().manual_seed(self.seed + session.start_epoch)
-        stopped = False
-        epoch = session.start_epoch
-        for epoch in range(session.start_epoch + 1, session.start_epoch + session.epochs + 1):
-            everything.train()
-            order = train_idx[torch.randperm(len(train_idx), generator=generator)]
-            sums: dict[str, float] = {}
-            steps = 0
-            for start in range(0, len(order), self.batch_size):
-                batch = batch_of(order[start : start + self.batch_size])
-                out = network(batch.x)
-                terms = self.loss_terms(session.tasks, heads, batch, out)
-                total = sum(terms.values())
-                if not torch.isfinite(total):
-                    shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-                    raise TrainingError(
-                        f"The total loss became {float(total)} at epoch {epoch}, step "
-                        f"{global_step + 1} ({shown}); lower the learning rate or the task weights."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                global_step += 1
-                steps += 1
-                figures = {f"loss/{name}": value.item() for name, value in terms.items()}
-                figures["loss/total"] = total.item()
-                for key, value in figures.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                if global_step % self.log_every == 0:
-                    session.log_metrics(figures, step=global_step)
-                session.step_done(epoch, global_step)
-                if session.stop_requested:
-                    stopped = True
-                    break
-            if stopped and steps < steps_per_epoch:
-                # A stop mid-epoch: keep the work in a checkpoint; the epoch does not count.
-                state = self.state(everything, optimizer, epoch - 1, global_step)
-                session.save_checkpoint(state, epoch - 1, global_step, partial=True)
-                epoch -= 1
+    def train_epoch(
+        self,
+        session: TrainingSession,
+        data: TrainingData,
+        loop: LoopState,
+        epoch: int,
+        rng: np.random.Generator,
+    ) -> tuple[dict[str, float], int]:
+        """Steps until the epoch ends or a stop is asked; returns the summed figures and
+        the number of steps taken."""
+        loop.model.train()
+        network, heads = loop.model.network, loop.model.heads
+        sums: dict[str, float] = {}
+        steps = 0
+        for batch in self.batches(data, rng):
+            terms = self.loss_terms(session.tasks, heads, batch, network(batch.x))
+            total = sum(terms.values())
+            check_finite(total, terms, epoch, loop.global_step + 1)
+            loop.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            loop.optimizer.step()
+            loop.global_step += 1
+            steps += 1
+            figures = {f"loss/{name}": value.item() for name, value in terms.items()}
+            figures["loss/total"] = total.item()
+            for key, value in figures.items():
+                sums[key] = sums.get(key, 0.0) + value
+            if loop.global_step % self.log_every == 0:
+                session.log_metrics(figures, step=loop.global_step)
+            session.step_done(epoch, loop.global_step)
+            if session.stop_requested:
                 break
-            epoch_figures = {f"epoch/{key}": total / steps for key, total in sums.items()}
-            epoch_figures.update(
-                self.evaluate(session.tasks, network, heads, batch_of, val_idx, train_idx, labels)
-            )
-            session.end_epoch(epoch, epoch_figures, global_step)
-            if self.recon_images and len(val_idx) + len(train_idx) > 0:
-                session.log_image(
-                    "reconstructions",
-                    self.reconstruction_grid(network, images, val_idx, train_idx),
-                    epoch,
-                )
-            last = epoch == session.start_epoch + session.epochs
-            if last or stopped or (epoch - session.start_epoch) % self.checkpoint_every == 0:
-                session.save_checkpoint(
-                    self.state(everything, optimizer, epoch, global_step), epoch, global_step
-                )
-            if stopped:
-                break
-        session.log_predictions(self.predict_frame(session.tasks, everything, images, truth))
-        session.log_model(everything, example=data.images[:2].copy())
+        return sums, steps
 
-    # --- pieces of the loop ------------------------------------------------------------------
-
-    def split(self, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Hold out unlabeled samples for validation; labeled ones always train."""
-        import torch
-
         rng = np.random.default_rng(self.seed)
         unlabeled = np.flatnonzero(labels < 0)
         n_val = min(self.val_max, int(len(labels) * self.val_fraction), max(0, len(unlabeled) - 1))
@@ -211,7 +363,7 @@ class SSVAETrainer(Trainer):
         )
         mask = np.ones(len(labels), dtype=bool)
         mask[val] = False
-        return torch.from_numpy(np.flatnonzero(mask)), torch.from_numpy(val.astype(np.int64))
+        return np.flatnonzero(mask).astype(np.int64), val.astype(np.int64)
 
     @staticmethod
     def loss_terms(tasks: list[Task], heads: Any, batch: Batch, out: Outputs) -> dict[str, Any]:
@@ -220,78 +372,83 @@ class SSVAETrainer(Trainer):
             terms.update(task.terms(batch, out, head_of(heads, task)))
         return terms
 
-    def evaluate(
-        self,
-        tasks: list[Task],
-        network: Any,
-        heads: Any,
-        batch_of: Callable[[Any], Batch],
-        val_idx: Any,
-        train_idx: Any,
-        labels: Any,
-    ) -> dict[str, float]:
-        """Validation losses and each task's metrics (labeled metrics on the labeled samples)."""
+    def evaluate(self, tasks: list[Task], model: Any, data: TrainingData) -> dict[str, float]:
+        """`val/loss/<term>` and `val/<task>/<metric>` on the held-out samples, and
+        `eval/<task>/<metric>` on every sample (e.g. the accuracy on all unlabeled samples
+        that have a true class; at most EVAL_MAX samples, the same ones every epoch)."""
         import torch
 
         figures: dict[str, float] = {}
-        network.eval()
+        network, heads = model.network, model.heads
+        was_training = model.training
+        model.eval()
         with torch.no_grad():
-            if len(val_idx):
-                batch = batch_of(val_idx)
+            if len(data.val_idx):
+                batch = data.batch(data.val_idx)
                 out = network(batch.x)
                 terms = self.loss_terms(tasks, heads, batch, out)
                 figures.update({f"val/loss/{k}": float(v) for k, v in terms.items()})
                 figures["val/loss/total"] = float(sum(terms.values()))
-                for task in tasks:
-                    module = head_of(heads, task)
-                    for name, value in task.metrics(batch, out, module).items():
-                        figures[f"eval/{task.name}/{name}"] = value
-            labeled = train_idx[labels[train_idx] >= 0][:2000]
-            if len(labeled):
-                batch = batch_of(labeled)
-                batch.true_labels = None
-                out = network(batch.x)
-                for task in tasks:
-                    module = head_of(heads, task)
-                    for name, value in task.metrics(batch, out, module).items():
-                        figures.setdefault(f"eval/{task.name}/{name}", value)
+                figures.update(self.task_metrics(tasks, heads, batch, out, "val"))
+            everything = np.arange(len(data.labels))
+            if len(everything) > self.EVAL_MAX:
+                everything = np.sort(
+                    np.random.default_rng(self.seed).choice(everything, self.EVAL_MAX, False)
+                )
+            batch = data.batch(everything)
+            figures.update(self.task_metrics(tasks, heads, batch, network(batch.x), "eval"))
+        model.train(was_training)
         return figures
 
-    def reconstruction_grid(
-        self, network: Any, images: Any, val_idx: Any, train_idx: Any
-    ) -> np.ndarray:
+    @staticmethod
+    def task_metrics(
+        tasks: list[Task], heads: Any, batch: Batch, out: Outputs, prefix: str
+    ) -> dict[str, float]:
+        figures = {}
+        for task in tasks:
+            for name, value in task.metrics(batch, out, head_of(heads, task)).items():
+                figures[f"{prefix}/{task.name}/{name}"] = value
+        return figures
+
+    def reconstruction_grid(self, model: Any, data: TrainingData) -> np.ndarray:
         import torch
 
-        pool = val_idx if len(val_idx) >= self.recon_images else train_idx
+        pool = data.val_idx if len(data.val_idx) >= self.recon_images else data.train_idx
         rng = np.random.default_rng(self.seed)
-        chosen = np.sort(
-            rng.choice(len(pool), size=min(self.recon_images, len(pool)), replace=False)
-        )
-        x = images[pool[torch.from_numpy(chosen)]]
-        network.eval()
+        chosen = np.sort(rng.choice(pool, size=min(self.recon_images, len(pool)), replace=False))
+        x = data.images[torch.from_numpy(chosen)]
+        was_training = model.training
+        model.eval()
         with torch.no_grad():
-            x_hat = network(x).x_hat
+            x_hat = model.network(x).x_hat
+        model.train(was_training)
         scale = max(1, 64 // x.shape[-1])
         return image_grid([x.numpy(), x_hat.numpy()], scale)
 
     def predict_frame(self, tasks: list[Task], model: Any, images: Any, truth: Any) -> Any:
-        """Latent, predicted class, certainty and class probabilities of every sample."""
+        """Per sample: the map (`z0`, `z1`), the latent (`h0..`, when wider than the map),
+        predicted class, certainty and class probabilities."""
         import pandas as pd
         import torch
 
         network, heads = model.network, model.heads
         predictor = next((t for t in tasks if t.predicts_classes and t.name in heads), None)
-        latents, probabilities = [], []
-        network.eval()
+        maps, latents, probabilities = [], [], []
+        model.eval()
         with torch.no_grad():
             for start in range(0, len(images), 4096):
                 out = network(images[start : start + 4096])
+                maps.append(out.map.numpy())
                 latents.append(out.mu.numpy())
                 if predictor is not None:
                     logits = predictor.predict(out, heads[predictor.name])
                     probabilities.append(torch.softmax(logits, dim=1).numpy())
+        points = np.concatenate(maps).astype(np.float32)
         latent = np.concatenate(latents).astype(np.float32)
-        frame = pd.DataFrame({f"z{i}": latent[:, i] for i in range(latent.shape[1])})
+        columns = {f"z{i}": points[:, i] for i in range(points.shape[1])}
+        if network.to_map is not None:
+            columns.update({f"h{i}": latent[:, i] for i in range(latent.shape[1])})
+        frame = pd.DataFrame(columns)
         if probabilities:
             probs = np.concatenate(probabilities).astype(np.float32)
             frame["predicted"] = probs.argmax(axis=1).astype(np.int16)
@@ -312,12 +469,8 @@ class SSVAETrainer(Trainer):
         self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None = None
     ) -> Any:
         """Per-sample predictions from a checkpoint, or from the untrained model if None."""
-        import torch
-
-        torch.set_num_threads(resolve_threads(self.threads))
-        model = self.build_model(data.info, tasks)
-        if state is not None:
-            self.load_weights(model, state)
+        torch = _torch(self.threads)
+        model = self.load_model(data.info, tasks, state)
         truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
         return self.predict_frame(tasks, model, torch.from_numpy(data.images), truth)
 
@@ -325,34 +478,17 @@ class SSVAETrainer(Trainer):
         self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None, labels: np.ndarray
     ) -> dict[str, float]:
         """The figures `fit` logs each epoch, for a checkpoint, on the same split."""
-        import torch
-
-        torch.set_num_threads(resolve_threads(self.threads))
-        model = self.build_model(data.info, tasks)
-        if state is not None:
-            self.load_weights(model, state)
-        images = torch.from_numpy(data.images)
-        labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
-        train_idx, val_idx = self.split(np.asarray(labels))
-
-        def batch_of(idx: torch.Tensor) -> Batch:
-            return Batch(images[idx], labels_t[idx], truth[idx] if truth is not None else None, idx)
-
-        return self.evaluate(
-            tasks, model.network, model.heads, batch_of, val_idx, train_idx, labels_t
-        )
+        _torch(self.threads)
+        model = self.load_model(data.info, tasks, state)
+        training = self.training_data(data, np.asarray(labels), tasks, with_graph=False)
+        return self.evaluate(tasks, model, training)
 
     def reconstruct(
         self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None, indices: list[int]
     ) -> np.ndarray:
         """Reconstructions (N, C, H, W) in [0, 1] of the given samples."""
-        import torch
-
-        model = self.build_model(data.info, tasks)
-        if state is not None:
-            self.load_weights(model, state)
-        model.eval()
+        torch = _torch(self.threads)
+        model = self.load_model(data.info, tasks, state)
         with torch.no_grad():
             out = model.network(torch.from_numpy(data.images[np.asarray(indices)]))
         return out.x_hat.numpy()

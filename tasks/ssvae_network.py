@@ -9,14 +9,18 @@ from torch import nn
 
 from activelab.task import Outputs
 
+MAP_HIDDEN = 64
+
 
 class SSVAENetwork(nn.Module):
-    """MLP encoder to (mu, logvar), reparameterised latent, MLP decoder with a sigmoid."""
+    """MLP encoder to (mu, logvar), reparameterised latent, MLP decoder with a sigmoid, and a
+    small head that draws the latent as the 2-D labeling map (a latent of 2 is its own map)."""
 
     def __init__(
         self, image_shape: tuple[int, ...], hidden_dims: list[int], latent_dim: int
     ) -> None:
         super().__init__()
+        self.latent_dim = latent_dim
         self.image_shape = tuple(image_shape)
         width = int(np.prod(image_shape))
         layers: list[nn.Module] = [nn.Flatten()]
@@ -34,6 +38,11 @@ class SSVAENetwork(nn.Module):
             previous = size
         layers += [nn.Linear(previous, width), nn.Sigmoid()]
         self.decoder = nn.Sequential(*layers)
+        self.to_map = (
+            nn.Sequential(nn.Linear(latent_dim, MAP_HIDDEN), nn.ReLU(), nn.Linear(MAP_HIDDEN, 2))
+            if latent_dim > 2
+            else None
+        )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.encoder(x)
@@ -42,10 +51,14 @@ class SSVAENetwork(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).view(-1, *self.image_shape)
 
+    def map_of(self, mu: torch.Tensor) -> torch.Tensor:
+        """Labeling-map coordinates of latent means."""
+        return mu if self.to_map is None else self.to_map(mu)
+
     def forward(self, x: torch.Tensor) -> Outputs:
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        return Outputs(x_hat=self.decode(z), mu=mu, logvar=logvar, z=z)
+        return Outputs(x_hat=self.decode(z), mu=mu, logvar=logvar, z=z, map=self.map_of(mu))
 
 
 class SSVAEModule(nn.Module):

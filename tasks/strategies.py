@@ -1,6 +1,8 @@
 """Built-in query strategies: least confidence, margin, entropy and random rank samples by
-the classifier alone; core-set and diverse margin also look at where samples lie in the
-latent space, so a batch covers it instead of piling up in one uncertain corner."""
+the classifier alone; core-set, diverse margin and typical clusters also look at where
+samples lie in the latent space, so a batch covers it instead of piling up in one uncertain
+corner; `auto` picks typical samples while labels are scarce, then uncertain and diverse ones.
+Every strategy but random spreads a batch over the predicted classes (see QueryStrategy)."""
 
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class RandomSampling(QueryStrategy):
     """Unlabeled samples in random order (the baseline every strategy should beat)."""
 
     kind = "random"
+    balanced = False  # the plain baseline
 
     def scores(self, probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return rng.random(len(probabilities))
@@ -91,23 +94,23 @@ def k_center_greedy(
 
 class CoreSet(QueryStrategy):
     """Samples that cover the latent map: each the farthest from every labeled sample and from
-    the others picked (a good start when there are few labels or no classifier yet)."""
+    the others picked."""
 
     kind = "coreset"
 
-    def select(
+    def rank(
         self,
         probabilities: np.ndarray,
         labeled: np.ndarray,
+        available: np.ndarray,
         count: int,
-        seed: int | None = None,
-        latent: np.ndarray | None = None,
+        seed: int | None,
+        latent: np.ndarray | None,
     ) -> np.ndarray:
-        candidates = np.flatnonzero(~labeled)
-        if latent is None or candidates.size == 0 or count <= 0:
-            return RandomSampling().select(probabilities, labeled, count, seed)
+        if latent is None:
+            return RandomSampling().rank(probabilities, labeled, available, count, seed, None)
         points = np.asarray(latent, dtype=np.float64)
-        return k_center_greedy(points, np.flatnonzero(labeled), candidates, count)
+        return k_center_greedy(points, np.flatnonzero(labeled), np.flatnonzero(available), count)
 
 
 class DiverseMargin(QueryStrategy):
@@ -117,6 +120,104 @@ class DiverseMargin(QueryStrategy):
     kind = "diverse_margin"
     pool_factor = 10
 
+    def rank(
+        self,
+        probabilities: np.ndarray,
+        labeled: np.ndarray,
+        available: np.ndarray,
+        count: int,
+        seed: int | None,
+        latent: np.ndarray | None,
+    ) -> np.ndarray:
+        pool_size = min(int(available.sum()), count * self.pool_factor)
+        uncertain = Margin().rank(probabilities, labeled, available, pool_size, seed, None)
+        if latent is None or len(uncertain) <= count:
+            return uncertain[:count]
+        points = np.asarray(latent, dtype=np.float64)
+        return k_center_greedy(points, np.flatnonzero(labeled), np.sort(uncertain), count)
+
+
+class TypicalClusters(QueryStrategy):
+    """TypiClust (Hacohen et al. 2022): cluster the latent into as many clusters as there
+    will be labels, and label the most typical sample (the densest: the smallest mean
+    distance to its neighbours) of each cluster that has the fewest labels. The low-budget
+    choice: it labels what the data is made of, not its odd corners."""
+
+    kind = "typiclust"
+    balanced = False  # one pick per cluster already spreads the batch
+    # the paper's settings: 20 neighbours for typicality, clusters of at least 5, at most 500
+    neighbours = 20
+    min_cluster = 5
+    max_clusters = 500
+
+    def rank(
+        self,
+        probabilities: np.ndarray,
+        labeled: np.ndarray,
+        available: np.ndarray,
+        count: int,
+        seed: int | None,
+        latent: np.ndarray | None,
+    ) -> np.ndarray:
+        if latent is None:
+            return RandomSampling().rank(probabilities, labeled, available, count, seed, None)
+        points = np.asarray(latent, dtype=np.float32)
+        clusters = min(int(labeled.sum()) + count, self.max_clusters, len(points))
+        assignment = cluster_points(points, clusters, seed)
+        sizes = np.bincount(assignment, minlength=clusters)
+        have = np.bincount(assignment[np.asarray(labeled, dtype=bool)], minlength=clusters)
+        open_clusters = {
+            int(c) for c in np.unique(assignment[available]) if sizes[c] >= self.min_cluster
+        } or {int(c) for c in np.unique(assignment[available])}
+        picked: list[int] = []
+        free = available.copy()
+        dense: dict[int, np.ndarray] = {}  # typicality of each visited cluster's members
+        while len(picked) < count and open_clusters:
+            cluster = min(open_clusters, key=lambda c: (have[c], -sizes[c]))
+            members = np.flatnonzero(assignment == cluster)
+            if not free[members].any():
+                open_clusters.discard(cluster)
+                continue
+            if cluster not in dense:
+                dense[cluster] = typicality(points[members], self.neighbours)
+            score = np.where(free[members], dense[cluster], -np.inf)
+            best = int(members[int(np.argmax(score))])
+            picked.append(best)
+            free[best] = False
+            have[cluster] += 1
+        return np.asarray(picked, dtype=np.int64)
+
+
+def cluster_points(points: np.ndarray, clusters: int, seed: int | None) -> np.ndarray:
+    """K-means cluster of each point (mini-batch k-means past 10,000 points)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    if len(points) > 10000:
+        finder = MiniBatchKMeans(clusters, random_state=seed or 0, n_init=3, batch_size=4096)
+    else:
+        finder = KMeans(clusters, random_state=seed or 0, n_init=1)
+    return finder.fit_predict(points)
+
+
+def typicality(points: np.ndarray, neighbours: int) -> np.ndarray:
+    """1 / mean distance of each point to its nearest neighbours among `points`."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(neighbours + 1, len(points))
+    if k < 2:
+        return np.ones(len(points))
+    distances, _ = NearestNeighbors(n_neighbors=k).fit(points).kneighbors(points)
+    return 1.0 / (distances[:, 1:].mean(axis=1) + 1e-8)
+
+
+class Auto(QueryStrategy):
+    """The budget-aware default: typical samples of each cluster while labels are scarce
+    (fewer than `scarce_per_class` per class), then uncertain samples spread over the map."""
+
+    kind = "auto"
+    balanced = False  # each of the two balances in its own way
+    scarce_per_class = 5
+
     def select(
         self,
         probabilities: np.ndarray,
@@ -124,16 +225,18 @@ class DiverseMargin(QueryStrategy):
         count: int,
         seed: int | None = None,
         latent: np.ndarray | None = None,
+        candidates: np.ndarray | None = None,
     ) -> np.ndarray:
-        pool_size = count * self.pool_factor
-        uncertain = Margin().select(probabilities, labeled, pool_size, seed)
-        if latent is None or len(uncertain) <= count:
-            return uncertain[:count]
-        points = np.asarray(latent, dtype=np.float64)
-        return k_center_greedy(points, np.flatnonzero(labeled), np.sort(uncertain), count)
+        classes = max(2, probabilities.shape[1] if probabilities.ndim == 2 else 2)
+        scarce = int(np.asarray(labeled).sum()) < self.scarce_per_class * classes
+        chosen = TypicalClusters() if scarce else DiverseMargin()
+        return chosen.select(probabilities, labeled, count, seed, latent, candidates)
 
 
 @hookimpl
 def register_strategies(register: Callable[[type], None]) -> None:
-    for cls in (LeastConfidence, Margin, Entropy, RandomSampling, CoreSet, DiverseMargin):
+    for cls in (
+        LeastConfidence, Margin, Entropy, RandomSampling, CoreSet, DiverseMargin,
+        TypicalClusters, Auto,
+    ):  # fmt: skip
         register(cls)

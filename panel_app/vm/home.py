@@ -7,19 +7,15 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import param
 
 from activelab.errors import ActivelabError
 from activelab.models import ModelCard
-from activelab.presets import PRESETS
+from activelab.presets import PRESETS, QUICK_START_LABELS_PER_CLASS, quick_start_labels
 from activelab.runs import RunSummary, search_runs
 
 if TYPE_CHECKING:
     from activelab.panel_app.vm.state import AppState
-
-QUICK_START_EPOCHS = 15
-QUICK_START_LABELS_PER_CLASS = 3
 
 
 def system_status() -> dict[str, Any]:
@@ -181,19 +177,11 @@ class HomeViewModel(param.Parameterized):
             preset="default",
             dataset="digits",
             description=f"Quick start: {QUICK_START_LABELS_PER_CLASS} labels per class from the "
-            f"digits ground truth, {QUICK_START_EPOCHS} epochs.",
+            "digits ground truth, trained for the default number of epochs.",
         )
-        truth = Digits().load().true_labels
-        rng = np.random.default_rng(0)
-        seed_labels = {
-            int(i): int(c)
-            for c in range(10)
-            for i in rng.choice(
-                np.flatnonzero(truth == c), QUICK_START_LABELS_PER_CLASS, replace=False
-            )
-        }
+        seed_labels = quick_start_labels(Digits().load().true_labels)
         model.set_labels(seed_labels)
-        handle = model.launch(epochs=QUICK_START_EPOCHS)
+        handle = model.launch()  # the trainer's default length for the data set
         self.refresh()
         return model.card, handle.run_id
 

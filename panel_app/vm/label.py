@@ -13,7 +13,7 @@ import numpy as np
 import param
 
 from activelab import keys
-from activelab.runs import latent_of, probabilities_of
+from activelab.runs import features_of, probabilities_of
 from activelab.runtime import build_tasks, build_trainer
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class LabelViewModel(param.Parameterized):
     color_by = param.Selector(default="label", objects=list(COLOR_MODES))
     selected = param.List(default=[], item_type=int, doc="Selected sample indices.")
     current = param.Integer(default=None, allow_None=True, doc="The sample shown in detail.")
-    strategy = param.Selector(default="least_confidence", objects=["least_confidence"])
+    strategy = param.Selector(default="auto", objects=["auto"])
     next_count = param.Integer(default=10, bounds=(1, 1000))
     map_version = param.Integer(default=0, doc="Grows when the whole map is replaced.")
     labels_version = param.Integer(default=0, doc="Grows with every label change.")
@@ -70,7 +70,7 @@ class LabelViewModel(param.Parameterized):
         strategies = sorted(self.lab.plugins.registry("strategies"))
         if strategies:
             self.param.strategy.objects = strategies
-            if self.strategy not in strategies:
+            if self.strategy not in strategies:  # "auto" unless a block-list removed it
                 self.strategy = strategies[0]
 
     @property
@@ -161,8 +161,9 @@ class LabelViewModel(param.Parameterized):
 
     @property
     def latent(self) -> np.ndarray:
-        """(N, D) latent coordinates of every sample, as the map's predictions hold them."""
-        return latent_of(self.frame)
+        """(N, D) latent of every sample (what strategies measure distances in), as the
+        map's predictions hold it."""
+        return features_of(self.frame)
 
     @property
     def probabilities(self) -> np.ndarray:

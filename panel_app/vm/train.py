@@ -48,7 +48,7 @@ class TrainViewModel(param.Parameterized):
     def load(self, model_id: str) -> None:
         """The model, its config and its history; the monitor follows the newest run."""
         self.model = self.lab.get_model(model_id)
-        self.epochs = int(self.config.trainer_params.get("epochs", 10) or 10)
+        self.epochs = self.model.default_epochs()
         self.refresh_history()
         newest = self.history[0].run_id if self.history else ""
         self.param.update(model_id=model_id, run_id=newest, config_version=self.config_version + 1)

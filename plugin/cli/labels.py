@@ -101,18 +101,33 @@ def redo(obj: Any, model: str) -> None:
 @click.option(
     "--strategy",
     "-s",
-    default="least_confidence",
+    default="auto",
     show_default=True,
-    help="A query strategy (`activelab plugins` lists them: margin, entropy, coreset, ...).",
+    help="A query strategy (default auto: typical samples while labels are scarce, then "
+    "uncertain and diverse ones; `activelab plugins` lists margin, typiclust, coreset, ...).",
 )
 @click.option("--run", "run_id", default=None, help="Whose predictions (default: the latest).")
+@click.option(
+    "--among", default=None, help="Only pick among these samples, e.g. 0-999,1500 (a pool)."
+)
+@click.option("--seed", type=int, default=None, help="Repeatable picks (random, ties).")
 @json_option
 @click.pass_obj
 def next_(
-    obj: Any, model: str, count: int, strategy: str, run_id: str | None, as_json: bool
+    obj: Any,
+    model: str,
+    count: int,
+    strategy: str,
+    run_id: str | None,
+    among: str | None,
+    seed: int | None,
+    as_json: bool,
 ) -> None:
     """The unlabeled samples to label next, as a query strategy ranks them, best first."""
-    picked = obj.lab.get_model(model).next_to_label(count, strategy=strategy, run=run_id)
+    candidates = parse_indices((among,)) if among else None
+    picked = obj.lab.get_model(model).next_to_label(
+        count, strategy=strategy, run=run_id, candidates=candidates, seed=seed
+    )
     if as_json:
         emit_json(picked)
     else:
