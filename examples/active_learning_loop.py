@@ -3,7 +3,7 @@ label them (here from the data set's ground truth, standing in for a person), co
 training from the last checkpoint, and watch the accuracy on all samples climb.
 
 .venv/bin/python examples/active_learning_loop.py                       # embedded store
-.venv/bin/python examples/active_learning_loop.py --strategy coreset --rounds 5
+.venv/bin/python examples/active_learning_loop.py --strategy typiclust --rounds 5
 MLFLOW_TRACKING_URI=http://127.0.0.1:5000 .venv/bin/python examples/active_learning_loop.py
 
 Every round is a run in the model's experiment, each continuing the one before it, so the
@@ -20,10 +20,15 @@ from activelab.tasks.datasets import Digits
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--strategy", default="margin", help="A query strategy's name.")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--per-round", type=int, default=20, help="Samples labeled per round.")
-    parser.add_argument("--epochs", type=int, default=10, help="Epochs per round.")
+    parser.add_argument("--strategy", default="auto", help="A query strategy's name.")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per-round", type=int, default=10, help="Samples labeled per round.")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="Epochs per round (default: the trainer's)."
+    )
+    parser.add_argument(
+        "--worker", action="store_true", help="Train each round in its own process."
+    )
     parser.add_argument("--seed-labels", type=int, default=1, help="Labels per class to start.")
     parser.add_argument(
         "--set",
@@ -47,12 +52,17 @@ def main() -> None:
 
     run = None
     for round_number in range(1, args.rounds + 1):
+        # in this process by default: a warm trainer, so a round costs little beyond training
         run = model.launch(
-            epochs=args.epochs, resume_from=run.run_id if run else None, wait=True, progress=True
+            epochs=args.epochs,
+            resume_from=run.run_id if run else None,
+            wait=True,
+            progress=True,
+            in_process=not args.worker,
         )
         if run.status != "FINISHED":
             raise SystemExit(f"round {round_number}: the run ended {run.status}")
-        accuracy = run.metrics.get("eval/classification/accuracy", float("nan"))
+        accuracy = run.metrics.get("eval/classification/unlabeled_accuracy", float("nan"))
         print(f"round {round_number}: {model.labels.count:4d} labels -> accuracy {accuracy:.1%}"
               f"  (run {run.run_id})")  # fmt: skip
         if round_number < args.rounds:

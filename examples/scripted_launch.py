@@ -19,6 +19,6 @@ metrics = run.metrics
 print(f"{model.name}: run {run.run_id} {run.status}")
 print(
     f"  loss {metrics['epoch/loss/total']:.3f}, "
-    f"accuracy on held-out samples {metrics['eval/classification/accuracy']:.1%}"
+    f"accuracy on held-out samples {metrics['eval/classification/unlabeled_accuracy']:.1%}"
 )
 print("  open the MLflow UI on the same store to see params, curves, images and the model")

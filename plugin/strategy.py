@@ -9,7 +9,8 @@ from activelab.component import Component
 if TYPE_CHECKING:
     import numpy as np
 
-# A balanced batch is chosen from this many times the batch's best candidates.
+# Strategies that rank by where samples lie (k-center) rank this many times the batch, and a
+# balanced batch is chosen from those.
 BALANCE_POOL = 5
 
 
@@ -48,10 +49,8 @@ class QueryStrategy(Component):
         if count <= 0:
             return np.empty(0, dtype=np.int64)
         predicted = predicted_classes(probabilities)
-        balance = self.balanced and predicted is not None
-        pool = min(int(available.sum()), count * BALANCE_POOL) if balance else count
-        ranked = self.rank(probabilities, labeled, available, pool, seed, latent)
-        if balance:
+        ranked = self.rank(probabilities, labeled, available, count, seed, latent)
+        if self.balanced and predicted is not None:
             return balanced_pick(ranked, predicted, labeled, count)
         return ranked[:count]
 
@@ -64,9 +63,12 @@ class QueryStrategy(Component):
         seed: int | None,
         latent: np.ndarray | None,
     ) -> np.ndarray:
-        """The `count` best of the `available` samples, best first (by `scores`)."""
+        """The best of the `available` samples, best first (by `scores`): `count` of them,
+        or all of them for a balanced strategy, so every class's best can be reached."""
         import numpy as np
 
+        if self.balanced:
+            count = int(available.sum())
         rng = np.random.default_rng(seed)
         scores = np.asarray(self.scores(probabilities, rng), dtype=np.float64)
         scores = np.where(np.isnan(scores), -np.inf, scores)

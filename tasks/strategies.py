@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from activelab.hookspecs import hookimpl
-from activelab.strategy import QueryStrategy
+from activelab.strategy import BALANCE_POOL, QueryStrategy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -110,7 +110,9 @@ class CoreSet(QueryStrategy):
         if latent is None:
             return RandomSampling().rank(probabilities, labeled, available, count, seed, None)
         points = np.asarray(latent, dtype=np.float64)
-        return k_center_greedy(points, np.flatnonzero(labeled), np.flatnonzero(available), count)
+        # the greedy order of BALANCE_POOL x the batch: a balanced batch picks from it
+        wanted = min(int(available.sum()), count * BALANCE_POOL)
+        return k_center_greedy(points, np.flatnonzero(labeled), np.flatnonzero(available), wanted)
 
 
 class DiverseMargin(QueryStrategy):
@@ -129,12 +131,13 @@ class DiverseMargin(QueryStrategy):
         seed: int | None,
         latent: np.ndarray | None,
     ) -> np.ndarray:
-        pool_size = min(int(available.sum()), count * self.pool_factor)
-        uncertain = Margin().rank(probabilities, labeled, available, pool_size, seed, None)
-        if latent is None or len(uncertain) <= count:
-            return uncertain[:count]
+        size = min(int(available.sum()), count * self.pool_factor)
+        smallest = Margin().rank(probabilities, labeled, available, size, seed, None)[:size]
+        if latent is None or size <= count:
+            return smallest
+        # the whole pool in greedy k-center order: a balanced batch picks from its front
         points = np.asarray(latent, dtype=np.float64)
-        return k_center_greedy(points, np.flatnonzero(labeled), np.sort(uncertain), count)
+        return k_center_greedy(points, np.flatnonzero(labeled), np.sort(smallest), size)
 
 
 class TypicalClusters(QueryStrategy):

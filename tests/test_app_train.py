@@ -36,7 +36,7 @@ def test_smoothing_and_trend_are_plain_functions():
 
 def test_task_list_edits_are_saved_and_bad_ones_refused(train):
     model = train.model
-    assert [t.name for t in train.config.tasks] == ["reconstruction", "kl", "classification"]
+    assert [t.name for t in train.config.tasks] == ["reconstruction", "kl", "classification", "map"]
     train.add_task("kl", name="kl_first", weight=0.5, latent_slice="0:1")
     train.set_task_field("kl_first", "enabled", False)
     train.set_trainer_param("lr", 5e-4)
@@ -45,14 +45,14 @@ def test_task_list_edits_are_saved_and_bad_ones_refused(train):
     assert (task.weight, task.enabled, task.latent_slice) == (0.5, False, "0:1")
     assert saved.trainer_params["lr"] == 5e-4
     with pytest.raises(InvalidConfigError, match="latent"):
-        train.set_task_field("kl_first", "latent_slice", "0:9")  # past the 2-D latent
+        train.set_task_field("kl_first", "latent_slice", "0:17")  # past the 16-D latent
     with pytest.raises(InvalidConfigError, match="already has a task"):
         train.add_task("kl", name="kl_first")
     train.remove_task("kl_first")
     train.apply_preset("classification")
     saved = model.lab.get_model(model.id).config
-    assert [t.name for t in saved.tasks] == ["reconstruction", "kl", "classification"]
-    assert saved.task("classification").weight == 10 and saved.task("reconstruction").weight == 500
+    assert [t.name for t in saved.tasks] == ["reconstruction", "kl", "classification", "map"]
+    assert saved.task("classification").weight == 3 and saved.task("reconstruction").weight == 10
     assert "kl_first" not in {t.name for t in saved.tasks}
 
 

@@ -136,7 +136,7 @@ def test_evaluate_and_analyze_a_checkpoint(run, lab, unique, tmp_path):
     assert evaluated["run_id"] == handle.run_id
     assert evaluated["checkpoint"] == "checkpoints/epoch-0001.pt"
     figures = {(f["task"], f["metric"]): f for f in evaluated["figures"]}
-    assert 0 <= figures["classification", "accuracy"]["value"] <= 1
+    assert 0 <= figures["classification", "unlabeled_accuracy"]["value"] <= 1
     eval_run = lab.tracking.client.get_run(evaluated["eval_run_id"])
     assert eval_run.data.tags["mlflow.parentRunId"] == handle.run_id
 

@@ -172,12 +172,16 @@ def components(local_lab):
 
 def test_a_task_that_needs_classes_cannot_join_data_without_them(local_lab, components):
     model = local_lab.create_model("noisy", dataset="noise")  # the preset leaves it out
-    assert [t.name for t in model.config.tasks] == ["reconstruction", "kl"]
+    assert [t.name for t in model.config.tasks] == ["reconstruction", "kl", "map"]
     with pytest.raises(InvalidConfigError, match="needs class labels.*'noise' does not provide"):
         model.add_task("classification")
     with pytest.raises(InvalidLabelError, match="no classes to label with"):
         model.set_label(0, 1)
-    assert [t.name for t in local_lab.get_model("noisy").config.tasks] == ["reconstruction", "kl"]
+    assert [t.name for t in local_lab.get_model("noisy").config.tasks] == [
+        "reconstruction",
+        "kl",
+        "map",
+    ]
 
 
 def test_a_plugin_trainer_runs_through_the_same_session(local_lab, components, unique):

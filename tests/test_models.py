@@ -16,9 +16,9 @@ def task_weights(model) -> dict[str, float]:
 @pytest.mark.parametrize(
     ("preset", "weights"),
     [
-        ("default", {"reconstruction": 1000, "kl": 0.1}),
-        ("high_recon", {"reconstruction": 5000, "kl": 0.01}),
-        ("classification", {"reconstruction": 500, "kl": 0.1, "classification": 10}),
+        ("default", {"reconstruction": 50, "kl": 0.01, "classification": 1, "map": 1}),
+        ("high_recon", {"reconstruction": 250, "kl": 0.01}),
+        ("classification", {"reconstruction": 10, "kl": 0.01, "classification": 3}),
     ],
 )
 def test_presets_set_weights_and_learning_rate(lab, unique, preset, weights):
@@ -56,7 +56,7 @@ def test_overrides_apply_on_top_of_the_preset(lab, unique):
     assert model.config.trainer_params["lr"] == pytest.approx(1e-4)
     assert model.config.trainer_params["latent_dim"] == 3
     assert task_weights(model)["kl"] == pytest.approx(0.5)
-    assert task_weights(model)["reconstruction"] == pytest.approx(1000)
+    assert task_weights(model)["reconstruction"] == pytest.approx(50)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_overrides_apply_on_top_of_the_preset(lab, unique):
         ({"lr": -1}, "lr"),
         ({"tasks.nope.weight": 1}, "no task 'nope'"),
         ({"tasks.kl.weight": -2}, "weight"),
-        ({"tasks.kl.latent_slice": "0:5"}, "reaches past the 2-D latent"),
+        ({"tasks.kl.latent_slice": "0:20"}, "reaches past the 16-D latent"),
     ],
 )
 def test_bad_config_is_refused_and_nothing_is_created(local_lab, overrides, message):
@@ -174,6 +174,7 @@ def test_update_config_and_tasks(lab, unique):
         "reconstruction",
         "kl",
         "classification",
+        "map",
     ]
     with pytest.raises(InvalidConfigError, match="dataset"):
         model.update_config({"dataset": "mnist"})
