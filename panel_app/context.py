@@ -68,6 +68,10 @@ class AppContext:
         self.predictions = LruCache(size=16)
         self.registry: TaskRegistry | None = None
         self._lock = threading.Lock()
+        # A warm worker for the first training launched from the app (see standby.py).
+        from activelab import standby
+
+        standby.ensure(lab.settings.home)
 
     # --- task folders -----------------------------------------------------------------------
 
@@ -80,6 +84,9 @@ class AppContext:
                 self.registry = TaskRegistry(self.lab.plugins, self.lab.settings.tasks_dirs).start()
 
     def stop(self) -> None:
+        from activelab import standby
+
+        standby.shutdown()
         if self.registry is not None:
             self.registry.stop()
             self.registry = None

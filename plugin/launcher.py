@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from activelab import keys
+from activelab import keys, standby
 from activelab.config import apply_overrides, validate_config
 from activelab.errors import InvalidConfigError, TrainingError
 from activelab.run_note import NOTE_TAG, RunNote
@@ -220,15 +220,18 @@ class TrainingHandle:
         spec_path = folder / "spec.json"
         spec_path.write_text(spec.to_json())
         self.log_path = folder / "worker.log"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": spec.tracking_uri, "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("ab") as log:
-            # Its own session: Ctrl-C in a terminal reaches the launcher, which asks for a
-            # graceful stop, instead of killing the trainer mid-step.
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "activelab.worker", str(spec_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
+        self.process = standby.take(spec_path)  # a warm worker, when one is waiting
+        if self.process is None:
+            env = {**os.environ, "MLFLOW_TRACKING_URI": spec.tracking_uri, "PYTHONUNBUFFERED": "1"}
+            with self.log_path.open("ab") as log:
+                # Its own session: Ctrl-C in a terminal reaches the launcher, which asks for a
+                # graceful stop, instead of killing the trainer mid-step.
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "activelab.worker", str(spec_path)],
+                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                )  # fmt: skip
         self._record_process(self.process.pid)
+        standby.ensure_after(self.process, Path(spec.home))
 
     def _start_thread(self, spec: LaunchSpec, on_progress: Any = None) -> None:
         def target() -> None:
@@ -312,8 +315,8 @@ class TrainingHandle:
         finally:
             if bar is not None:
                 bar.close()
-        if self.process is not None:
-            self.process.wait(timeout=60)
+        if self.process is not None and not standby.is_warm(self.process):
+            self.process.wait(timeout=60)  # the warm worker outlives its runs
         if self.thread is not None:
             self.thread.join(timeout=60)
         return status

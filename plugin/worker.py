@@ -204,20 +204,73 @@ def _install_stop_signals(stop: threading.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--standby"]:
+        return serve_warm()
     if len(args) != 1:
-        print("usage: python -m activelab.worker SPEC.json", file=sys.stderr)
+        print("usage: python -m activelab.worker SPEC.json | --standby", file=sys.stderr)
         return 2
+    _configure_logging()
+    return run_spec(Path(args[0]))
+
+
+def _configure_logging() -> None:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
     )
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    spec = LaunchSpec.from_json(Path(args[0]).read_text())
+
+
+def run_spec(spec_path: Path) -> int:
+    spec = LaunchSpec.from_json(spec_path.read_text())
     log.info("worker for run %s started", spec.run_id)
     stop = threading.Event()
     _install_stop_signals(stop)
     status = execute_run(spec, stop_event=stop)
-    print(f"run {spec.run_id} ended: {status}", flush=True)
+    print(f"run {spec.run_id} ended: {status}", file=sys.stderr, flush=True)
     return 0 if status in ("FINISHED", "KILLED") else 1
+
+
+def _fail_unstarted(spec_path: Path, exc: Exception) -> None:
+    """Mark FAILED a run that failed before `execute_run` could end it."""
+    from mlflow import MlflowClient
+
+    try:
+        spec = LaunchSpec.from_json(spec_path.read_text())
+        client = MlflowClient(spec.tracking_uri)
+        _record_error(client, spec.run_id, exc)
+        client.set_terminated(spec.run_id, "FAILED")
+    except Exception:
+        log.exception("could not mark the run of %s failed", spec_path)
+
+
+def serve_warm() -> int:
+    """The warm worker (see activelab.standby): import everything, then run one spec per
+    line of stdin, each with its output in the run's worker.log; ends at EOF."""
+    from activelab.standby import READY, warm_up
+
+    control = os.fdopen(os.dup(1), "wb", buffering=0)  # READY lines for the launcher
+    os.dup2(2, 1)  # anything else printed goes where stderr goes
+    sys.stdout = sys.stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # its own session: stops come as tags
+    warm_up()
+    _configure_logging()
+    while True:
+        control.write(READY + b"\n")
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0
+        spec_path = Path(line)
+        fd = os.open(spec_path.parent / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
+        try:
+            run_spec(spec_path)
+        except Exception as exc:  # failed before its run started: end it, keep serving
+            log.exception("the run from %s failed before it started", spec_path)
+            _fail_unstarted(spec_path, exc)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_models_create_list_show_json(run, unique):
     assert listed[0]["description"] == "note"
     shown = json.loads(run("models", "show", unique, "--json").stdout)
     assert shown["config"]["trainer_params"]["lr"] == 0.005
-    assert {t["name"]: t["weight"] for t in shown["config"]["tasks"]}["classification"] == 10
+    assert {t["name"]: t["weight"] for t in shown["config"]["tasks"]}["classification"] == 3
     table = run("models", "list", "--name", unique).stdout
     assert unique in table and "labeled" in table and "digits" in table
 

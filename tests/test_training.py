@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from activelab import Lab, keys
 from activelab.errors import InvalidConfigError, RunNotFoundError
+from activelab.tasks.datasets import Digits
 
 
 def train_two_epochs(lab, name):
@@ -303,8 +304,12 @@ def test_next_to_label_from_the_latest_predictions(local_lab, trained, unique):
     top_two = np.sort(probabilities_of(frame, 10), axis=1)[:, -2:]
     margins = top_two[:, 1] - top_two[:, 0]
     unlabeled = np.array([i for i in range(len(frame)) if i not in labeled])
-    # small margins, spread over the predicted classes: from the 5 x 5 smallest
-    assert margins[picked].max() <= np.sort(margins[unlabeled])[24] + 1e-12
+    # spread over the predicted classes, each class's picks its smallest margins
+    predicted = frame["predicted"].to_numpy()
+    for c in set(predicted[picked]):
+        mine = [i for i in picked if predicted[i] == c]
+        of_class = unlabeled[predicted[unlabeled] == c]
+        assert sorted(margins[mine]) == pytest.approx(np.sort(margins[of_class])[: len(mine)])
     assert len(set(model.next_to_label(8, strategy="coreset"))) == 8
 
     out = CliRunner().invoke(
@@ -315,9 +320,45 @@ def test_next_to_label_from_the_latest_predictions(local_lab, trained, unique):
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout) == picked
 
-    with pytest.raises(PluginError, match="installed: coreset"):
+    with pytest.raises(PluginError, match="installed: auto, coreset"):
         model.next_to_label(3, strategy="no_such_strategy")
     with pytest.raises(InvalidConfigError, match="at least 1"):
         model.next_to_label(0)
     with pytest.raises(RunNotFoundError, match="train it"):
         local_lab.create_model(f"{unique}-fresh").next_to_label()
+
+
+def test_next_to_label_among_candidates_with_a_seed_and_predictions(local_lab, trained):
+    model, _handle = trained
+    pool = list(range(100, 400))
+    picked = model.next_to_label(10, strategy="random", candidates=pool, seed=7)
+    assert len(picked) == 10 and set(picked) <= set(pool)
+    assert model.next_to_label(10, strategy="random", candidates=pool, seed=7) == picked
+    for strategy in ("auto", "typiclust"):
+        chosen = model.next_to_label(6, strategy=strategy, candidates=pool, seed=1)
+        assert len(set(chosen)) == 6 and set(chosen) <= set(pool)
+
+    frame = model.predictions()
+    assert len(frame) == 1797
+    assert set(frame["predicted"]) <= set(model.dataset_info.classes)  # class names
+    assert (frame["true_label"] == [str(c) for c in Digits().load().true_labels]).all()
+    assert {"z0", "z1", "h0", "certainty"} <= set(frame.columns)
+
+
+def test_a_failed_run_or_a_changed_network_is_refused_before_a_run_exists(local_lab, trained):
+    from activelab.runs import mark_failed
+
+    model, handle = trained
+    client = MlflowClient(local_lab.settings.tracking_uri)
+    broken = client.create_run(model.id, tags={keys.RUN_KIND: "train"})
+    mark_failed(local_lab.tracking, client.get_run(broken.info.run_id), "it broke")
+    with pytest.raises(RunNotFoundError, match=r"\(FAILED\) logged no predictions; leave `run`"):
+        model.next_to_label(3, run=broken.info.run_id)
+    assert model.next_to_label(3)  # the latest run that has predictions
+
+    before = len(model.runs())
+    with pytest.raises(InvalidConfigError, match=r"trainer.latent_dim 16 -> 8"):
+        model.launch(resume_from=handle.run_id, config={"trainer.latent_dim": 8})
+    assert len(model.runs()) == before
+    with pytest.raises(InvalidConfigError, match="whole number"):
+        model.launch(epochs=1.7)
