@@ -92,11 +92,13 @@ class Shell(pn.viewable.Viewer):
             return
         seen = (model_id, tags.get(keys.LATEST_RUN), tags.get(keys.LATEST_RUN_STATUS))
         before, self._last_run = self._last_run, seen
-        if before is None or before[:2] != seen[:2] or before[2] not in ACTIVE:
-            return
         status = seen[2]
-        if status in ACTIVE or status is None:
-            return
+        if before is None or before[0] != model_id or status in ACTIVE or status is None:
+            return  # a first look at this model, or nothing has ended
+        if before[1] == seen[1] and before[2] not in ACTIVE:
+            return  # the same run, already over at the last look
+        # the run we saw running has ended, or a new run started and ended between two looks
+        # (a short run on a warm worker takes about a second)
         run = self.state.lab.tracking.client.get_run(seen[1])
         name = run.info.run_name or seen[1][:8]
         if status == "FINISHED":

@@ -203,14 +203,41 @@ def dead_reason(run: Run, now_ms: int | None = None) -> str | None:
 
 
 def mark_failed(tracking: Tracking, run: Run, reason: str) -> None:
-    """End a run that can no longer end itself (DESIGN: a hard-killed trainer stays RUNNING)."""
+    """End a run that can no longer end itself (DESIGN: a hard-killed trainer stays RUNNING);
+    the reason names its last checkpoint, the place to continue from."""
     run_id = run.info.run_id
+    last = run.data.tags.get(keys.LAST_CHECKPOINT)
+    if last and last not in reason:
+        reason = f"{reason} Its last checkpoint: {run_id}:{Path(last).name}."
     tracking.client.set_tag(run_id, keys.ERROR, reason)
     tracking.client.set_tag(run_id, NOTE_TAG, f"Failed: {reason}")
     tracking.client.set_terminated(run_id, "FAILED")
     exp = tracking.get_experiment(run.info.experiment_id)
     if exp is not None and exp.tags.get(keys.LATEST_RUN) == run_id:
         tracking.client.set_experiment_tag(run.info.experiment_id, keys.LATEST_RUN_STATUS, "FAILED")
+
+
+def wait_for_end(tracking: Tracking, run_id: str, timeout_s: float, poll_s: float = 0.5) -> str:
+    """Wait until a run is no longer active and return its status. A trainer found dead on
+    the way ends its run as FAILED at once; past `timeout_s`, TrainingError says what to do."""
+    from activelab.errors import TrainingError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = get_run(tracking, run_id)
+        if run.info.status not in ACTIVE:
+            return run.info.status
+        reason = dead_reason(run)
+        if reason:
+            mark_failed(tracking, run, reason)
+            return "FAILED"
+        if time.monotonic() >= deadline:
+            raise TrainingError(
+                f"Run {run_id} is still {run.info.status} after {timeout_s:.0f} s: its trainer "
+                "has not reached a step boundary. Wait longer (--timeout) or check "
+                f"`activelab runs show {run_id}`."
+            )
+        time.sleep(poll_s)
 
 
 def reap_dead_runs(tracking: Tracking, runs: list[Run]) -> list[str]:

@@ -37,6 +37,20 @@ def app(tmp_path, request):
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print("the app's log:\n" + served.output()[-6000:])
+    marker = request.node.get_closest_marker("app_log_allows")
+    allowed = marker.args if marker else ()
+    unexpected = [t for t in tracebacks(served.output()) if not any(a in t for a in allowed)]
+    assert unexpected == [], "the app's log shows exceptions:\n" + "\n\n".join(unexpected)
+
+
+def tracebacks(log: str) -> list[str]:
+    """Each traceback in a log, up to and including its exception line."""
+    found = []
+    for block in log.split("Traceback (most recent call last):")[1:]:
+        lines = block.splitlines()
+        end = next((i for i, line in enumerate(lines) if line and not line[0].isspace()), 0)
+        found.append("\n".join(lines[: end + 1]))
+    return found
 
 
 @pytest.fixture

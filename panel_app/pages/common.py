@@ -39,11 +39,15 @@ class UiThread:
 
     def __init__(self) -> None:
         self.doc = pn.state.curdoc
+        # the session's own thread (the server's event loop), where the lock is held
+        self.session_thread = threading.get_ident()
 
     def call(self, fn: Callable[[], None]) -> None:
-        """Run `fn` with the document lock: now if we are in the session, else next tick."""
+        """Run `fn` with the document lock: now if we are in the session's own thread, else
+        on its next tick. (Panel's `curdoc` can name the session from a worker thread too,
+        so it does not tell whether the lock is held; the thread does.)"""
         doc = self.doc
-        if doc is None or pn.state.curdoc is doc:
+        if doc is None or (threading.get_ident() == self.session_thread and pn.state.curdoc is doc):
             fn()
         else:
             doc.add_next_tick_callback(fn)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from activelab import keys
 from activelab.cli.output import emit_json, parse_pairs, table
 from activelab.humanize import duration, number, relative_time
 
@@ -159,21 +160,23 @@ def show(obj: Any, run_id: str, as_json: bool) -> None:
 @runs.command("stop")
 @click.argument("run_id")
 @click.option("--no-wait", is_flag=True, help="Return once the stop is requested.")
+@click.option(
+    "--timeout", type=float, default=300, show_default=True, help="Seconds to wait for the end."
+)
 @click.pass_obj
-def stop(obj: Any, run_id: str, no_wait: bool) -> None:
-    """Stop a run at its next step (it saves a checkpoint and ends KILLED), wherever it runs."""
-    import time
-
-    from activelab.runs import ACTIVE, get_run, request_stop
+def stop(obj: Any, run_id: str, no_wait: bool, timeout: float) -> None:
+    """Stop a run at its next step (it saves a checkpoint and ends KILLED), wherever it runs.
+    A run whose trainer is dead is marked FAILED at once, naming its last checkpoint."""
+    from activelab.runs import get_run, request_stop, wait_for_end
 
     tracking = obj.lab.tracking
     request_stop(tracking, run_id)
     click.echo(f"Stop requested for {run_id}.")
     if no_wait:
         return
-    while (status := get_run(tracking, run_id).info.status) in ACTIVE:
-        time.sleep(0.5)
-    click.echo(f"Run ended: {status}.")
+    status = wait_for_end(tracking, run_id, timeout)
+    error = get_run(tracking, run_id).data.tags.get(keys.ERROR) if status == "FAILED" else ""
+    click.echo(f"Run ended: {status}." + (f" {error}" if error else ""))
 
 
 @runs.command("checkpoints")
