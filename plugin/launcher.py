@@ -298,7 +298,7 @@ class TrainingHandle:
         """The latest value of every metric."""
         return dict(self.run.data.metrics)
 
-    def wait(self, timeout: float | None = None, progress: bool = False, poll: float = 0.5) -> str:
+    def wait(self, timeout: float | None = None, progress: bool = False, poll: float = 0.2) -> str:
         """Block until the run ends; returns its final status (TimeoutError after `timeout`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = _ProgressBar(self) if progress else None

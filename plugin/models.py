@@ -370,10 +370,11 @@ class Model:
         return [RunSummary.from_run(r) for r in found]
 
     def checkpoints(self, run_id: str) -> list[str]:
-        """Artifact paths of a run's checkpoints, oldest first."""
-        from activelab.runs import list_checkpoints, resolve_checkpoint
+        """Artifact paths of a run's checkpoints, oldest first ([] before its first one)."""
+        from activelab.runs import get_run, list_checkpoints
 
-        resolve_checkpoint(self.lab.tracking, run_id, self.id)  # checks the run is ours
+        if get_run(self.lab.tracking, run_id).info.experiment_id != self.id:
+            raise RunNotFoundError(f"Run {run_id} belongs to another model.")
         return list_checkpoints(self.lab.tracking, run_id)
 
     def export_checkpoint(self, path: str | os.PathLike, run: str | None = None) -> Path:

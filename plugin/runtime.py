@@ -125,6 +125,7 @@ class TrainingSession:
         self.last_checkpoint: str | None = None
         self.batch_size = 1
         self._last_progress_sent = 0.0
+        self._last_step_at: float | None = None
         self._step_times: list[float] = []
 
     @property
@@ -157,6 +158,7 @@ class TrainingSession:
         p = self.progress
         p.epoch, p.step, p.run_steps = epoch, step, p.run_steps + 1
         now = time.time()
+        self._last_step_at = now
         elapsed = max(now - p.started, 1e-9)
         p.samples_per_s = p.run_steps * self.batch_size / elapsed
         if p.total_steps:
@@ -211,8 +213,12 @@ class TrainingSession:
         return artifact_path
 
     def finish(self) -> None:
-        """The final progress, sent with the last batch."""
+        """The final progress and the loop's own time (`train_time_s`: from the model being
+        ready to the last step, so what a run costs beyond it can be told apart)."""
         self.buffer.set_run_tags({keys.PROGRESS: self.progress.to_json()})
+        if self._last_step_at is not None:
+            loop = self._last_step_at - self.progress.started
+            self.buffer.add({"train_time_s": round(loop, 3)}, self.progress.step)
 
     def log_image(self, key: str, image: np.ndarray, step: int) -> None:
         """An image series (MLflow UI's image grid, one per step)."""

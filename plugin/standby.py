@@ -20,6 +20,10 @@ import threading
 from pathlib import Path
 
 READY = b"activelab-ready"
+FINISHING = b"activelab-finishing"  # its run has ended; the evaluation after it follows
+# A launch waits this long for a warm worker that is finishing (it is seconds from idle;
+# a cold start costs ~5 s and competes with it for the cores).
+FINISHING_WAIT_S = 30.0
 ENABLED_ENV = "ACTIVELAB_WARM_WORKER"
 # Environment variables that change what a worker loads: a warm worker started under other
 # values is not used.
@@ -51,11 +55,15 @@ class WarmWorker:
             )
         self.env = _relevant_env()
         self.idle = threading.Event()
+        self.finishing = threading.Event()
         threading.Thread(target=self._listen, name="activelab-warm-worker", daemon=True).start()
 
     def _listen(self) -> None:
         for line in self.process.stdout:
-            if line.strip() == READY:
+            if line.strip() == FINISHING:
+                self.finishing.set()
+            elif line.strip() == READY:
+                self.finishing.clear()
                 self.idle.set()
 
     @property
@@ -63,8 +71,12 @@ class WarmWorker:
         return self.process.poll() is None and self.env == _relevant_env()
 
     def hand(self, spec_path: Path) -> bool:
-        """Give it a run if it is idle; False if it is busy or gone."""
-        if not (self.usable and self.idle.is_set()):
+        """Give it a run if it is idle (or finishing one); False if it is busy or gone."""
+        if not self.usable:
+            return False
+        if not self.idle.is_set() and not (
+            self.finishing.is_set() and self.idle.wait(FINISHING_WAIT_S)
+        ):
             return False
         self.idle.clear()
         try:

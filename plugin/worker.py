@@ -95,8 +95,10 @@ def execute_run(
     spec: LaunchSpec,
     on_progress: Callable[[Progress], None] | None = None,
     stop_event: threading.Event | None = None,
+    on_ended: Callable[[], None] | None = None,
 ) -> str:
-    """Run `spec` in this process; returns the final status."""
+    """Run `spec` in this process; returns the final status. `on_ended` hears when the run
+    has its final status (the evaluation after training follows)."""
     import mlflow
 
     from activelab.config import ModelConfig
@@ -173,6 +175,8 @@ def execute_run(
             log.info("run ended: %s", status)
             host.emit("on_train_end", run=context, status=status, error=error)
             mlflow.end_run(status)
+    if on_ended is not None:
+        on_ended()
     if status == "FINISHED" and session is not None and session.last_checkpoint:
         _evaluate_after_training(model, spec.run_id, data)
     return status
@@ -223,12 +227,12 @@ def _configure_logging() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
-def run_spec(spec_path: Path) -> int:
+def run_spec(spec_path: Path, on_ended: Callable[[], None] | None = None) -> int:
     spec = LaunchSpec.from_json(spec_path.read_text())
     log.info("worker for run %s started", spec.run_id)
     stop = threading.Event()
     _install_stop_signals(stop)
-    status = execute_run(spec, stop_event=stop)
+    status = execute_run(spec, stop_event=stop, on_ended=on_ended)
     print(f"run {spec.run_id} ended: {status}", file=sys.stderr, flush=True)
     return 0 if status in ("FINISHED", "KILLED") else 1
 
@@ -249,7 +253,7 @@ def _fail_unstarted(spec_path: Path, exc: Exception) -> None:
 def serve_warm() -> int:
     """The warm worker (see activelab.standby): import everything, then run one spec per
     line of stdin, each with its output in the run's worker.log; ends at EOF."""
-    from activelab.standby import READY, warm_up
+    from activelab.standby import FINISHING, READY, warm_up
 
     control = os.fdopen(os.dup(1), "wb", buffering=0)  # READY lines for the launcher
     os.dup2(2, 1)  # anything else printed goes where stderr goes
@@ -267,7 +271,7 @@ def serve_warm() -> int:
         os.dup2(fd, 2)
         os.close(fd)
         try:
-            run_spec(spec_path)
+            run_spec(spec_path, on_ended=lambda: control.write(FINISHING + b"\n"))
         except Exception as exc:  # failed before its run started: end it, keep serving
             log.exception("the run from %s failed before it started", spec_path)
             _fail_unstarted(spec_path, exc)

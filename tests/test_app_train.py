@@ -64,7 +64,8 @@ def test_problems_are_found_before_anything_starts(train):
     with pytest.raises(InvalidConfigError, match="enable at least one task"):
         train.start()
     assert train.model.runs() == []  # nothing started
-    assert train.run_name_preview().endswith("#1 · 10 epochs")
+    # the default length for the data set (digits: 47 epochs)
+    assert train.run_name_preview().endswith(f"#1 · {train.model.default_epochs()} epochs")
 
 
 def test_start_follow_stop_continue_and_retry(train):

@@ -25,16 +25,19 @@ def host() -> PluginHost:
 
 
 def test_built_ins_register_through_the_same_hooks(host):
-    assert {"reconstruction", "kl", "classification"} <= set(host.registry("tasks"))
+    assert {"reconstruction", "kl", "classification", "map"} <= set(host.registry("tasks"))
     assert set(host.registry("trainers")) >= {"ssvae"}
     assert {"digits", "mnist", "fashion-mnist", "image-folder"} <= set(host.registry("datasets"))
-    assert {"least_confidence", "margin", "entropy", "random"} <= set(host.registry("strategies"))
+    assert {"least_confidence", "margin", "entropy", "random", "typiclust", "auto"} <= set(
+        host.registry("strategies")
+    )
     records = {r.name: r for r in host.describe()}
     assert records["activelab.tasks.losses"].source == "built-in"
     assert records["activelab.tasks.losses"].registered["tasks"] == [
         "reconstruction",
         "kl",
         "classification",
+        "map",
     ]
 
 

@@ -5,9 +5,10 @@ unlabeled: the semi-supervised setting), 10 labels to start (one per class, from
 then +10 per round up to 50, each round picked by a query strategy among the pool samples
 (`next_to_label(candidates=pool, seed=...)`), labeled with the true class, and trained as a
 run that continues the last one's checkpoint (`launch(resume_from=...)`, the default length).
-Everything goes through activelab's real API on a real MLflow store; rounds train in this
-process (`in_process=True`, the warm trainer) so a round costs its training plus what
-activelab adds.
+Everything goes through activelab's real API on a real MLflow store, and rounds train the
+way the app trains them: in the warm worker process (`--in-process`: in this process). A
+round's overhead is its wall time, from the launch to the predictions in hand, minus its
+training compute (the run's `train_time_s`: first to last step).
 
 Baselines on the same labels in the same run: scikit-learn LogisticRegression on the pixels
 and LabelSpreading (knn, 7 neighbours) over all samples, scored on the same test split.
@@ -63,59 +64,41 @@ def first_labels(truth: np.ndarray, pool: np.ndarray, seed: int) -> dict[int, in
     return {int(rng.choice(pool[truth[pool] == c])): int(c) for c in np.unique(truth)}
 
 
-class Round:
-    """Times one training round: wall time from launch to predictions in hand, and the
-    training compute inside it (first to last optimizer step, from the progress callback)."""
-
-    def __init__(self) -> None:
-        self.first_step: float | None = None
-        self.last_step: float | None = None
-        self.steps = 0
-
-    def on_progress(self, _progress: object) -> None:
-        now = time.perf_counter()
-        if self.first_step is None:
-            self.first_step = now
-        self.last_step = now
-        self.steps += 1
-
-    def compute_s(self) -> float:
-        if self.first_step is None or self.last_step is None or self.steps < 2:
-            return 0.0
-        # the span covers steps - 1 steps; add the mean step for the first one
-        span = self.last_step - self.first_step
-        return span * self.steps / (self.steps - 1)
+IN_PROCESS = False  # --in-process
 
 
 def train_round(model, resume_from: str | None, threads: int) -> tuple[str, object, float, float]:
     """One round: (run id, predictions frame, wall s, training compute s)."""
-    timing = Round()
     start = time.perf_counter()
     handle = model.launch(
         resume_from=resume_from,
         config={"trainer.threads": threads},
-        in_process=True,
+        in_process=IN_PROCESS,
         system_metrics=False,
-        on_progress=timing.on_progress,
     )
-    status = handle.wait(timeout=600)
+    status = handle.wait(timeout=600, poll=0.1)
     if status != "FINISHED":
         raise RuntimeError(f"round run {handle.run_id} ended {status}")
     frame = model._predictions_frame(handle.run_id)[1]
     wall = time.perf_counter() - start
-    return handle.run_id, frame, wall, timing.compute_s()
+    return handle.run_id, frame, wall, handle.metrics["train_time_s"]
 
 
 def run_job(job: tuple[int, tuple[str, ...], int, str]) -> dict:
     """One seed, some strategies: the shared first round, then 4 rounds per strategy."""
-    seed, strategies, threads, folder = job
+    seed, strategies, threads, folder, in_process = job
+    global IN_PROCESS
+    IN_PROCESS = in_process
     os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    from activelab import standby
     from activelab.models import Lab
 
     _images, truth = digits()
     pool, test = split(truth, seed)
     home = Path(folder) / f"seed{seed}-{strategies[0]}"
     lab = Lab(tracking_uri=f"sqlite:///{home}/mlflow.db", home=home)
+    if not in_process:
+        standby.ensure(home)  # as the app does when it starts
     start_labels = first_labels(truth, pool, seed)
     results: dict = {"accuracy": {}, "map_knn": {}, "wall": [], "compute": []}
 
@@ -248,11 +231,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="processes (1 torch thread each)")
+    parser.add_argument("--in-process", action="store_true", help="train in the job processes")
     args = parser.parse_args()
     started = time.perf_counter()
     halves = (STRATEGIES[:4], STRATEGIES[4:])
     with tempfile.TemporaryDirectory(prefix="bench-learning-") as folder:
-        jobs = [(seed, half, 1, folder) for seed in range(args.seeds) for half in halves]
+        jobs = [
+            (seed, half, 1, folder, args.in_process)
+            for seed in range(args.seeds)
+            for half in halves
+        ]
         with ProcessPoolExecutor(args.jobs) as pool:
             pending = pool.map(run_job, jobs)
             quick = quick_start(folder)
