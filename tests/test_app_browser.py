@@ -113,7 +113,11 @@ def test_newcomer_journey(app, page):
     labeled = model.labels.as_dict()
     assert 42 in labeled and labeled[42] == 7
     first_round = set(labeled)
-    assert all(map_labels(page)[i] == 7 for i in first_round)  # patched in the browser
+    wait_until(  # patched in the browser (the patch follows the save)
+        lambda: all(map_labels(page)[i] == 7 for i in first_round),
+        timeout=30,
+        message="the label to reach the browser's map",
+    )
 
     # lasso a region: the whole selection gets one label with one key
     left, top, width, height = page.evaluate(MAP_FRAME)
@@ -131,8 +135,11 @@ def test_newcomer_journey(app, page):
 
     lasso = wait_until(lassoed, timeout=30, message="the lasso selection to be labeled")
     assert len(lasso) > 20, "the lasso should catch many points"
-    browser_labels = map_labels(page)
-    assert all(browser_labels[i] == 2 for i in lasso)
+    wait_until(
+        lambda: all(map_labels(page)[i] == 2 for i in lasso),
+        timeout=30,
+        message="the lasso's labels to reach the browser's map",
+    )
 
     # undo takes the lasso change back, as one change
     page.get_by_role("button", name="Undo").click()
