@@ -36,6 +36,7 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 BATCH = 256
 HIDDEN = [512, 256]
+LATENT = 16
 LABELED = 500
 
 
@@ -74,42 +75,79 @@ def register_bench_dataset(host, images: np.ndarray, truth: np.ndarray) -> None:
 
 
 class PlainStep:
-    """The hand-written loop, one step at a time: same network, losses, batch and data."""
+    """The hand-written loop, one step at a time, of what the trainer's default tasks do:
+    same network (16-D latent, 2-D map head), batch (anchors, one graph neighbour of each,
+    the labeled samples), losses (reconstruction, KL, classification on labels and on
+    propagated labels, the map's neighbour embedding and class pull) and data. The data
+    graph and the propagated labels are made once beforehand, as the trainer makes them
+    once per run."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
         import torch
         from torch import nn
 
+        from activelab.tasks.neighbors import nearest_neighbours, propagate_labels
         from activelab.tasks.ssvae_network import SSVAENetwork
 
         self.torch = torch
         self.x = torch.from_numpy(images)
         self.y = torch.from_numpy(labels)
-        self.network = SSVAENetwork((1, 28, 28), HIDDEN, 2)
-        self.head = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 10))
+        self.graph = nearest_neighbours(images, 15)
+        spread = propagate_labels(self.graph[:, :5], labels, 10)
+        self.spread = torch.from_numpy(spread.classes)
+        self.sure = torch.from_numpy(spread.certainty)
+        self.labeled = np.flatnonzero(labels >= 0)
+        self.network = SSVAENetwork((1, 28, 28), HIDDEN, LATENT)
+        self.head = nn.Sequential(nn.Linear(LATENT, 64), nn.ReLU(), nn.Linear(64, 10))
         params = [*self.network.parameters(), *self.head.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=1e-3)
-        self.order = torch.randperm(len(self.x))
+        self.rng = np.random.default_rng(0)
+        self.order = self.rng.permutation(len(self.x))
         self.position = 0
 
     def __call__(self) -> None:
         import torch.nn.functional as F
 
+        torch = self.torch
         if self.position >= len(self.x):
-            self.order, self.position = self.torch.randperm(len(self.x)), 0
-        idx = self.order[self.position : self.position + BATCH]
+            self.order, self.position = self.rng.permutation(len(self.x)), 0
+        anchors = self.order[self.position : self.position + BATCH]
         self.position += BATCH
+        partners = self.graph[anchors, self.rng.integers(0, self.graph.shape[1], len(anchors))]
+        extra = self.labeled
+        if len(extra) > 128:
+            extra = self.rng.choice(extra, 128, replace=False)
+        idx = torch.from_numpy(np.concatenate([anchors, partners, extra]))
         batch, target = self.x[idx], self.y[idx]
+        spread, sure = self.spread[idx], self.sure[idx]
         out = self.network(batch)
-        recon = F.mse_loss(out.x_hat, batch) * 1000
-        kl = 0.5 * (out.mu.pow(2) + out.logvar.exp() - 1 - out.logvar).mean(0).sum() * 0.1
+        recon = F.mse_loss(out.x_hat, batch) * 50
+        kl = 0.5 * (out.mu.pow(2) + out.logvar.exp() - 1 - out.logvar).mean(0).sum() * 0.01
         labeled = target >= 0
-        cls = F.cross_entropy(self.head(out.mu[labeled]), target[labeled]) if labeled.any() else 0
-        total = recon + kl + cls
+        logits = self.head(out.mu)
+        cls = F.cross_entropy(logits[labeled], target[labeled])
+        weights = sure * (~labeled).float()
+        cls = cls + (F.cross_entropy(logits, spread, reduction="none") * weights).sum() / max(
+            1, int((~labeled).sum())
+        )
+        rows = len(anchors)
+        a, b = out.map[:rows], out.map[rows : 2 * rows]
+        attract = -torch.log((1 / (1 + (a - b).pow(2).sum(1))).clamp_min(1e-4)).mean()
+        q = 1 / (1 + torch.cdist(a, b).pow(2))
+        off = ~torch.eye(rows, dtype=torch.bool)
+        repel = -torch.log((1 - q[off]).clamp_min(1e-4)).mean() * 5
+        classes = torch.where(labeled, target, spread)
+        certainty = torch.where(labeled, torch.ones_like(sure), sure)
+        pair = (classes[:, None] == classes[None, :]).float()
+        pair = pair * certainty[:, None] * certainty[None, :]
+        pair.fill_diagonal_(0.0)
+        close = 1 / (1 + torch.cdist(out.map, out.map).pow(2))
+        pull = -(torch.log(close.clamp_min(1e-4)) * pair).sum() / pair.sum()
+        total = recon + kl + cls + attract + repel + pull
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        for value in (recon, kl, total):  # the plain loop reads its losses too
+        for value in (recon, kl, cls, attract + repel + pull, total):  # read, as the trainer
             value.item()
 
 
