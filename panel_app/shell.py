@@ -77,6 +77,7 @@ class Shell(pn.viewable.Viewer):
         # Build the page now (the URL's page and model are already synced), so it is part
         # of the first document instead of a second round trip after load.
         self._show()
+        self._watch_runs()  # the first look, so a run that ends from now on is announced
         pn.state.add_periodic_callback(self._watch_runs, period=RUN_WATCH_MS)
         return pn.Column(header, self.main, ConnectionWatch(), sizing_mode="stretch_both")
 
@@ -174,4 +175,5 @@ class Shell(pn.viewable.Viewer):
         if notice is None or pn.state.notifications is None:
             return
         show = getattr(pn.state.notifications, notice.kind, pn.state.notifications.info)
-        show(notice.text, duration=6000 if notice.kind != "error" else 0)
+        # notifications render HTML; every text is plain (names, errors): escape it here
+        show(esc(notice.text), duration=6000 if notice.kind != "error" else 0)

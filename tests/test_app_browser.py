@@ -459,3 +459,37 @@ def test_evaluate_a_trained_model(app, page):
     page.get_by_role("button", name="Run analyzer").click()
     page.get_by_text("of 3 done · about").wait_for()  # progress with time left
     page.get_by_text("All three steps ran.").wait_for()
+
+
+PAYLOAD = '<img src=x onerror="window.__xss = (window.__xss || 0) + 1">'
+
+
+def test_names_with_markup_show_as_typed_in_pickers_and_notifications(app, page):
+    """Model and run names are anyone's text on a shared server: they never run as HTML."""
+    from helpers import logged_run
+
+    from activelab import keys
+
+    lab = lab_of(app)
+    model = lab.create_model(f"m {PAYLOAD}")
+    logged_run(lab, model, "0.001", 1.0)
+    page.goto(f"{app.url}/?page=compare&model={model.id}")
+    page.get_by_text("Runs to compare").wait_for()
+    # the compare page preselects the model and its run: both pickers show the names as text
+    page.locator(".choices__item", has_text=f"m {PAYLOAD} #1").first.wait_for()
+    page.locator(".choices__item", has_text=f"m {PAYLOAD}").first.wait_for()
+
+    # a run that starts and fails while the page is open (the page took its first look when
+    # it was built): its name and error in a notification
+    client = lab.tracking.client
+    run = client.create_run(model.id, run_name=f"r {PAYLOAD}", tags={keys.RUN_KIND: "train"})
+    run_id = run.info.run_id
+    client.set_tag(run_id, keys.ERROR, f"boom {PAYLOAD}")
+    client.set_terminated(run_id, "FAILED")
+    client.set_experiment_tag(model.id, keys.LATEST_RUN, run_id)
+    client.set_experiment_tag(model.id, keys.LATEST_RUN_STATUS, "FAILED")
+    toast = page.locator(".notyf__message", has_text=f"r {PAYLOAD}")
+    toast.wait_for(timeout=30_000)
+    assert f"boom {PAYLOAD}" in toast.inner_text()
+    assert page.evaluate("window.__xss") is None, "a name ran as HTML"
+    assert page.locator(".choices img, .notyf img, .tabulator img").count() == 0

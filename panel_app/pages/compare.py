@@ -28,6 +28,12 @@ PRESELECTED_RUNS = 2
 PICK_RUNS = "Choose runs above: their curves, final figures and params appear here."
 
 
+def picker_options(options: dict[str, str]) -> dict[str, str]:
+    """A MultiChoice draws its option labels as HTML (Choices.js): labels made of model and
+    run names are escaped, so they show as typed and never run."""
+    return {esc(label): value for label, value in options.items()}
+
+
 class FrameTable(pn.viewable.Viewer):
     """A read-only table whose columns change with what is compared.
 
@@ -51,7 +57,11 @@ class FrameTable(pn.viewable.Viewer):
         if list(frame.columns) == list(self.table.value.columns):
             self.table.param.update(value=frame, hidden_columns=hidden or [])
             return
-        self.table = pn.widgets.Tabulator(frame, hidden_columns=hidden or [], **self.options)
+        # column titles render as HTML (cells do not): runs' names head the params' columns
+        titles = {column: esc(column) for column in frame.columns}
+        self.table = pn.widgets.Tabulator(
+            frame, hidden_columns=hidden or [], titles=titles, **self.options
+        )
         self.holder[:] = [self.table]
 
 
@@ -120,7 +130,7 @@ class ComparePage(pn.viewable.Viewer):
     def activate(self) -> None:
         self.ui = UiThread()
         try:
-            self.models.options = self.vm.models()
+            self.models.options = picker_options(self.vm.models())
             if self.state.model_id and not self.models.value:
                 self.preselect_latest = not self.runs.value
                 self.models.value = [self.state.model_id]  # start from the model in use
@@ -157,7 +167,7 @@ class ComparePage(pn.viewable.Viewer):
         for run_id in self.runs.value:
             candidate = self.vm.candidate(run_id)
             options.setdefault(candidate.label, run_id)
-        self.runs.options = options
+        self.runs.options = picker_options(options)
         if not found:
             self._say("No runs match: widen the filters or train a model first.")
         elif self.preselect_latest:
