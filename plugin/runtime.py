@@ -284,6 +284,36 @@ def model_summary(modules: Any) -> str:
 
 
 def load_checkpoint_bytes(data: bytes) -> dict[str, Any]:
+    """A checkpoint's contents. Files read from a store are untrusted: torch's weights-only
+    loader takes tensors and plain values and refuses anything that would run code."""
+    import pickle
+
     import torch
 
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    from activelab.errors import TrainingError
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "allowed global" not in str(exc) and "Unsupported global" not in str(exc):
+            # not an object torch refused to build: the bytes are no checkpoint at all
+            raise TrainingError(
+                "The checkpoint could not be read (the file is damaged or not a checkpoint). "
+                "Continue from another checkpoint or start afresh."
+            ) from None
+        raise TrainingError(
+            "The checkpoint holds objects other than tensors and plain values, so it was not "
+            "loaded (loading it could run code). Continue from another checkpoint or start "
+            "afresh."
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise TrainingError(
+            f"The checkpoint could not be read ({type(exc).__name__}: the file is damaged or "
+            "not a checkpoint). Continue from another checkpoint or start afresh."
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise TrainingError(
+            "The file is not an activelab checkpoint (no model weights in it); continue from "
+            "another checkpoint or start afresh."
+        )
+    return state

@@ -382,3 +382,30 @@ def test_a_failed_run_or_a_changed_network_is_refused_before_a_run_exists(local_
     assert len(model.runs()) == before
     with pytest.raises(InvalidConfigError, match="whole number"):
         model.launch(epochs=1.7)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    """Checkpoints come from the store, which anyone with write access can fill."""
+    import io
+
+    import torch
+
+    from activelab.errors import TrainingError
+    from activelab.runtime import load_checkpoint_bytes
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    buffer = io.BytesIO()
+    torch.save({"model": {}, "extra": Payload()}, buffer)
+    with pytest.raises(TrainingError, match="could run code"):
+        load_checkpoint_bytes(buffer.getvalue())
+    assert not marker.exists()
+    with pytest.raises(TrainingError, match="damaged or not a checkpoint"):
+        load_checkpoint_bytes(b"not a checkpoint")
+    plain = io.BytesIO()
+    torch.save({"model": {"w": torch.ones(2)}, "epoch": 3, "config": {"a": [1, None]}}, plain)
+    assert load_checkpoint_bytes(plain.getvalue())["epoch"] == 3
