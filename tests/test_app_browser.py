@@ -100,7 +100,11 @@ def test_newcomer_journey(app, page):
 
     page.get_by_role("button", name="Open").click()
     wait_for_map(page)
-    assert "page=label" in page.url and "model=" in page.url  # the model is in the URL
+    wait_until(  # the model is in the URL (it follows the page a moment after it shows)
+        lambda: "page=label" in page.url and "model=" in page.url,
+        timeout=30,
+        message="the URL to name the Label page and the model",
+    )
     model = lab_of(app).get_model("digits <demo>")
 
     # click a point, then press a key: the sample is labeled and saved
@@ -179,10 +183,14 @@ def test_navigation_keeps_the_model_in_use(app, page):
     wait_for_map(page)
     page.get_by_role("button", name="Train").click()
     page.get_by_role("button", name="Start training").wait_for()
-    assert "page=train" in page.url and f"model={model.id}" in page.url
+
+    def url_has(page_name: str) -> bool:  # the URL follows the page a moment after it shows
+        return f"page={page_name}" in page.url and f"model={model.id}" in page.url
+
+    wait_until(lambda: url_has("train"), timeout=30, message="the URL to name the Train page")
     page.get_by_role("button", name="Evaluate").click()
     page.get_by_text("No run with a checkpoint yet").wait_for()  # says what to do first
-    assert "page=evaluate" in page.url and f"model={model.id}" in page.url
+    wait_until(lambda: url_has("evaluate"), timeout=30, message="the URL to name Evaluate")
     page.get_by_role("button", name="Settings").click()
     page.get_by_text("Tracking URI").wait_for()
     page.get_by_role("button", name="Label").click()
@@ -246,7 +254,11 @@ def test_recent_activity_leads_to_the_run_of_its_model(app, page):
     page.goto(app.url + "/")
     page.get_by_role("link", name="active #1").click()
     page.get_by_role("button", name="Start training").wait_for()
-    assert "page=train" in page.url and f"model={model.id}" in page.url
+
+    def url_has(page_name: str) -> bool:  # the URL follows the page a moment after it shows
+        return f"page={page_name}" in page.url and f"model={model.id}" in page.url
+
+    wait_until(lambda: url_has("train"), timeout=30, message="the URL to name the Train page")
     page.locator(".al-header b", has_text="active").wait_for()
 
 
