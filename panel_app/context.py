@@ -58,7 +58,11 @@ class AppContext:
     """Process-wide services for the app."""
 
     def __init__(self, lab: Lab, mlflow_ui_url: str | None = None) -> None:
+        from activelab.connectivity import ServerHealth, fail_fast_http
+
+        fail_fast_http()  # a page waits seconds, not MLflow's silent minutes, on an outage
         self.lab = lab
+        self.server_health = ServerHealth(lab.settings.tracking_uri).start()
         # Connect and load plugins now: importing MLflow takes ~3 s, which the first
         # visitor should not wait for.
         _ = lab.tracking, lab.plugins
@@ -72,6 +76,21 @@ class AppContext:
         from activelab import standby
 
         standby.ensure(lab.settings.home)
+        self._deliver_unsent()
+
+    def _deliver_unsent(self) -> None:
+        """Send what runs left unsent during an outage (in a thread: it may wait on the server)."""
+        from activelab.outbox import deliver_pending
+
+        settings = self.lab.settings
+
+        def deliver() -> None:
+            try:
+                deliver_pending(settings.home, settings.tracking_uri, self.lab.tracking.client)
+            except Exception:  # the next start tries again
+                log.warning("Delivering unsent run data failed", exc_info=True)
+
+        threading.Thread(target=deliver, name="activelab-deliver-unsent", daemon=True).start()
 
     # --- task folders -----------------------------------------------------------------------
 
@@ -87,6 +106,7 @@ class AppContext:
         from activelab import standby
 
         standby.shutdown()
+        self.server_health.stop()
         if self.registry is not None:
             self.registry.stop()
             self.registry = None

@@ -9,6 +9,7 @@ from typing import Any
 import panel as pn
 
 from activelab import keys
+from activelab.panel_app.context import get_context
 from activelab.panel_app.pages.common import esc
 from activelab.panel_app.vm.state import PAGES, AppState
 from activelab.panel_app.widgets import ConnectionWatch
@@ -16,6 +17,7 @@ from activelab.runs import ACTIVE
 
 CSS = (Path(__file__).parent / "theme.css").read_text()
 RUN_WATCH_MS = 3000
+SERVER_HEALTH_MS = 500
 
 
 # The view of each page: (module, class); a page's module is imported when first visited.
@@ -54,6 +56,9 @@ class Shell(pn.viewable.Viewer):
         self.model_label = pn.pane.HTML("", margin=(8, 12))
         self.mlflow_link = pn.pane.HTML("", margin=(8, 4))
         self.main = pn.Column(sizing_mode="stretch_both", margin=(8, 12))
+        self.server_banner = pn.pane.Alert(
+            "", alert_type="warning", visible=False, sizing_mode="stretch_width", margin=(0, 12)
+        )
         state.param.watch(self._sync, ["page", "model_id"])
         state.param.watch(self._notice, "notices")
 
@@ -79,7 +84,20 @@ class Shell(pn.viewable.Viewer):
         self._show()
         self._watch_runs()  # the first look, so a run that ends from now on is announced
         pn.state.add_periodic_callback(self._watch_runs, period=RUN_WATCH_MS)
-        return pn.Column(header, self.main, ConnectionWatch(), sizing_mode="stretch_both")
+        pn.state.add_periodic_callback(self._show_server_health, period=SERVER_HEALTH_MS)
+        return pn.Column(
+            header, self.server_banner, self.main, ConnectionWatch(), sizing_mode="stretch_both"
+        )
+
+    def _show_server_health(self) -> None:
+        """A banner while the tracking server does not answer (probed in one thread)."""
+        message = get_context().server_health.message()
+        if message is None:
+            if self.server_banner.visible:
+                self.server_banner.visible = False
+            return
+        self.server_banner.object = message  # our own text: no user input in it
+        self.server_banner.visible = True
 
     def _watch_runs(self) -> None:
         """A notification, on any page, when the model's latest run finishes or fails."""

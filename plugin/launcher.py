@@ -300,13 +300,22 @@ class TrainingHandle:
 
     def wait(self, timeout: float | None = None, progress: bool = False, poll: float = 0.2) -> str:
         """Block until the run ends; returns its final status (TimeoutError after `timeout`)."""
+        from activelab.connectivity import Outage
+        from activelab.runtime import outage_wait_s
+
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = _ProgressBar(self) if progress else None
+        outage = Outage(self._tracking.uri, bar.say if bar else _say, outage_wait_s())
         try:
             while True:
-                status = self.status
-                if bar is not None:
-                    bar.update()
+                try:
+                    status = self.status
+                    if bar is not None:
+                        bar.update()
+                    outage.ok()
+                except Exception as exc:  # the run goes on; its outbox keeps what it logs
+                    outage.failed(exc)
+                    status = "RUNNING"
                 if status not in ACTIVE:
                     break
                 if deadline is not None and time.monotonic() > deadline:
@@ -360,5 +369,12 @@ class _ProgressBar:
             postfix["loss"] = f"{loss:.4g}"
         self.bar.set_postfix(postfix)
 
+    def say(self, message: str) -> None:
+        self.bar.write(message, file=sys.stderr)
+
     def close(self) -> None:
         self.bar.close()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -17,7 +18,11 @@ from typing import TYPE_CHECKING, Any
 from activelab import keys
 from activelab.errors import RunNotFoundError
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
     import pandas as pd
     from mlflow.entities import Run
@@ -152,9 +157,13 @@ def search_runs(
 def get_run(tracking: Tracking, run_id: str) -> Run:
     from mlflow.exceptions import MlflowException
 
+    from activelab.connectivity import is_transient
+
     try:
         return tracking.client.get_run(run_id)
-    except MlflowException:
+    except MlflowException as exc:
+        if is_transient(exc):
+            raise  # an unreachable server is no missing run
         raise RunNotFoundError(
             f"No run {run_id!r} in {tracking.uri}; `activelab runs list MODEL` shows the runs."
         ) from None
@@ -217,14 +226,29 @@ def mark_failed(tracking: Tracking, run: Run, reason: str) -> None:
         tracking.client.set_experiment_tag(run.info.experiment_id, keys.LATEST_RUN_STATUS, "FAILED")
 
 
-def wait_for_end(tracking: Tracking, run_id: str, timeout_s: float, poll_s: float = 0.5) -> str:
+def wait_for_end(
+    tracking: Tracking,
+    run_id: str,
+    timeout_s: float,
+    poll_s: float = 0.5,
+    say: Callable[[str], None] | None = None,
+) -> str:
     """Wait until a run is no longer active and return its status. A trainer found dead on
-    the way ends its run as FAILED at once; past `timeout_s`, TrainingError says what to do."""
+    the way ends its run as FAILED at once; past `timeout_s`, TrainingError says what to do.
+    An unreachable server is said (`say`) and retried within the same bound."""
+    from activelab.connectivity import Outage
     from activelab.errors import TrainingError
 
     deadline = time.monotonic() + timeout_s
+    outage = Outage(tracking.uri, say or log.warning, timeout_s)
     while True:
-        run = get_run(tracking, run_id)
+        try:
+            run = get_run(tracking, run_id)
+            outage.ok()
+        except Exception as exc:
+            outage.failed(exc)
+            time.sleep(poll_s)
+            continue
         if run.info.status not in ACTIVE:
             return run.info.status
         reason = dead_reason(run)

@@ -1,7 +1,8 @@
 """What a trainer sees while it runs (`TrainingSession`) and what hooks receive (`RunContext`).
 
-The session is the trainer's only channel back to MLflow: buffered metrics, checkpoints,
-images, predictions and the final model, plus the stop request and progress.
+The session is the trainer's only channel back to MLflow: metrics, checkpoints, images and
+predictions go through the run's outbox (the loop never waits on the server), the final model
+is logged with retries; plus the stop request and progress.
 """
 
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from activelab import keys
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 
     from activelab.config import ModelConfig
     from activelab.dataset import DataBundle
-    from activelab.metrics_buffer import MetricBuffer
+    from activelab.outbox import Outbox
     from activelab.plugins import PluginHost
     from activelab.task import Task
 
@@ -79,6 +78,14 @@ class Progress:
         )
 
 
+def outage_wait_s() -> float:
+    """How long the end of a run waits for an unreachable tracking server before leaving the
+    rest in the spool ($ACTIVELAB_OUTAGE_WAIT_S, default 15 minutes)."""
+    import os
+
+    return float(os.environ.get("ACTIVELAB_OUTAGE_WAIT_S", "900"))
+
+
 def pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -98,7 +105,7 @@ class TrainingSession:
         self,
         context: RunContext,
         client: Any,
-        buffer: MetricBuffer,
+        outbox: Outbox,
         host: PluginHost,
         data: DataBundle,
         labels: np.ndarray,
@@ -110,7 +117,7 @@ class TrainingSession:
     ) -> None:
         self.context = context
         self.client = client
-        self.buffer = buffer
+        self.outbox = outbox
         self.host = host
         self.data = data
         self.labels = labels
@@ -120,6 +127,7 @@ class TrainingSession:
         self.resume = resume
         self.on_progress = on_progress
         self.progress = Progress()
+        self.outage_wait_s = outage_wait_s()
         self.epochs_done = 0
         self.final_loss: float | None = None  # the last epoch's loss/total
         self.last_checkpoint: str | None = None
@@ -134,11 +142,11 @@ class TrainingSession:
 
     @property
     def stop_requested(self) -> bool:
-        return self.buffer.stop_requested.is_set()
+        return self.outbox.stop_requested.is_set()
 
     def request_stop(self) -> None:
         """Ask the loop to stop at the next step boundary (signal handlers call this)."""
-        self.buffer.stop_requested.set()
+        self.outbox.stop_requested.set()
 
     # --- progress -----------------------------------------------------------------------------
 
@@ -148,7 +156,7 @@ class TrainingSession:
             epoch=self.start_epoch + 1, total_steps=steps_per_epoch * self.epochs
         )
         self.batch_size = batch_size
-        self.buffer.set_run_tags(
+        self.outbox.set_run_tags(
             {keys.STEPS_PER_EPOCH: str(steps_per_epoch), keys.PROGRESS: self.progress.to_json()}
         )
         if modules is not None:
@@ -165,7 +173,7 @@ class TrainingSession:
             p.eta_s = elapsed / p.run_steps * max(p.total_steps - p.run_steps, 0)
         if now - self._last_progress_sent >= 1.0:
             self._last_progress_sent = now
-            self.buffer.set_run_tags({keys.PROGRESS: p.to_json()})
+            self.outbox.set_run_tags({keys.PROGRESS: p.to_json()})
         if self.on_progress is not None:
             self.on_progress(p)
 
@@ -173,20 +181,20 @@ class TrainingSession:
 
     def log_metrics(self, figures: dict[str, float], step: int) -> None:
         """Buffered; sent in batches by a background thread."""
-        self.buffer.add(figures, step)
+        self.outbox.add(figures, step)
 
     def end_epoch(self, epoch: int, figures: dict[str, float], step: int) -> None:
         """Epoch figures (logged with step = epoch), the card update and the hook."""
-        self.buffer.add(figures, epoch)
-        self.buffer.add({"epoch": epoch}, step)
+        self.outbox.add(figures, epoch)
+        self.outbox.add({"epoch": epoch}, step)
         self.epochs_done += 1
         card = {keys.TOTAL_EPOCHS: str(epoch), keys.UPDATED_AT: str(int(time.time() * 1000))}
         loss = figures.get("epoch/loss/total")
         if loss is not None:
             card[keys.LATEST_LOSS] = f"{loss:.6g}"
             self.final_loss = float(loss)
-        self.buffer.set_experiment_tags(card)
-        self.buffer.set_run_tags(
+        self.outbox.set_experiment_tags(card)
+        self.outbox.set_run_tags(
             {keys.EPOCHS_TOTAL: str(epoch), keys.PROGRESS: self.progress.to_json()}
         )
         self.host.emit("on_epoch_end", run=self.context, epoch=epoch, metrics=dict(figures))
@@ -200,13 +208,12 @@ class TrainingSession:
 
         name = f"step-{step:07d}.pt" if partial else f"epoch-{epoch:04d}.pt"
         state = {**state, "run_id": self.run_id, "config": self.context.config.to_dict()}
-        with tempfile.TemporaryDirectory(prefix="activelab-ckpt-") as tmp:
-            path = Path(tmp) / name
-            torch.save(state, path)
-            self.client.log_artifact(self.run_id, str(path), CHECKPOINT_DIR)
         artifact_path = f"{CHECKPOINT_DIR}/{name}"
+        self.outbox.artifact(
+            name, CHECKPOINT_DIR, lambda path: torch.save(state, path),
+            tags={keys.LAST_CHECKPOINT: artifact_path},
+        )  # fmt: skip
         self.last_checkpoint = artifact_path
-        self.buffer.set_run_tags({keys.LAST_CHECKPOINT: artifact_path})
         self.host.emit(
             "on_checkpoint_saved", run=self.context, epoch=epoch, artifact_path=artifact_path
         )
@@ -215,22 +222,21 @@ class TrainingSession:
     def finish(self) -> None:
         """The final progress and the loop's own time (`train_time_s`: from the model being
         ready to the last step, so what a run costs beyond it can be told apart)."""
-        self.buffer.set_run_tags({keys.PROGRESS: self.progress.to_json()})
+        self.outbox.set_run_tags({keys.PROGRESS: self.progress.to_json()})
         if self._last_step_at is not None:
             loop = self._last_step_at - self.progress.started
-            self.buffer.add({"train_time_s": round(loop, 3)}, self.progress.step)
+            self.outbox.add({"train_time_s": round(loop, 3)}, self.progress.step)
 
     def log_image(self, key: str, image: np.ndarray, step: int) -> None:
         """An image series (MLflow UI's image grid, one per step)."""
-        self.client.log_image(self.run_id, image, key=key, step=step)
+        self.outbox.image(key, image, step)
 
     def log_predictions(self, frame: pd.DataFrame) -> None:
         """Per-sample latent, prediction and certainty (the labeling map reads this)."""
-        with tempfile.TemporaryDirectory(prefix="activelab-pred-") as tmp:
-            path = Path(tmp) / Path(PREDICTIONS_PATH).name
-            frame.to_parquet(path)
-            self.client.log_artifact(self.run_id, str(path), str(Path(PREDICTIONS_PATH).parent))
-        self.buffer.set_run_tags({keys.PREDICTIONS: PREDICTIONS_PATH})
+        folder, name = PREDICTIONS_PATH.rsplit("/", 1)
+        self.outbox.artifact(
+            name, folder, frame.to_parquet, tags={keys.PREDICTIONS: PREDICTIONS_PATH}
+        )
 
     def log_model(self, module: Any, example: np.ndarray | None = None) -> None:
         """The final model through `mlflow.pytorch.log_model`, so it can be registered."""
@@ -238,14 +244,32 @@ class TrainingSession:
 
         # pt2 (torch.export) is MLflow's safe format and loads without activelab installed;
         # it needs an input example (~3 s once per run).
+        from activelab.connectivity import is_transient
+
         module.eval()
         log.info("logging the model")
-        mlflow.pytorch.log_model(
-            module, name="model", pip_requirements=pip_requirements(), input_example=example
-        )
+        deadline = time.monotonic() + self.outage_wait_s
+        while True:
+            try:
+                mlflow.pytorch.log_model(
+                    module, name="model", pip_requirements=pip_requirements(), input_example=example
+                )
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    # The checkpoints hold the weights; a missing logged model is no lost work.
+                    log.error("The model was not logged (tracking server unreachable): %s", exc)
+                    return
+                log.warning("Tracking server unreachable, retrying to log the model: %s", exc)
+                time.sleep(5)  # a retry interval
 
     def _log_text(self, name: str, text: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        folder, _, file_name = name.rpartition("/")
+        self.outbox.artifact(
+            file_name, folder, lambda path: path.write_text(text, encoding="utf-8")
+        )
 
 
 def build_tasks(config: ModelConfig, host: PluginHost, info: Any = None) -> list[Task]:

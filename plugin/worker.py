@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from activelab import keys
+from activelab.connectivity import fail_fast_http, wait_until_reachable
 from activelab.errors import ActivelabError
 from activelab.run_note import NOTE_TAG, RunNote
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from activelab.models import Model
+    from activelab.outbox import Outbox
     from activelab.runtime import Progress
 
 log = logging.getLogger(__name__)
@@ -79,16 +81,51 @@ def _log_labels(model: Model, client: Any, run_id: str) -> tuple[Any, str, int]:
     return labels, digest, len(indices)
 
 
-def _record_error(client: Any, run_id: str, exc: BaseException) -> str:
-    """The error as a tag and its traceback as `error.txt`; returns the one-line message."""
-    message = str(exc) if isinstance(exc, ActivelabError) else f"{type(exc).__name__}: {exc}"
+def _error_message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, ActivelabError) else f"{type(exc).__name__}: {exc}"
+
+
+def _record_error(outbox: Outbox, exc: BaseException) -> str:
+    """The error as a tag and its traceback as `error.txt` (through the outbox, so an
+    unreachable server loses neither); returns the one-line message."""
+    message = _error_message(exc)
+    outbox.set_run_tags({keys.ERROR: message[:4900]})
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        client.set_tag(run_id, keys.ERROR, message[:4900])
-        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        client.log_text(run_id, trace, "error.txt")
-    except Exception:
-        log.exception("Could not record the error on run %s", run_id)
+        outbox.artifact("error.txt", "", lambda path: path.write_text(trace, encoding="utf-8"))
+    except OSError:
+        log.exception("Could not save the traceback of the error")
     return message
+
+
+def _end_fluent_run(run_id: str, status: str) -> None:
+    """End MLflow's fluent run; the outbox has already sent (or spooled) the status, so a
+    server that is still down only costs a warning here."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    try:
+        mlflow.end_run(status)
+    except Exception as exc:
+        log.warning("Could not end the run in MLflow now (%s); the spool will.", exc)
+        # end_run raised before stopping the run's system-metrics thread
+        monitor = fluent.run_id_to_system_metrics_monitor.pop(run_id, None)
+        if monitor is not None:
+            monitor.finish()
+
+
+def _deliver_in_background(deliver: Any, spec: LaunchSpec, client: Any) -> None:
+    """Send what earlier runs left unsent (an outage outlasted them) without delaying this one."""
+
+    def run() -> None:
+        try:
+            counts = deliver(spec.home, spec.tracking_uri, client)
+            if counts["items"]:
+                log.info("delivered %(items)d item(s) left by %(runs)d earlier run(s)", counts)
+        except Exception:
+            log.warning("Delivering earlier runs' unsent items failed", exc_info=True)
+
+    threading.Thread(target=run, name="activelab-deliver-pending", daemon=True).start()
 
 
 def execute_run(
@@ -102,11 +139,18 @@ def execute_run(
     import mlflow
 
     from activelab.config import ModelConfig
-    from activelab.metrics_buffer import MetricBuffer
     from activelab.models import Lab
+    from activelab.outbox import Outbox, deliver_pending
     from activelab.runs import read_checkpoint
-    from activelab.runtime import RunContext, TrainingSession, build_tasks, build_trainer
+    from activelab.runtime import (
+        RunContext,
+        TrainingSession,
+        build_tasks,
+        build_trainer,
+        outage_wait_s,
+    )
 
+    wait_until_reachable(spec.tracking_uri, outage_wait_s(), say=log.warning)
     lab = Lab(tracking_uri=spec.tracking_uri, home=spec.home, tasks_dirs=spec.tasks_dirs)
     client = lab.tracking.client
     host = lab.plugins
@@ -118,63 +162,63 @@ def execute_run(
         run_name=run.info.run_name, tracking_uri=spec.tracking_uri, config=config,
         epochs=spec.epochs, parent_run=spec.resume_run,
     )  # fmt: skip
-    spill = Path(spec.home) / "runs" / spec.run_id / "unsent-metrics.jsonl"
-    buffer = MetricBuffer(client, spec.run_id, model.id, spill_path=spill).start()
+    _deliver_in_background(deliver_pending, spec, client)
+    outbox = Outbox(client, spec.tracking_uri, spec.run_id, model.id, spec.home).start()
     if stop_event is not None:
-        buffer.stop_requested = stop_event
+        outbox.stop_requested = stop_event
     mlflow.set_tracking_uri(spec.tracking_uri)
     note = RunNote(model.name, spec.epochs, config, spec.resume_run, spec.resume_checkpoint)
     status, error, session, data = "FAILED", None, None, None
-    with mlflow.start_run(run_id=spec.run_id, log_system_metrics=spec.system_metrics):
-        try:
-            resume = None
-            if spec.resume_run and spec.resume_checkpoint:
-                resume = read_checkpoint(lab.tracking, spec.resume_run, spec.resume_checkpoint)
-                context.start_epoch = int(resume.get("epoch", 0))
-            buffer.set_run_tags(
-                {
-                    keys.START_EPOCH: str(context.start_epoch),
-                    keys.EPOCHS_TOTAL: str(context.start_epoch),
-                }
-            )
-            log.info("loading data set %s", config.dataset)
-            dataset = host.get("datasets", config.dataset)(**config.dataset_params)
-            data = dataset.load()
-            labels, digest, count = _log_labels(model, client, spec.run_id)
-            note.labeled, note.labels_digest = count, digest
-            buffer.set_run_tags(
-                {keys.LABELS_DIGEST: digest, keys.RUN_LABELED_COUNT: str(count),
-                 NOTE_TAG: note.markdown()}
-            )  # fmt: skip
-            tasks = build_tasks(config, host, data.info)
-            trainer = build_trainer(config, host)
-            session = TrainingSession(
-                context, client, buffer, host, data, labels, tasks, spec.epochs,
-                start_epoch=context.start_epoch, resume=resume, on_progress=on_progress,
-            )  # fmt: skip
-            host.emit("on_train_start", run=context)
-            log.info("training %d epoch(s) from epoch %d", spec.epochs, context.start_epoch)
-            trainer.fit(session)
-            stopped = session.stop_requested and session.epochs_done < spec.epochs
-            status = "KILLED" if stopped else "FINISHED"
-        except KeyboardInterrupt as exc:
-            status, error = "KILLED", exc
-        except BaseException as exc:
-            status, error = "FAILED", exc
-            note.error = _record_error(client, spec.run_id, exc)
-        finally:
-            if session is not None:
-                session.finish()
-                note.epochs_done, note.final_loss = session.epochs_done, session.final_loss
-            note.status = status
-            buffer.set_run_tags({NOTE_TAG: note.markdown()})
-            buffer.set_experiment_tags(
-                {keys.LATEST_RUN_STATUS: status, keys.UPDATED_AT: str(int(time.time() * 1000))}
-            )
-            buffer.close()
-            log.info("run ended: %s", status)
-            host.emit("on_train_end", run=context, status=status, error=error)
-            mlflow.end_run(status)
+    mlflow.start_run(run_id=spec.run_id, log_system_metrics=spec.system_metrics)
+    try:
+        resume = None
+        if spec.resume_run and spec.resume_checkpoint:
+            resume = read_checkpoint(lab.tracking, spec.resume_run, spec.resume_checkpoint)
+            context.start_epoch = int(resume.get("epoch", 0))
+        outbox.set_run_tags(
+            {
+                keys.START_EPOCH: str(context.start_epoch),
+                keys.EPOCHS_TOTAL: str(context.start_epoch),
+            }
+        )
+        log.info("loading data set %s", config.dataset)
+        dataset = host.get("datasets", config.dataset)(**config.dataset_params)
+        data = dataset.load()
+        labels, digest, count = _log_labels(model, client, spec.run_id)
+        note.labeled, note.labels_digest = count, digest
+        outbox.set_run_tags(
+            {keys.LABELS_DIGEST: digest, keys.RUN_LABELED_COUNT: str(count),
+             NOTE_TAG: note.markdown()}
+        )  # fmt: skip
+        tasks = build_tasks(config, host, data.info)
+        trainer = build_trainer(config, host)
+        session = TrainingSession(
+            context, client, outbox, host, data, labels, tasks, spec.epochs,
+            start_epoch=context.start_epoch, resume=resume, on_progress=on_progress,
+        )  # fmt: skip
+        host.emit("on_train_start", run=context)
+        log.info("training %d epoch(s) from epoch %d", spec.epochs, context.start_epoch)
+        trainer.fit(session)
+        stopped = session.stop_requested and session.epochs_done < spec.epochs
+        status = "KILLED" if stopped else "FINISHED"
+    except KeyboardInterrupt as exc:
+        status, error = "KILLED", exc
+    except BaseException as exc:
+        status, error = "FAILED", exc
+        note.error = _record_error(outbox, exc)
+    finally:
+        if session is not None:
+            session.finish()
+            note.epochs_done, note.final_loss = session.epochs_done, session.final_loss
+        note.status = status
+        outbox.set_run_tags({NOTE_TAG: note.markdown()})
+        outbox.set_experiment_tags(
+            {keys.LATEST_RUN_STATUS: status, keys.UPDATED_AT: str(int(time.time() * 1000))}
+        )
+        outbox.close(status, wait_s=outage_wait_s())
+        log.info("run ended: %s", status)
+        host.emit("on_train_end", run=context, status=status, error=error)
+        _end_fluent_run(spec.run_id, status)
     if on_ended is not None:
         on_ended()
     if status == "FINISHED" and session is not None and session.last_checkpoint:
@@ -225,6 +269,7 @@ def _configure_logging() -> None:
         force=True,
     )
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    fail_fast_http()  # the outbox retries on its own terms
 
 
 def run_spec(spec_path: Path, on_ended: Callable[[], None] | None = None) -> int:
@@ -244,7 +289,7 @@ def _fail_unstarted(spec_path: Path, exc: Exception) -> None:
     try:
         spec = LaunchSpec.from_json(spec_path.read_text())
         client = MlflowClient(spec.tracking_uri)
-        _record_error(client, spec.run_id, exc)
+        client.set_tag(spec.run_id, keys.ERROR, _error_message(exc)[:4900])
         client.set_terminated(spec.run_id, "FAILED")
     except Exception:
         log.exception("could not mark the run of %s failed", spec_path)

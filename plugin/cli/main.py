@@ -14,6 +14,12 @@ from activelab.errors import ActivelabError
 from activelab.version import __version__
 
 DEBUG_ENV = "ACTIVELAB_DEBUG"
+SERVER_WAIT_ENV = "ACTIVELAB_SERVER_WAIT_S"
+
+
+def server_wait_s() -> float:
+    """How long a command waits for an unreachable tracking server (default 5 minutes)."""
+    return float(os.environ.get(SERVER_WAIT_ENV, "300"))
 
 
 class LabContext:
@@ -28,9 +34,15 @@ class LabContext:
     @property
     def lab(self) -> Any:
         if self._lab is None:
+            from activelab.connectivity import fail_fast_http, wait_until_reachable
             from activelab.models import Lab
 
-            self._lab = Lab(self.tracking_uri, self.home, self.tasks_dirs)
+            fail_fast_http()  # retried here, with a message, instead of MLflow's silent minutes
+            lab = Lab(self.tracking_uri, self.home, self.tasks_dirs)
+            wait_until_reachable(
+                lab.settings.tracking_uri, server_wait_s(), say=lambda m: click.echo(m, err=True)
+            )
+            self._lab = lab
         return self._lab
 
 

@@ -118,6 +118,26 @@ def list_(obj: Any, model: str, limit: int, as_json: bool) -> None:
     )
 
 
+@runs.command("sync")
+@click.pass_obj
+def sync(obj: Any) -> None:
+    """Send what runs left unsent because the tracking server was down when they ended
+    (metrics, checkpoints, final status); training processes also do it when they start."""
+    from activelab.outbox import deliver_pending
+
+    lab = obj.lab
+    counts = deliver_pending(lab.settings.home, lab.settings.tracking_uri, lab.tracking.client)
+    click.echo(f"Delivered {counts['items']} item(s) of {counts['runs']} run(s).")
+    if counts["pending"]:
+        click.secho(
+            f"{counts['pending']} run(s) still have unsent items (server unreachable?); "
+            "run `activelab runs sync` again later.",
+            fg="yellow",
+            err=True,
+        )
+        sys.exit(1)
+
+
 @runs.command("show")
 @click.argument("run_id")
 @json_option
@@ -174,7 +194,7 @@ def stop(obj: Any, run_id: str, no_wait: bool, timeout: float) -> None:
     click.echo(f"Stop requested for {run_id}.")
     if no_wait:
         return
-    status = wait_for_end(tracking, run_id, timeout)
+    status = wait_for_end(tracking, run_id, timeout, say=lambda m: click.echo(m, err=True))
     error = get_run(tracking, run_id).data.tags.get(keys.ERROR) if status == "FAILED" else ""
     click.echo(f"Run ended: {status}." + (f" {error}" if error else ""))
 
