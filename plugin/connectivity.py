@@ -5,6 +5,7 @@ how to wait and what to tell the person.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -30,6 +31,13 @@ FAST_FAILURE_ENV = {
 TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 
 
+# Errors of the local disk that waiting does not cure.
+LOCAL_STORAGE_ERRNOS = {
+    errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT,
+    errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+}  # fmt: skip
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for "the server did not answer" (retry), False for "the server refused this"."""
     import requests
@@ -38,7 +46,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, MlflowException):
         # a failed connection is MlflowException("API request ... failed"), INTERNAL_ERROR
         return exc.error_code in TRANSIENT_CODES
-    return isinstance(exc, (requests.RequestException, OSError))
+    if isinstance(exc, requests.RequestException):
+        return True
+    # a refused or reset connection is an OSError too; a read-only or full disk is not
+    return isinstance(exc, OSError) and exc.errno not in LOCAL_STORAGE_ERRNOS
 
 
 def fail_fast_http() -> None:

@@ -49,3 +49,7 @@ class TrainingError(ActivelabError):
 
 class RunNotFoundError(ActivelabError, LookupError):
     """No run or checkpoint matches what was asked for."""
+
+
+class StorageError(ActivelabError, OSError):
+    """A file could not be written where the store keeps it (read-only, full, no permission)."""

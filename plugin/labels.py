@@ -477,6 +477,8 @@ class LabelStore:
         try:
             self.folder.write(f"{SNAPSHOT_DIR}/{self._state.watermark}.json", self._state.to_json())
             self._snapshot_count = self._state.count
+            for subdir in (LOG_DIR, SNAPSHOT_DIR):  # what killed writers left half-written
+                self.folder.sweep_temp_files(subdir)
         except Exception:  # a snapshot is a cache; the log stays the truth
             log.warning("Could not write a label snapshot; will retry later.", exc_info=True)
 

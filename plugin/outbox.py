@@ -18,6 +18,7 @@ send), `journal.jsonl` (one entry per item, numbered), `delivered` (the last del
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 MAX_METRICS_PER_BATCH = 1000
 MAX_TAGS_PER_BATCH = 100
 MAX_BACKOFF_S = 10.0
+# Files queued while the server answers: past this the loop waits for uploads (a checkpoint
+# every fast epoch would otherwise grow the spool without end). An outage lifts the bound.
+MAX_QUEUED_FILES = 8
+MAX_ROOM_WAIT_S = 60.0
 # Tags only meaningful while the run is live: never written to the spool.
 LIVE_ONLY_TAGS = (keys.HEARTBEAT,)
 
@@ -77,6 +82,7 @@ class Spool:
         self.folder = folder
         self._lock_handle: Any = None
         self._next = 1
+        self._pending: list[dict[str, Any]] | None = None  # the owner's view (see acquire)
         self._append_lock = threading.Lock()  # the loop and the sender both append
 
     # --- ownership ----------------------------------------------------------------------------
@@ -91,8 +97,10 @@ class Spool:
             handle.close()
             return False
         self._lock_handle = handle
+        done = self.delivered()
         entries = self.entries()
-        self._next = (entries[-1]["seq"] + 1) if entries else 1
+        self._next = max(entries[-1]["seq"] if entries else 0, done) + 1
+        self._pending = [e for e in entries if e["seq"] > done]  # kept in memory by the owner
         return True
 
     def release(self) -> None:
@@ -119,10 +127,12 @@ class Spool:
     def append(self, entry: dict[str, Any]) -> None:
         """Journal an item; numbers follow the order of appends, which is delivery order."""
         with self._append_lock:
-            seq = self._next
+            entry = {**entry, "seq": self._next}
             self._next += 1
             with (self.folder / "journal.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({**entry, "seq": seq}) + "\n")
+                handle.write(json.dumps(entry) + "\n")
+            if self._pending is not None:
+                self._pending.append(entry)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -145,8 +155,14 @@ class Spool:
             return 0
 
     def pending(self) -> list[dict[str, Any]]:
+        if self._pending is not None:
+            with self._append_lock:
+                return list(self._pending)
         done = self.delivered()
         return [e for e in self.entries() if e["seq"] > done]
+
+    def pending_count(self) -> int:
+        return len(self._pending) if self._pending is not None else len(self.pending())
 
     def file_of(self, entry: dict[str, Any]) -> Path:
         return self.folder / "files" / _token(entry["token"]) / _plain_name(entry["file"])
@@ -156,12 +172,22 @@ class Spool:
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(str(entry["seq"]))
         tmp.replace(marker)
-        try:
+        # no file, or a damaged entry (never followed)
+        with contextlib.suppress(KeyError, ValueError):
             shutil.rmtree(self.file_of(entry).parent, ignore_errors=True)
-        except (KeyError, ValueError):  # no file, or a damaged entry (never followed)
-            pass
+        if self._pending is not None:
+            with self._append_lock:
+                self._pending = [e for e in self._pending if e["seq"] != entry["seq"]]
+                if not self._pending:  # all delivered: start the journal afresh
+                    (self.folder / "journal.jsonl").write_text("")
 
     def remove(self) -> None:
+        """Delete the delivered spool, unless it keeps files the store refused."""
+        if (self.folder / "refused").exists():
+            for name in ("journal.jsonl", "delivered", "manifest.json", "lock"):
+                (self.folder / name).unlink(missing_ok=True)
+            shutil.rmtree(self.folder / "files", ignore_errors=True)
+            return
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -173,10 +199,12 @@ class Deliverer:
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.spool = spool
-        self.refused = 0  # items the server refused (logged, skipped)
+        self.refused: list[str] = []  # what could not be stored, and where its file is kept
 
-    def deliver_backlog(self) -> int:
-        """Deliver every pending entry in order; raises at the first transient failure."""
+    def deliver_backlog(self, on_delivered: Callable[[], None] | None = None) -> int:
+        """Deliver every pending entry in order; raises at the first transient failure. An
+        item the store refuses (a read-only artifact folder, a full disk) is set aside with
+        its file kept in the spool's `refused/` folder, and named in `refused`."""
         count = 0
         for entry in self.spool.pending():
             try:
@@ -184,11 +212,29 @@ class Deliverer:
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                self.refused += 1
-                log.error("The tracking server refused %s (%s); skipped.", entry["kind"], exc)
+                self.refused.append(self._set_aside(entry, exc))
+                log.error("%s", self.refused[-1])
             self.spool.mark_delivered(entry)
             count += 1
+            if on_delivered is not None:
+                on_delivered()
         return count
+
+    def _set_aside(self, entry: dict[str, Any], exc: BaseException) -> str:
+        what = entry["kind"]
+        try:
+            source = self.spool.file_of(entry)
+        except (KeyError, ValueError):
+            return f"A damaged {what} entry in {self.spool.folder} was skipped ({exc})."
+        kept = self.spool.folder / "refused" / f"{entry['seq']}-{source.name}"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        if source.exists():
+            source.replace(kept)
+        where = entry.get("artifact_dir") or entry.get("key") or ""
+        return (
+            f"Could not store {where}/{source.name} in the run's artifacts ({exc}); the file "
+            f"is kept at {kept}. Make the artifact folder writable (or free disk space)."
+        )
 
     def _deliver(self, entry: dict[str, Any]) -> None:
         kind = entry["kind"]
@@ -269,6 +315,7 @@ class Outbox:
         self._lock = threading.Lock()  # memory buffers
         self._send_lock = threading.Lock()  # one delivery at a time, in order
         self._wake = threading.Event()
+        self._room = threading.Condition()  # notified after each delivered item
         self._closing = threading.Event()
         self._last_stop_poll = 0.0
         self._thread: threading.Thread | None = None
@@ -302,6 +349,7 @@ class Outbox:
     ) -> None:
         """A file for `<artifact_dir>/<name>`, written by `write(path)` into the spool; `tags`
         are set once it is delivered (so a tag never names a file the store lacks)."""
+        self._wait_for_room()
         token, path = self.spool.file_slot(name)
         write(path)
         entry = {"kind": "artifact", "token": token, "file": name, "artifact_dir": artifact_dir}
@@ -312,11 +360,30 @@ class Outbox:
         """One image of the series `key` (MLflow's image grid)."""
         import numpy as np
 
+        self._wait_for_room()
         token, path = self.spool.file_slot("image.npy")
         np.save(path, np.ascontiguousarray(image), allow_pickle=False)
         entry = {"kind": "image", "token": token, "file": "image.npy", "key": key, "step": step}
         self.spool.append({**entry, "timestamp": int(time.time() * 1000)})
         self._wake.set()
+
+    def _wait_for_room(self) -> None:
+        """The bounded queue: while the server answers, hold the loop until uploads catch up."""
+        deadline = time.monotonic() + MAX_ROOM_WAIT_S
+        with self._room:
+            while (
+                self.spool.pending_count() >= MAX_QUEUED_FILES
+                and self.unreachable_since is None
+                and self._thread is not None
+                and not self._closing.is_set()
+                and time.monotonic() < deadline
+            ):
+                self._wake.set()
+                self._room.wait(0.5)
+
+    def _delivered_one(self) -> None:
+        with self._room:
+            self._room.notify_all()
 
     # --- the sender ---------------------------------------------------------------------------
 
@@ -342,7 +409,7 @@ class Outbox:
         server could not be reached (what was in memory is then in the spool)."""
         with self._send_lock:
             try:
-                self.sent += self.deliverer.deliver_backlog()
+                self.sent += self.deliverer.deliver_backlog(self._delivered_one)
                 self._flush_memory()
                 self._poll_stop()
             except Exception as exc:
@@ -404,6 +471,11 @@ class Outbox:
         run = self.client.get_run(self.run_id)
         if run.data.tags.get(keys.STOP_REQUESTED):
             self.stop_requested.set()
+
+    @property
+    def refused(self) -> str | None:
+        """Why an item could not be stored (the first such), or None."""
+        return self.deliverer.refused[0] if self.deliverer.refused else None
 
     def flush(self) -> None:
         """Deliver everything now (raises when the server cannot be reached)."""

@@ -163,6 +163,10 @@ class TrainingSession:
             self._log_text("model_summary.txt", model_summary(modules))
 
     def step_done(self, epoch: int, step: int) -> None:
+        if self.outbox.refused:  # training on with nowhere to keep checkpoints loses work
+            from activelab.errors import StorageError
+
+            raise StorageError(self.outbox.refused)
         p = self.progress
         p.epoch, p.step, p.run_steps = epoch, step, p.run_steps + 1
         now = time.time()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from activelab import keys
-from activelab.errors import ModelExistsError
+from activelab.errors import ModelExistsError, StorageError
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment
@@ -29,6 +30,7 @@ PAGE_SIZE = 1000
 HISTORY_POINTS = 1000
 SERVER_MAX_POINTS = 2500  # MLflow's MAX_RESULTS_PER_RUN
 HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
+TEMP_PREFIX = ".tmp-"  # a local write in progress (or left by a killed writer)
 BULK_RUNS = 100  # the server's MAX_RUNS_GET_METRIC_HISTORY_BULK
 HISTORY_THREADS = 8
 
@@ -335,6 +337,35 @@ class ArtifactFolder:
                 raise
             return local.read_bytes()
 
+    @staticmethod
+    def _write_local(target: Path, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def sweep_temp_files(self, subdir: str, older_than_s: float = 600.0) -> int:
+        """Delete temp files a killed writer left under `subdir` (local folders only)."""
+        if self.local is None:
+            return 0
+        cutoff, removed = time.time() - older_than_s, 0
+        try:
+            with os.scandir(self.local / subdir) as entries:
+                for entry in entries:
+                    if entry.name.startswith(TEMP_PREFIX) and entry.stat().st_mtime < cutoff:
+                        Path(entry.path).unlink(missing_ok=True)
+                        removed += 1
+        except FileNotFoundError:
+            pass
+        return removed
+
     def read_many(self, paths: list[str], workers: int = 8) -> dict[str, bytes | None]:
         """Several files at once; remote reads run in parallel."""
         if self.local is not None or len(paths) <= 1:
@@ -345,18 +376,13 @@ class ArtifactFolder:
     def write(self, path: str, data: bytes) -> None:
         """Write `data` to `path`; on disk the file appears whole or not at all."""
         if self.local is not None:
-            target = self.local / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                self._write_local(self.local / path, data)
+            except OSError as exc:
+                raise StorageError(
+                    f"Could not write to {self.local} ({exc.strerror or exc}); nothing was "
+                    "changed. Make the folder writable or free disk space, then try again."
+                ) from None
             return
         subdir, _, name = path.rpartition("/")
         with tempfile.TemporaryDirectory(prefix="activelab-") as tmp:

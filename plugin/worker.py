@@ -82,7 +82,15 @@ def _log_labels(model: Model, client: Any, run_id: str) -> tuple[Any, str, int]:
 
 
 def _error_message(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ActivelabError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ActivelabError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:  # a full or read-only disk, say which file
+        where = f" {exc.filename}" if exc.filename else ""
+        return (
+            f"Could not write{where}: {exc.strerror}. Free disk space or make the folder "
+            "writable, then continue from the last checkpoint."
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _record_error(outbox: Outbox, exc: BaseException) -> str:

@@ -52,6 +52,21 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         server.stop()
 
 
+@pytest.fixture
+def killable_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A private `mlflow server` a test may kill and restart; HTTP fails fast here as it does
+    in activelab's worker, CLI and app."""
+    from helpers import KillableServer
+
+    from activelab.connectivity import FAST_FAILURE_ENV
+
+    for name, value in FAST_FAILURE_ENV.items():
+        monkeypatch.setenv(name, value)
+    server = KillableServer(tmp_path / "server").start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated, empty MLflow sqlite database; copying it saves each test ~2 s of schema setup."""

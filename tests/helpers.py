@@ -69,3 +69,39 @@ def logged_run(lab: Any, model: Any, lr: str, scale: float, tags: dict | None = 
     client.log_batch(run_id, metrics=metrics, params=params)
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+class KillableServer:
+    """A private `mlflow server` a test can kill -9 and start again on the same port."""
+
+    def __init__(self, root: Path) -> None:
+        from activelab.mlflow_server import free_port
+
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: Any = None
+
+    def start(self) -> KillableServer:
+        from activelab.mlflow_server import start_mlflow_server
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.server = start_mlflow_server(
+            f"sqlite:///{self.root / 'server.db'}",
+            artifacts_destination=str(self.root / "artifacts"),
+            port=self.port,
+            log_path=self.root / "server.log",
+        ).wait_ready()
+        return self
+
+    def kill(self) -> None:
+        """kill -9 of the server and its workers."""
+        import os
+        import signal
+
+        os.killpg(self.server.process.pid, signal.SIGKILL)
+        self.server.process.wait(30)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()

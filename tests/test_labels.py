@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from activelab import keys
 from activelab.errors import InvalidLabelError, LabelFileError, NothingToUndoError
 from activelab.labels import LOG_DIR, SNAPSHOT_DIR, SNAPSHOT_EVERY, LabelEvent
 
@@ -202,44 +198,6 @@ def test_a_half_written_event_is_skipped_until_it_parses(lab, model):
     folder.write(f"{LOG_DIR}/{event_id}.json", whole.to_json())
     assert store.refresh() is True
     assert store.as_dict() == {1: 1, 2: 2}
-
-
-WRITER = textwrap.dedent(
-    """
-    import sys
-    from activelab import Lab
-    uri, home, model_id, start = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    model = Lab(tracking_uri=uri, home=home).get_model(model_id)
-    print("ready", flush=True)
-    sys.stdin.readline()  # start together
-    for i in range(start, start + 40):
-        model.set_label(i, i % 10)
-    """
-)
-
-
-def test_two_processes_labeling_at_once_lose_nothing(lab, model, tmp_path):
-    args = [lab.settings.tracking_uri, str(lab.settings.home), model.id]
-    writers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, *args, str(start)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for start in (0, 1000)
-    ]
-    for writer in writers:
-        assert writer.stdout.readline().strip() == "ready"
-    for writer in writers:
-        writer.stdin.write("go\n")
-        writer.stdin.flush()
-    for writer in writers:
-        assert writer.wait(timeout=300) == 0
-    expected = {i: i % 10 for i in [*range(40), *range(1000, 1040)]}
-    assert reopen(lab, model).labels.as_dict() == expected
-    model.labels.refresh()  # a reader that sees a stale card count repairs it
-    assert int(model.refresh().experiment.tags[keys.LABELED_COUNT]) == 80
 
 
 def test_label_change_event_reaches_plugins(lab, model):

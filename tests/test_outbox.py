@@ -4,62 +4,17 @@ waits on it, and what a run could not send is delivered later (`activelab runs s
 from __future__ import annotations
 
 import json
-import signal
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import wait_until
 from mlflow import MlflowClient
 
 from activelab import keys
-from activelab.mlflow_server import free_port, start_mlflow_server
 from activelab.outbox import Outbox, Spool, deliver_pending, outbox_root
-from tests.helpers import wait_until
 
 pytestmark = pytest.mark.server
-
-
-class KillableServer:
-    """A private `mlflow server` that a test can kill -9 and start again on the same port."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = None
-
-    def start(self) -> KillableServer:
-        self.server = start_mlflow_server(
-            f"sqlite:///{self.root / 'server.db'}",
-            artifacts_destination=str(self.root / "artifacts"),
-            port=self.port,
-            log_path=self.root / "server.log",
-        ).wait_ready()
-        return self
-
-    def kill(self) -> None:
-        import os
-
-        os.killpg(self.server.process.pid, signal.SIGKILL)
-        self.server.process.wait(30)
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-
-@pytest.fixture
-def killable_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from activelab.connectivity import FAST_FAILURE_ENV
-
-    for name, value in FAST_FAILURE_ENV.items():  # as the worker, CLI and app set them
-        monkeypatch.setenv(name, value)
-    server = KillableServer(tmp_path / "server")
-    server.root.mkdir()
-    server.start()
-    yield server
-    server.stop()
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> list[int]:
@@ -161,7 +116,8 @@ def test_a_spool_entry_cannot_name_a_path_outside_its_folder(tmp_path, local_uri
     spool.write_manifest(local_uri, run_id, experiment)
     secret = tmp_path / "secret.txt"
     secret.write_text("not for the store")
-    spool.append({"kind": "artifact", "token": "ab", "file": "../../secret.txt", "artifact_dir": ""})
+    escape = {"kind": "artifact", "token": "ab", "file": "../../secret.txt", "artifact_dir": ""}
+    spool.append(escape)
     spool.release()
     counts = deliver_pending(tmp_path / "home", local_uri, client)
     assert counts == {"runs": 1, "items": 1, "pending": 0}, "the entry is skipped, not followed"

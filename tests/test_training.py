@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import tempfile
 from pathlib import Path
 
@@ -223,40 +221,6 @@ def test_a_non_finite_loss_is_refused(local_lab, unique, tmp_path):
     error = handle.summary.error
     assert "total loss became nan at epoch 1, step 2" in error
     assert "lower the learning rate" in error
-
-
-def test_a_trainer_that_dies_without_a_word_is_marked_failed(local_lab, unique):
-    model = local_lab.create_model(unique, config=FAST)
-    handle = model.launch(epochs=10_000)
-    wait_until(lambda: (handle.progress or {}).get("run_steps", 0) > 0, message="training")
-    os.kill(handle.process.pid, signal.SIGKILL)
-    handle.process.wait(30)
-    # Another process, with no handle, finds the run dead when it lists the runs.
-    other = Lab(tracking_uri=local_lab.settings.tracking_uri, home=local_lab.settings.home)
-    runs = other.get_model(model.id).runs()
-    assert runs[0].status == "FAILED"
-    assert "ended without finishing its run" in runs[0].error
-    assert handle.status == "FAILED"
-
-
-def test_runs_stop_on_a_killed_trainer_ends_it_failed_and_names_its_checkpoint(local_lab, unique):
-    from click.testing import CliRunner
-
-    from activelab.cli.main import cli
-
-    model = local_lab.create_model(unique, config={**FAST, "trainer.checkpoint_every": "1"})
-    handle = model.launch(epochs=10_000)
-    wait_until(lambda: handle.run.data.tags.get(keys.LAST_CHECKPOINT), message="a checkpoint")
-    os.kill(handle.process.pid, signal.SIGKILL)
-    handle.process.wait(30)
-    out = CliRunner().invoke(
-        cli,
-        ["--tracking-uri", local_lab.settings.tracking_uri, "--home", str(local_lab.settings.home),
-         "runs", "stop", handle.run_id, "--timeout", "60"],
-    )  # fmt: skip
-    assert out.exit_code == 0, out.output
-    assert "Run ended: FAILED" in out.output
-    assert f"Its last checkpoint: {handle.run_id}:epoch-" in out.output
 
 
 def test_bad_launches_are_refused_before_a_run_exists(local_lab, unique):
