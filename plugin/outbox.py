@@ -1,9 +1,11 @@
 """Everything a training run sends to MLflow, delivered by one thread the loop never waits on.
 
 The loop appends metrics and tags (memory) and hands over files (checkpoints, images,
-predictions, texts), which are first written to the run's spool folder on local disk. A sender
-thread delivers them, in order, about once a second, with the heartbeat and the stop poll in the
-same round trip (DESIGN.md: per-step synchronous logging roughly doubles the step time).
+predictions, texts), which are first written to the run's spool folder on local disk. One
+thread sends metrics and tags about once a second, with the heartbeat and the stop poll in the
+same round trip (DESIGN.md: per-step synchronous logging roughly doubles the step time);
+another uploads the files in order, so a large checkpoint never holds back the heartbeat. While
+the server answers, at most MAX_QUEUED_FILES files wait (the loop waits for room beyond that).
 
 When the tracking server does not answer, training goes on: what is in memory moves to the
 spool (memory stays bounded; a crash loses nothing), the sender retries with backoff, says so
@@ -49,6 +51,10 @@ MAX_QUEUED_FILES = 8
 MAX_ROOM_WAIT_S = 60.0
 # Tags only meaningful while the run is live: never written to the spool.
 LIVE_ONLY_TAGS = (keys.HEARTBEAT,)
+
+
+def _now_ms() -> str:
+    return str(int(time.time() * 1000))
 
 
 def outbox_root(home: str | Path) -> Path:
@@ -285,7 +291,7 @@ class Deliverer:
 
 
 class Outbox:
-    """A live run's channel to MLflow: cheap calls for the loop, one sender thread."""
+    """A live run's channel to MLflow: cheap calls for the loop, two sender threads."""
 
     def __init__(
         self,
@@ -314,11 +320,12 @@ class Outbox:
         self._experiment_tags: dict[str, str] = {}
         self._lock = threading.Lock()  # memory buffers
         self._send_lock = threading.Lock()  # one delivery at a time, in order
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # the live sender
+        self._files_wake = threading.Event()  # the file sender
         self._room = threading.Condition()  # notified after each delivered item
         self._closing = threading.Event()
         self._last_stop_poll = 0.0
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # --- called from the training loop (cheap, never touches the network) --------------------
 
@@ -354,7 +361,7 @@ class Outbox:
         write(path)
         entry = {"kind": "artifact", "token": token, "file": name, "artifact_dir": artifact_dir}
         self.spool.append({**entry, "tags": tags or {}})
-        self._wake.set()
+        self._files_wake.set()
 
     def image(self, key: str, image: np.ndarray, step: int) -> None:
         """One image of the series `key` (MLflow's image grid)."""
@@ -365,7 +372,7 @@ class Outbox:
         np.save(path, np.ascontiguousarray(image), allow_pickle=False)
         entry = {"kind": "image", "token": token, "file": "image.npy", "key": key, "step": step}
         self.spool.append({**entry, "timestamp": int(time.time() * 1000)})
-        self._wake.set()
+        self._files_wake.set()
 
     def _wait_for_room(self) -> None:
         """The bounded queue: while the server answers, hold the loop until uploads catch up."""
@@ -374,11 +381,11 @@ class Outbox:
             while (
                 self.spool.pending_count() >= MAX_QUEUED_FILES
                 and self.unreachable_since is None
-                and self._thread is not None
+                and self._threads
                 and not self._closing.is_set()
                 and time.monotonic() < deadline
             ):
-                self._wake.set()
+                self._files_wake.set()
                 self._room.wait(0.5)
 
     def _delivered_one(self) -> None:
@@ -388,41 +395,77 @@ class Outbox:
     # --- the sender ---------------------------------------------------------------------------
 
     def start(self) -> Outbox:
-        self._thread = threading.Thread(target=self._run, name="activelab-outbox", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run_live, name="activelab-outbox-live", daemon=True),
+            threading.Thread(target=self._run_files, name="activelab-outbox-files", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
         return self
 
-    def _run(self) -> None:
+    def _run_live(self) -> None:
+        """Metrics, tags, the heartbeat and the stop poll about once a second; a separate
+        thread from uploads, so a large checkpoint never holds back the heartbeat."""
         backoff = self.interval
         while not self._closing.is_set():
             self._wake.wait(backoff)
             self._wake.clear()
             if self._closing.is_set():
                 return
-            if self.try_send():
-                backoff = self.interval
-            else:
-                backoff = min(max(backoff * 2, 1.0), MAX_BACKOFF_S)
+            ok = self._send_live()
+            backoff = self.interval if ok else min(max(backoff * 2, 1.0), MAX_BACKOFF_S)
 
-    def try_send(self) -> bool:
-        """One delivery round: the backlog, then memory, then the stop poll. False when the
-        server could not be reached (what was in memory is then in the spool)."""
+    def _run_files(self) -> None:
+        backoff = self.interval
+        while not self._closing.is_set():
+            self._files_wake.wait(backoff)
+            self._files_wake.clear()
+            if self._closing.is_set():
+                return
+            ok = self._send_files()
+            backoff = self.interval if ok else min(max(backoff * 2, 1.0), MAX_BACKOFF_S)
+
+    def _send_live(self) -> bool:
+        try:
+            if self._spilled_pending():
+                # older metrics and tags wait in the spool: keep their order, beat only
+                self._spill_memory()
+                self.deliverer.send_batch([], {keys.HEARTBEAT: _now_ms()}, {})
+                self._files_wake.set()
+            else:
+                self._flush_memory()
+            self._poll_stop()
+        except Exception as exc:
+            if not is_transient(exc):  # the server refused this batch: say so, go on
+                log.error("The tracking server refused a batch of metrics/tags: %s", exc)
+                return True
+            self._went_unreachable(exc)
+            self._spill_memory()
+            return False
+        self._back_online()
+        return True
+
+    def _send_files(self) -> bool:
+        """Deliver the spool's backlog in order (one caller at a time)."""
         with self._send_lock:
             try:
                 self.sent += self.deliverer.deliver_backlog(self._delivered_one)
-                self._flush_memory()
-                self._poll_stop()
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 self._went_unreachable(exc)
-                self._spill_memory()
                 return False
+        return True
+
+    def _spilled_pending(self) -> bool:
+        return any(entry["kind"] == "batch" for entry in self.spool.pending())
+
+    def _back_online(self) -> None:
         if self.unreachable_since is not None:
             down = time.monotonic() - self.unreachable_since
-            log.warning("Tracking server reachable again after %.0f s; backlog delivered.", down)
+            log.warning("Tracking server reachable again after %.0f s; sending the backlog.", down)
             self.unreachable_since = None
-        return True
+            self._files_wake.set()
 
     def _went_unreachable(self, exc: BaseException) -> None:
         if self.unreachable_since is None:
@@ -441,7 +484,7 @@ class Outbox:
 
     def _flush_memory(self) -> None:
         metrics, run_tags, experiment_tags = self._take_memory()
-        run_tags = {**run_tags, keys.HEARTBEAT: str(int(time.time() * 1000))}
+        run_tags = {**run_tags, keys.HEARTBEAT: _now_ms()}
         try:
             self.deliverer.send_batch(metrics, run_tags, experiment_tags)
         except BaseException:
@@ -477,27 +520,24 @@ class Outbox:
         """Why an item could not be stored (the first such), or None."""
         return self.deliverer.refused[0] if self.deliverer.refused else None
 
-    def flush(self) -> None:
-        """Deliver everything now (raises when the server cannot be reached)."""
-        if not self.try_send():
-            raise ConnectionError("the tracking server could not be reached")
-
     def close(self, status: str | None = None, wait_s: float = 900.0) -> bool:
         """Stop the sender, journal the run's end (`status`), and deliver for up to `wait_s`
         seconds. Returns True when everything reached the server; otherwise the rest stays in
         the spool for `deliver_pending`."""
         self._closing.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-        self._spill_memory()
+        self._files_wake.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+        self._threads = []
+        self._spill_memory()  # from here on one thread delivers everything, in order
         if status is not None:
             end_time = int(time.time() * 1000)
             self.spool.append({"kind": "end", "status": status, "end_time": end_time})
         deadline = time.monotonic() + wait_s
         backoff = 0.5
         while True:
-            if self.try_send() and not self.spool.pending():
+            if self._send_files() and not self.spool.pending():
                 self.spool.release()
                 self.spool.remove()
                 return True

@@ -275,6 +275,21 @@ def reap_dead_runs(tracking: Tracking, runs: list[Run]) -> list[str]:
     return reaped
 
 
+def checked_run(tracking: Tracking, run_id: str) -> Run:
+    """The run as every view should show it: read now, and FAILED if its trainer is dead
+    (the one status source for the app, the CLI and the API)."""
+    run = get_run(tracking, run_id)
+    if reap_dead_runs(tracking, [run]):
+        run = get_run(tracking, run_id)
+    return run
+
+
+def checked_runs(tracking: Tracking, runs: list[Run]) -> list[Run]:
+    """`runs` with dead trainers' runs marked FAILED and re-read."""
+    reaped = set(reap_dead_runs(tracking, runs))
+    return [get_run(tracking, r.info.run_id) if r.info.run_id in reaped else r for r in runs]
+
+
 def request_stop(tracking: Tracking, run_id: str) -> None:
     """Ask a run to stop at its next step boundary, wherever it runs (a tag it polls).
 

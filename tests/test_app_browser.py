@@ -3,6 +3,7 @@ survive a reload, and deleting/restoring a model."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -107,15 +108,19 @@ def test_newcomer_journey(app, page):
     )
     model = lab_of(app).get_model("digits <demo>")
 
-    # click a point, then press a key: the sample is labeled and saved
+    # click a point, then press a key: the one sample nearest the click is labeled and saved
     x, y = page.evaluate(POINT_OF_SAMPLE, 42)
     page.mouse.click(x, y)
     page.get_by_text("Click a point").wait_for(state="hidden")
+    page.get_by_text(re.compile(r"^1 selected —")).wait_for()
     page.keyboard.press("7")
     page.get_by_text("Saved:").wait_for()
     model.labels.refresh()
     labeled = model.labels.as_dict()
-    assert 42 in labeled and labeled[42] == 7
+    assert len(labeled) == 1 and set(labeled.values()) == {7}, "one click labels one sample"
+    (picked,) = labeled
+    px, py = page.evaluate(POINT_OF_SAMPLE, picked)
+    assert (px - x) ** 2 + (py - y) ** 2 <= 1.5**2, "the sample under the click"
     first_round = set(labeled)
     wait_until(  # patched in the browser (the patch follows the save)
         lambda: all(map_labels(page)[i] == 7 for i in first_round),

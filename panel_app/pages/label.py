@@ -15,6 +15,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import (
     ColumnDataSource,
+    CustomJS,
     CustomJSHover,
     HoverTool,
     LinearColorMapper,
@@ -32,6 +33,34 @@ log = logging.getLogger(__name__)
 
 UNLABELED_COLOR = "#cfd4da"
 POLL_MS = 2500
+CLICK_RADIUS_PX = 8  # a click this close to a point picks it
+
+# A click picks the one sample nearest to it on screen (Bokeh's tap tool would select every
+# point under the cursor, and one key would then label a whole stack); shift adds or removes.
+NEAREST_ON_CLICK = """
+const data = source.data, xs = data.x, ys = data.y;
+const w = plot.inner_width, h = plot.inner_height;
+const kx = w / (plot.x_range.end - plot.x_range.start);
+const ky = h / (plot.y_range.end - plot.y_range.start);
+let best = -1, bestD = radius * radius + 1e-9;
+for (let i = 0; i < xs.length; i++) {
+  const dx = (xs[i] - cb_obj.x) * kx, dy = (ys[i] - cb_obj.y) * ky;
+  const d = dx * dx + dy * dy;
+  if (d < bestD) { best = i; bestD = d; }
+}
+const shift = cb_obj.modifiers && cb_obj.modifiers.shift;
+let picked = [];
+if (shift) {
+  picked = [...source.selected.indices];
+  if (best >= 0) {
+    const at = picked.indexOf(best);
+    if (at >= 0) picked.splice(at, 1); else picked.push(best);
+  }
+} else if (best >= 0) {
+  picked = [best];
+}
+source.selected.indices = picked;
+"""
 
 
 def class_palette(count: int) -> list[str]:
@@ -267,7 +296,7 @@ class LabelPage(pn.viewable.Viewer):
             palette=Viridis256, low=0, high=1, nan_color=UNLABELED_COLOR
         )
         plot = figure(
-            tools="pan,wheel_zoom,box_select,lasso_select,tap,reset",
+            tools="pan,wheel_zoom,box_select,lasso_select,reset",
             active_drag="lasso_select",
             active_scroll="wheel_zoom",
             sizing_mode="stretch_both",
@@ -298,13 +327,20 @@ class LabelPage(pn.viewable.Viewer):
             HoverTool(
                 renderers=[self.renderer],
                 tooltips=[
-                    ("sample", "@index"),
+                    ("sample", "$index"),
                     ("label", "@label{custom}"),
                     ("predicted", "@predicted{custom}"),
                     ("certainty", "@certainty{0.00}"),
                 ],
                 formatters={"@label": names, "@predicted": names},
             )
+        )
+        plot.js_on_event(
+            "tap",
+            CustomJS(
+                args={"source": self.source, "plot": plot, "radius": CLICK_RADIUS_PX},
+                code=NEAREST_ON_CLICK,
+            ),
         )
         self.source.selected.on_change("indices", self._selected_in_plot)
         self.map_pane = pn.pane.Bokeh(plot, sizing_mode="stretch_both", min_height=440)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import param
 
-from activelab.runs import RunSummary, search_runs
+from activelab.runs import RunSummary, checked_run, checked_runs, search_runs
 from activelab.tracking import MetricSeries
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class CompareViewModel(param.Parameterized):
         runs = search_runs(
             self.lab.tracking, ids, kind="train", statuses=statuses, max_results=MAX_CANDIDATES
         )
+        runs = checked_runs(self.lab.tracking, runs)
         wanted = self._tag_filter()
         found = [
             Candidate(r.info.experiment_id, names.get(r.info.experiment_id, "?"),
@@ -111,9 +112,15 @@ class CompareViewModel(param.Parameterized):
         key, value = text.split("=", 1)
         return {key.strip(): value.strip()}
 
+    def refresh_selected(self) -> None:
+        """Read the chosen runs again (their status and figures move while they train)."""
+        for run_id in self.selected:
+            self.candidates.pop(run_id, None)
+            self.candidate(run_id)
+
     def candidate(self, run_id: str) -> Candidate:
         if run_id not in self.candidates:
-            run = self.lab.tracking.client.get_run(run_id)
+            run = checked_run(self.lab.tracking, run_id)
             experiment = self.lab.tracking.get_experiment(run.info.experiment_id)
             name = experiment.name if experiment is not None else "?"
             self.candidates[run_id] = Candidate(
@@ -133,6 +140,7 @@ class CompareViewModel(param.Parameterized):
 
     def load_curves(self, max_points: int = COMPARE_POINTS) -> list[Curve]:
         """The chosen metrics of the selected runs: one bulk, downsampled read per metric."""
+        self.refresh_selected()  # the table's status and figures as of now
         run_ids = list(self.selected)
         self.curves = []
         if not run_ids or not self.metrics:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from activelab import keys
-from activelab.runs import ACTIVE
+from activelab.runs import ACTIVE, checked_run
 from activelab.tracking import HISTORY_POINTS, MetricSeries
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class RunMonitor:
 
     def load(self) -> dict[str, MetricSeries]:
         """Every curve of the run, downsampled (one bulk read per metric)."""
-        self.run = self.tracking.client.get_run(self.run_id)
+        self.run = checked_run(self.tracking, self.run_id)
         self.started_ms = int(self.run.info.start_time or 0)
         wanted = [key for key in sorted(self.run.data.metrics) if is_curve(key)]
         found = self.tracking.metric_histories_many([self.run_id], wanted, self.max_points)
@@ -117,7 +117,7 @@ class RunMonitor:
 
         A curve that grew past MAX_SHOWN_POINTS is read again downsampled; its new series
         then replaces the old one (marked by a first step <= the old last step)."""
-        self.run = self.tracking.client.get_run(self.run_id)
+        self.run = checked_run(self.tracking, self.run_id)
         fresh: dict[str, MetricSeries] = {}
         wanted = [key for key in sorted(self.run.data.metrics) if is_curve(key)]
         starts: dict[str, int | None] = {}
