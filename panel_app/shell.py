@@ -12,7 +12,7 @@ from activelab import keys
 from activelab.panel_app.context import get_context
 from activelab.panel_app.pages.common import esc
 from activelab.panel_app.vm.state import PAGES, AppState
-from activelab.panel_app.widgets import ConnectionWatch
+from activelab.panel_app.widgets import ConnectionWatch, UrlSync
 from activelab.runs import ACTIVE
 
 CSS = (Path(__file__).parent / "theme.css").read_text()
@@ -64,8 +64,9 @@ class Shell(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         self._apply_url_args()
-        if pn.state.location is not None:
-            pn.state.location.sync(self.state, {"page": "page", "model_id": "model"})
+        self.url = UrlSync(page=self.state.page, model=self.state.model_id)
+        self.state.param.watch(self._to_url, ["page", "model_id"])
+        self.url.param.watch(self._from_url, ["page", "model"])
         header = pn.Row(
             pn.pane.HTML("<span class='al-brand'>activelab</span>", margin=(10, 12, 0, 4)),
             *self.nav.values(),
@@ -86,8 +87,21 @@ class Shell(pn.viewable.Viewer):
         pn.state.add_periodic_callback(self._watch_runs, period=RUN_WATCH_MS)
         pn.state.add_periodic_callback(self._show_server_health, period=SERVER_HEALTH_MS)
         return pn.Column(
-            header, self.server_banner, self.main, ConnectionWatch(), sizing_mode="stretch_both"
+            header,
+            self.server_banner,
+            self.main,
+            ConnectionWatch(),
+            self.url,
+            sizing_mode="stretch_both",
         )
+
+    def _to_url(self, *events: Any) -> None:
+        self.url.param.update(page=self.state.page, model=self.state.model_id)
+
+    def _from_url(self, *events: Any) -> None:
+        """Back / Forward in the browser: show the page and model of that address."""
+        page = self.url.page if self.url.page in PAGES else "home"
+        self.state.param.update(page=page, model_id=self.url.model)
 
     def _show_server_health(self) -> None:
         """A banner while the tracking server does not answer (probed in one thread)."""

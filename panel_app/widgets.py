@@ -1,4 +1,4 @@
-"""Small browser-side pieces: keyboard shortcuts and the lost-connection watch."""
+"""Small browser-side pieces: keyboard shortcuts, the address bar and the lost-connection watch."""
 
 from __future__ import annotations
 
@@ -34,6 +34,37 @@ class KeyListener(JSComponent):
       const el = document.createElement('span');
       el.className = 'al-keys';
       return el;
+    }
+    """
+
+
+class UrlSync(JSComponent):
+    """Keeps the address bar in step with the page and model in use, and Back/Forward with the
+    app. (Panel's own location sync defers writes until the document is idle, and one was
+    seen never to arrive; this writes at once.)"""
+
+    page = param.String(default="")
+    model = param.String(default="")
+
+    _esm = """
+    export function render({ model }) {
+      const write = () => {
+        const url = new URL(window.location.href);
+        for (const [key, value] of [['page', model.page], ['model', model.model]]) {
+          if (value) url.searchParams.set(key, value); else url.searchParams.delete(key);
+        }
+        if (url.href !== window.location.href) window.history.pushState({}, '', url.href);
+      };
+      const read = () => {
+        const query = new URLSearchParams(window.location.search);
+        model.model = query.get('model') || '';
+        model.page = query.get('page') || 'home';
+      };
+      model.on(['page', 'model'], write);
+      window.addEventListener('popstate', read);
+      model.on('remove', () => window.removeEventListener('popstate', read));
+      write();
+      return document.createElement('span');
     }
     """
 

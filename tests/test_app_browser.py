@@ -196,7 +196,9 @@ def test_navigation_keeps_the_model_in_use(app, page):
     page.get_by_role("button", name="Evaluate").click()
     page.get_by_text("No run with a checkpoint yet").wait_for()  # says what to do first
     wait_until(lambda: url_has("evaluate"), timeout=30, message="the URL to name Evaluate")
-    page.get_by_role("button", name="Settings").click()
+    page.go_back()  # the browser's Back returns to the page before, with its model
+    page.get_by_role("button", name="Start training").wait_for()
+    page.get_by_role("button", name="Settings", exact=True).click()
     page.get_by_text("Tracking URI").wait_for()
     page.get_by_role("button", name="Label").click()
     wait_for_map(page)
