@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
 
+from activelab.errors import ServerUnreachableError
 from activelab.settings import is_remote
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def wait_until_reachable(
         if server_reachable(uri):
             say(f"tracking server reachable again after {time.monotonic() - started:.0f} s")
             return
-    raise ConnectionError(
+    raise ServerUnreachableError(
         f"The tracking server at {uri} did not answer for {bound_s:.0f} s. Check that it runs "
         "(`mlflow server ...`) and that the address is right, then try again."
     )
@@ -112,7 +113,7 @@ class Outage:
             self.since = now
             self.say(f"{UNREACHABLE} ({self.uri})")
         elif now - self.since > self.bound_s:
-            raise ConnectionError(
+            raise ServerUnreachableError(
                 f"The tracking server at {self.uri} did not answer for {self.bound_s:.0f} s. "
                 "Check that it runs and that the address is right, then try again."
             ) from exc

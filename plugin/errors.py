@@ -53,3 +53,7 @@ class RunNotFoundError(ActivelabError, LookupError):
 
 class StorageError(ActivelabError, OSError):
     """A file could not be written where the store keeps it (read-only, full, no permission)."""
+
+
+class ServerUnreachableError(ActivelabError, ConnectionError):
+    """The tracking server did not answer within the time allowed."""

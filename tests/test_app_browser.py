@@ -291,6 +291,25 @@ def test_the_page_says_when_the_server_is_lost_and_recovers(app, page):
         again.stop()
 
 
+def test_the_page_says_when_the_tracking_server_is_unreachable(killable_server, page, tmp_path):
+    from activelab import Lab
+
+    served = start_app(tmp_path / "home", "--no-mlflow-ui", tracking_uri=killable_server.url)
+    try:
+        Lab(tracking_uri=killable_server.url, home=served.home).create_model("on-a-server")
+        page.goto(served.url + "/")
+        page.get_by_role("heading", name="on-a-server").wait_for()
+        banner = page.get_by_text("Tracking server unreachable, retrying")
+        killable_server.kill()
+        banner.wait_for()  # the app keeps answering and says what is wrong
+        killable_server.start()
+        banner.wait_for(state="hidden")
+        page.get_by_role("heading", name="on-a-server").wait_for()
+    finally:
+        served.stop()
+    assert tracebacks(served.output()) == [], served.output()[-4000:]
+
+
 def test_tablet_width_layout(app, browser):
     lab_of(app).create_model("on-a-tablet")
     context = browser.new_context(viewport={"width": 820, "height": 1180})
