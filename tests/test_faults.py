@@ -59,7 +59,8 @@ def test_kill_9_of_the_trainer_is_found_by_whoever_looks(lab, unique):
     assert handle.status == "FAILED"
 
 
-def test_runs_stop_on_a_dead_run_returns_at_once_naming_its_checkpoint(lab, unique):
+def test_runs_stop_on_a_dead_run_returns_at_once_naming_its_checkpoint(local_lab, unique):
+    lab = local_lab
     model = lab.create_model(unique, config={**FAST, "trainer.checkpoint_every": "1"})
     handle = model.launch(epochs=LONG)
     wait_until(lambda: handle.run.data.tags.get(keys.LAST_CHECKPOINT), message="a checkpoint")
@@ -73,7 +74,8 @@ def test_runs_stop_on_a_dead_run_returns_at_once_naming_its_checkpoint(lab, uniq
     assert time.monotonic() - started < 60, "found dead, not waited out"
 
 
-def test_stop_from_a_second_process_ends_the_run_killed_with_a_checkpoint(lab, unique):
+def test_stop_from_a_second_process_ends_the_run_killed_with_a_checkpoint(local_lab, unique):
+    lab = local_lab
     model = lab.create_model(unique, config=FAST)
     handle = model.launch(epochs=LONG)
     wait_until(lambda: _training(handle) > 0, message="training")
@@ -181,7 +183,8 @@ def test_two_processes_labeling_one_model_lose_nothing(lab, unique):
     assert int(model.refresh().experiment.tags[keys.LABELED_COUNT]) == 80
 
 
-def test_a_killed_label_writer_loses_no_acknowledged_label_and_blocks_no_one(lab, unique):
+def test_a_killed_label_writer_loses_no_acknowledged_label_and_blocks_no_one(local_lab, unique):
+    lab = local_lab
     model = lab.create_model(unique)
     writer = _writer(lab, model, 0, 1000)
     writer.stdin.write("go\n")
