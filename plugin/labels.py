@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -45,6 +46,11 @@ UNDO_DEPTH = 100
 UNREADABLE_GRACE_S = 30.0
 
 SET, CLEAR, IMPORT, UNDO, REDO = "set", "clear", "import", "undo", "redo"
+KINDS = {SET, CLEAR, IMPORT, UNDO, REDO}
+# Event ids as `_next_id` makes them: 19 digits of nanoseconds, a dash, 8 hex digits. Files
+# read from a store are untrusted: an id is only ever used (in a path, as the watermark the
+# next id counts from) after it matched this.
+EVENT_ID = re.compile(r"^\d{19}-[0-9a-f]{8}$")
 
 Label = int | None
 Changes = dict[int, tuple[Label, Label]]  # sample index -> (old label, new label)
@@ -159,8 +165,30 @@ def _parse_event(data: bytes | None) -> LabelEvent | None:
         return None
     try:
         return LabelEvent.from_dict(json.loads(data))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
+
+
+def event_problem(event: LabelEvent, file_id: str, info: DatasetInfo) -> str | None:
+    """Why a parsed event must not be folded (a hostile or damaged file), or None."""
+    if event.id != file_id:
+        return f"it claims the id {event.id!r}"
+    if event.kind not in KINDS:
+        return f"unknown kind {event.kind!r}"
+    if event.target is not None and not (
+        isinstance(event.target, str) and EVENT_ID.match(event.target)
+    ):
+        return "its target is no event id"
+    classes = len(info.classes)
+    for index, pair in event.changes.items():
+        if not 0 <= index < info.size:
+            return f"sample index {index} is outside the data set (0 to {info.size - 1})"
+        for label in pair:
+            if label is not None and not (
+                isinstance(label, int) and not isinstance(label, bool) and 0 <= label < classes
+            ):
+                return f"label {label!r} is not a class index (0 to {classes - 1})"
+    return None
 
 
 def labels_digest(labels: Mapping[int, int]) -> str:
@@ -188,6 +216,7 @@ class LabelStore:
         self._events: dict[str, LabelEvent] = {}  # events read since the state's base
         self._seen: set[str] = set()  # log ids folded (or given up on)
         self._unreadable: dict[str, float] = {}
+        self._reported: set[str] = set()  # hostile or damaged files already logged
         self._has_full_history = False
         self._loaded = False
         self._snapshot_count = 0
@@ -211,15 +240,30 @@ class LabelStore:
             return changed
 
     def _list_log(self) -> set[str]:
-        return {n[:-5] for n in self.folder.list(LOG_DIR) if n.endswith(".json")}
+        """Ids of the log's files; a file not named like an event is reported and ignored."""
+        ids = set()
+        for name in self.folder.list(LOG_DIR):
+            if not name.endswith(".json"):
+                continue
+            if EVENT_ID.match(name[:-5]):
+                ids.add(name[:-5])
+            elif name not in self._reported:
+                self._reported.add(name)
+                log.warning("Ignoring %r in the label log: not an event file name.", name)
+        return ids
 
     def _cold_load(self, ids: set[str]) -> None:
         snapshots = sorted(n for n in self.folder.list(SNAPSHOT_DIR) if n.endswith(".json"))
         for name in reversed(snapshots):
+            if not EVENT_ID.match(name[:-5]):
+                continue  # snapshots are named by their watermark
             data = self.folder.read(f"{SNAPSHOT_DIR}/{name}")
             try:
                 state = LabelState.from_json(data or b"")
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if state.watermark != name[:-5] or self._state_problem(state):
+                log.warning("Ignoring the label snapshot %r: it does not check out.", name)
                 continue
             covered = {i for i in ids if i <= state.watermark}
             if len(covered) == state.count:
@@ -246,6 +290,11 @@ class LabelStore:
                 self._note_unreadable(event_id)
                 continue
             self._unreadable.pop(event_id, None)
+            problem = event_problem(event, event_id, self.info)
+            if problem is not None:  # reported once, skipped, never blocks later writes
+                log.warning("Ignoring label event %s: %s.", event_id, problem)
+                self._seen.add(event_id)
+                continue
             fresh.append(event)
         if not fresh:
             return False
@@ -272,15 +321,28 @@ class LabelStore:
             contents = self.folder.read_many(
                 [f"{LOG_DIR}/{i}.json" for i in ids if i not in events]
             )
-            for data in contents.values():
+            for path, data in contents.items():
                 event = _parse_event(data)
-                if event is not None:
+                file_id = path.rsplit("/", 1)[-1][:-5]
+                if event is not None and event_problem(event, file_id, self.info) is None:
                     events[event.id] = event
             self._has_full_history = True
         self._state = LabelState()
         self._events = {}
         for event in sorted(events.values(), key=lambda e: e.id):
             self._fold(event)
+
+    def _state_problem(self, state: LabelState) -> str | None:
+        classes = len(self.info.classes)
+        for index, label in state.labels.items():
+            if not (isinstance(index, int) and 0 <= index < self.info.size):
+                return f"sample index {index!r}"
+            if not (isinstance(label, int) and 0 <= label < classes):
+                return f"label {label!r}"
+        for event in (*state.undo, *state.redo):
+            if event_problem(event, event.id, self.info) or not EVENT_ID.match(event.id):
+                return f"event {event.id!r}"
+        return None
 
     def _note_unreadable(self, event_id: str) -> None:
         first = self._unreadable.setdefault(event_id, time.monotonic())

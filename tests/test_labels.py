@@ -178,7 +178,7 @@ def test_an_event_arriving_late_under_a_snapshot_is_not_lost(lab, model):
         model.set_label(i, 1)
     folder = lab.tracking.folder(model.experiment)
     late = LabelEvent(
-        "0000000000000000001-late0000", "set", {500: (None, 8)}, "slow@elsewhere", 0.0
+        "0000000000000000001-1a7e0000", "set", {500: (None, 8)}, "slow@elsewhere", 0.0
     )
     folder.write(f"{LOG_DIR}/{late.id}.json", late.to_json())
     assert reopen(lab, model).labels.get(500) == 8  # a cold reader replays the log
@@ -190,7 +190,7 @@ def test_an_event_arriving_late_under_a_snapshot_is_not_lost(lab, model):
 def test_a_half_written_event_is_skipped_until_it_parses(lab, model):
     model.set_label(1, 1)
     folder = lab.tracking.folder(model.experiment)
-    event_id = "9999999999999999999-partial0"
+    event_id = "9999999999999999999-0a12fa10"
     folder.write(f"{LOG_DIR}/{event_id}.json", b'{"id": "999')
     store = reopen(lab, model).labels
     assert store.as_dict() == {1: 1}
@@ -218,3 +218,35 @@ def test_label_change_event_reaches_plugins(lab, model):
         host.remove("test-listener")
     assert seen[0][0] == model.id
     assert json.loads(json.dumps(seen[0][1]))["changes"] == {"3": [None, 2], "4": [None, 2]}
+
+
+def test_hostile_or_damaged_label_files_are_skipped_and_never_followed(local_lab, unique, tmp_path):
+    import json
+    import time
+
+    from activelab.labels import LOG_DIR
+
+    model = local_lab.create_model(unique)
+    model.set_label(0, 1)
+    folder = model.labels.folder
+    stamp = time.time_ns()
+
+    def plant(name: str, **fields) -> None:
+        event = {"id": name, "kind": "set", "changes": {"5": [None, 3]}, "author": "x",
+                 "time": 0.0, "target": None, **fields}  # fmt: skip
+        folder.write(f"{LOG_DIR}/{name}.json", json.dumps(event).encode())
+
+    plant(f"{stamp + 1:019d}-aaaaaaaa", id="../../../../escape")  # claims a path as its id
+    plant(f"{stamp + 2:019d}-bbbbbbbb", id=f"{stamp + 2:019d}-bbbbbbbb", changes={"7": [None, 99]})
+    plant(f"{stamp + 3:019d}-cccccccc", changes={"1000000": [None, 2]})  # outside the data
+    plant(f"{stamp + 4:019d}-dddddddd", kind="rm -rf")
+    plant("not-an-event-id")  # a name no writer makes
+    folder.write(f"{LOG_DIR}/{stamp + 5:019d}-eeeeeeee.json", b"\x00\xff not json")
+
+    reopened = reopen(local_lab, model)
+    assert reopened.labels.as_dict() == {0: 1}, "only the genuine event counts"
+    for i in range(1, 60):  # later writes work, past a snapshot
+        reopened.set_label(i, i % 10)
+    assert len(reopen(local_lab, model).labels.as_dict()) == 60
+    assert reopened.labels.stats() and reopened.labels.to_csv().startswith("sample_index")
+    assert not list(tmp_path.rglob("escape*")), "nothing was written outside the store"
