@@ -7,6 +7,7 @@ and MLflow logs params from the same declaration.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -148,6 +149,11 @@ class Component(param.Parameterized):
             p._validate(value)
         except (ValueError, TypeError) as exc:
             raise InvalidConfigError(f"{cls.kind} parameter {pname!r}: {_plain(exc)}") from None
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise InvalidConfigError(
+                f"{cls.kind} parameter {pname!r}: {value!r} is not a finite number."
+            )
 
     @classmethod
     def validate_params(cls, values: dict[str, Any]) -> dict[str, Any]:

@@ -548,13 +548,16 @@ class LabelStore:
 
     def parse_csv(self, text: str) -> dict[int, int]:
         """{index: class} from `sample_index,label` lines; errors name the line."""
+        if "\x00" in text:
+            raise LabelFileError("The file is binary, not a CSV of 'sample_index,label' lines.")
         result: dict[int, int] = {}
-        reader = csv.reader(io.StringIO(text))
+        line_of: dict[int, int] = {}
+        reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))  # Excel's UTF-8 mark
         for line_no, row in enumerate(reader, start=1):
             if not row or all(not cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
                 continue
-            if line_no == 1 and not row[0].strip().lstrip("-").isdigit():
-                continue  # a header such as "sample_index,label"
+            if line_no == 1 and _is_header(row):
+                continue
             if len(row) != 2:
                 raise LabelFileError(
                     f"Line {line_no}: expected 'sample index,label', got {len(row)} fields."
@@ -564,9 +567,17 @@ class LabelStore:
                 raise LabelFileError(f"Line {line_no}: sample index {raw_index!r} is not a number.")
             try:
                 index = self._check_index(int(raw_index))
-                result[index] = self.resolve_label(raw_label)
+                label = self.resolve_label(raw_label)
             except InvalidLabelError as exc:
                 raise LabelFileError(f"Line {line_no}: {exc}") from None
+            if index in result and result[index] != label:
+                raise LabelFileError(
+                    f"Line {line_no}: sample {index} is labeled "
+                    f"{self.info.classes[label]!r} here but "
+                    f"{self.info.classes[result[index]]!r} on line {line_of[index]}; "
+                    "keep one of them."
+                )
+            result[index], line_of[index] = label, line_no
         return result
 
     def import_csv(self, text: str, replace: bool = False) -> LabelEvent | None:
@@ -588,6 +599,28 @@ class LabelStore:
         for index in sorted(labels):
             writer.writerow([index, self.info.classes[labels[index]]])
         return out.getvalue()
+
+
+def decode_csv(raw: bytes, source: str) -> str:
+    """UTF-8 text (with or without Excel's byte-order mark), or a clear error."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise LabelFileError(
+            f"{source} is not UTF-8 text (line {line} has the byte 0x{raw[exc.start]:02x}); "
+            "save it as CSV UTF-8 and import it again. Nothing was changed."
+        ) from None
+
+
+HEADER_WORDS = {"sample_index", "sample", "index", "idx", "label", "class", "name", "id"}
+
+
+def _is_header(row: list[str]) -> bool:
+    """A first row is a header when it names columns: no cell is a number and the first cell
+    is a known column name ('l32,3' is a typo in a data row, not a header)."""
+    cells = [cell.strip().lower() for cell in row]
+    return not any(c.lstrip("-").isdigit() for c in cells) and cells[0] in HEADER_WORDS
 
 
 def _is_int_like(value: Any) -> bool:

@@ -85,6 +85,11 @@ def launch(
         parent_number = parent.data.tags.get(keys.RUN_NUMBER)
         check_resumable(cfg, host, parent.data.params)
     epochs = _epochs_of(epochs, cfg, host, model.dataset_info, resuming=bool(parent_run))
+    if run_name is not None and (not run_name.strip() or not run_name.isprintable()):
+        raise InvalidConfigError(
+            f"Run name {run_name!r} is empty or holds a control character (a line break, tab "
+            "or NUL); use letters, digits, spaces and punctuation."
+        )
 
     number = int(model.experiment.tags.get(keys.RUN_COUNT, 0) or 0) + 1
     tags = {

@@ -82,6 +82,11 @@ def check_model_name(name: str) -> str:
         raise InvalidConfigError("A model name cannot be empty.")
     if name != name.strip():
         raise InvalidConfigError(f"Model name {name!r} starts or ends with spaces; remove them.")
+    if not name.isprintable():
+        raise InvalidConfigError(
+            f"Model name {name!r} holds a control character (a line break, tab or NUL); "
+            "use letters, digits, spaces and punctuation."
+        )
     if len(name) > MAX_NAME:
         raise InvalidConfigError(f"A model name can be at most {MAX_NAME} characters.")
     if name.isdigit():
@@ -667,7 +672,11 @@ class Lab:
 
 
 def _quote(value: str) -> str:
-    """A single-quoted MLflow filter literal."""
-    if "'" in value:
-        raise InvalidConfigError(f"Filter value {value!r} cannot contain a single quote.")
-    return f"'{value}'"
+    """An MLflow filter literal: single-quoted, or double-quoted when it holds a single quote."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise InvalidConfigError(
+        f"{value!r} holds both kinds of quotes; refer to the model by its id instead."
+    )

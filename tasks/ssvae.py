@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import param
 
-from activelab.errors import TrainingError
+from activelab.errors import InvalidConfigError, TrainingError
 from activelab.hookspecs import hookimpl
 from activelab.task import Batch, Outputs, parse_latent_slice
 from activelab.trainer import Trainer
@@ -166,6 +166,17 @@ class SSVAETrainer(Trainer):
     # The per-epoch whole-data figures read at most this many samples (the same ones every
     # epoch); the run's final accuracy on every unlabeled sample comes from its predictions.
     EVAL_MAX = 5000
+
+    @classmethod
+    def check_value(cls, pname: str, value: Any) -> None:
+        super().check_value(pname, value)
+        if pname == "hidden_dims" and any(width < 1 for width in value):
+            raise InvalidConfigError(
+                f"ssvae parameter 'hidden_dims': {value!r} has a layer narrower than 1; "
+                "give positive widths, e.g. [256, 256]."
+            )
+        if pname == "hidden_dims" and not value:
+            raise InvalidConfigError("ssvae parameter 'hidden_dims': give at least one layer.")
 
     def default_epochs(self, info: DatasetInfo, resuming: bool) -> int:
         if self.epochs > 0:

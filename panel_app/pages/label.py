@@ -449,9 +449,10 @@ class LabelPage(pn.viewable.Viewer):
     def _import_csv(self, event: Any) -> None:
         if not event.new:
             return
-        text = event.new.decode("utf-8-sig", errors="replace")
+        from activelab.labels import decode_csv
+
         try:
-            changed = self.vm.import_csv(text)
+            changed = self.vm.import_csv(decode_csv(event.new, self.import_csv.filename or "file"))
         except Exception as exc:  # a malformed file: nothing changed, the line is named
             self.saved.object = f"<span style='color:#c92a2a'>{esc(describe_error(exc))}</span>"
             return

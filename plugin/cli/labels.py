@@ -4,11 +4,13 @@ query strategy which samples to label next."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from activelab.cli.output import emit_json, table
+from activelab.labels import decode_csv
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -144,12 +146,8 @@ def next_(
 def import_(obj: Any, model: str, file: str, replace: bool) -> None:
     """Import a CSV of `sample_index,label` lines (header optional) as one change."""
     store = obj.lab.get_model(model).labels
-    if file == "-":
-        text = sys.stdin.read()
-    else:
-        with open(file, encoding="utf-8-sig") as handle:
-            text = handle.read()
-    event = store.import_csv(text, replace=replace)
+    raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    event = store.import_csv(decode_csv(raw, "standard input" if file == "-" else file), replace)
     _report(event, "imported")
 
 
