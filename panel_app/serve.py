@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,25 @@ def start_mlflow_ui(lab: Lab, host: str, port: int) -> MlflowServer | None:
     )
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def websocket_origins(host: str, port: int, allowed: list[str]) -> list[str]:
+    """The names browsers may open the app by: loopback names on a loopback host; on any other
+    interface only the names given (never '*': any site could then drive the app)."""
+    if host in LOOPBACK:
+        return [f"{name}:{port}" for name in ("127.0.0.1", "localhost")] + list(allowed)
+    if not allowed:
+        raise ActivelabError(
+            f"Serving on {host} needs the names people open the app by, e.g. "
+            f"--allow-origin labeling.example.org:{port} (repeatable); without them any site a "
+            "person visits could drive the app."
+        )
+    if any(origin.strip() in ("*", "") for origin in allowed):
+        raise ActivelabError("--allow-origin takes host names, not '*'.")
+    return [origin if ":" in origin else f"{origin}:{port}" for origin in allowed]
+
+
 def serve(
     lab: Lab,
     host: str = "127.0.0.1",
@@ -55,6 +75,7 @@ def serve(
     mlflow_port: int = 5000,
     show: bool = False,
     echo: Any = print,
+    allowed_origins: list[str] | None = None,
 ) -> None:
     """Serve the app until Ctrl-C; stop everything started here on the way out."""
     import panel as pn
@@ -62,6 +83,7 @@ def serve(
     from activelab.panel_app.app import TITLE, build_app, configure_panel
     from activelab.panel_app.context import AppContext, set_context
 
+    origins = websocket_origins(host, port, allowed_origins or [])  # refuses before starting
     if not _port_free(host, port):  # say so before starting anything else
         raise ActivelabError(
             f"Port {port} on {host} is in use (another `activelab serve`?); stop that server "
@@ -104,8 +126,10 @@ def serve(
             port=port,
             show=show,
             title=TITLE,
-            # Bound to every interface, the page is opened by whatever name the machine has.
-            websocket_origin="*" if everywhere else [f"{host}:{port}", f"localhost:{port}"],
+            websocket_origin=origins,
+            # Session ids are signed with a key of this process: a made-up id is refused.
+            sign_sessions=True,
+            secret_key=secrets.token_urlsafe(32),
             admin=False,
         )
     except KeyboardInterrupt:

@@ -103,3 +103,61 @@ def test_panel_serve_of_the_documented_module(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+def _websocket(port: int, origin: str, token: str) -> str:
+    """Open the app's websocket as a browser at `origin` would; 'accepted' or why not."""
+    import asyncio
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    async def attempt() -> str:
+        request = HTTPRequest(
+            f"ws://127.0.0.1:{port}/ws",
+            headers={"Origin": origin, "Sec-WebSocket-Protocol": f"bokeh, {token}"},
+        )
+        try:
+            connection = await websocket_connect(request)
+        except Exception as exc:
+            return f"refused: {exc}"
+        connection.close()
+        return "accepted"
+
+    return asyncio.run(attempt())
+
+
+def test_only_the_app_s_own_pages_and_names_can_drive_it(tmp_path):
+    import urllib.error
+
+    from click.testing import CliRunner
+
+    from activelab.cli.main import cli
+
+    served = start_app(tmp_path / "home", "--no-mlflow-ui")
+    try:
+        port = int(served.url.rsplit(":", 1)[1])
+        html = urllib.request.urlopen(served.url + "/").read().decode()
+        token = re.search(r'"token":"([^"]+)"', html).group(1)
+        assert _websocket(port, f"http://127.0.0.1:{port}", token) == "accepted"
+        assert _websocket(port, f"http://localhost:{port}", token) == "accepted"
+        # DNS rebinding: another site's page, whose name now points at this machine
+        assert "403" in _websocket(port, f"http://rebound.example:{port}", token)
+        # a session id the server did not sign
+        try:
+            urllib.request.urlopen(served.url + "/?bokeh-session-id=made-up-by-a-caller")
+            raise AssertionError("a made-up session id was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403
+    finally:
+        served.stop()
+    # every interface, but no names given: refused before anything starts
+    home = str(tmp_path / "open")
+    out = CliRunner().invoke(
+        cli, ["--home", home, "serve", "--host", "0.0.0.0", "--no-mlflow-ui", "--port", "1"]
+    )
+    assert out.exit_code == 1 and "--allow-origin" in out.output
+    out = CliRunner().invoke(
+        cli, ["--home", home, "serve", "--host", "0.0.0.0", "--allow-origin", "*", "--port", "1"]
+    )
+    assert out.exit_code == 1 and "not '*'" in out.output

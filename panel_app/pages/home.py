@@ -28,6 +28,8 @@ class HomePage(pn.viewable.Viewer):
         self.vm = HomeViewModel(state)
         self.ui = UiThread()
         self._periodic = None
+        self._card_views: dict[str, tuple[Any, Any]] = {}  # model id -> (card, its text)
+        self._latest: dict[str, Any] = {}  # model id -> the card data last shown
         self._active = False
 
         self.search = pn.widgets.TextInput(placeholder="Search by name, data set or tag", width=260)
@@ -123,7 +125,7 @@ class HomePage(pn.viewable.Viewer):
                 pn.pane.HTML(f"<p class='al-muted'>No model matches “{esc(self.vm.query)}”.</p>")
             ]
         else:
-            self.cards[:] = [self._card(c) for c in cards]
+            self._show_cards(cards)
         self.activity.object = self._activity_html()
         self.system.object = self._system_html()
 
@@ -144,7 +146,42 @@ class HomePage(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
 
-    def _card(self, card: Any) -> pn.viewable.Viewable:
+    def _show_cards(self, cards: list[Any]) -> None:
+        """Cards are kept per model and only their text is updated: a refresh never replaces a
+        button under a person's click (a rebuilt card swallowed clicks on Open)."""
+        self._latest = {c.id: c for c in cards}
+        views = []
+        for card in cards:
+            if card.id not in self._card_views:
+                self._card_views[card.id] = self._card(card.id)
+            view, text = self._card_views[card.id]
+            html = self._card_html(card)
+            if text.object != html:
+                text.object = html
+            views.append(view)
+        for gone in set(self._card_views) - set(self._latest):
+            del self._card_views[gone]
+        if list(self.cards) != views:
+            self.cards[:] = views
+
+    def _card(self, card_id: str) -> tuple[pn.viewable.Viewable, pn.pane.HTML]:
+        text = pn.pane.HTML("", sizing_mode="stretch_width")
+        open_button = pn.widgets.Button(name="Open", button_type="primary", width=70)
+        rename_button = pn.widgets.Button(name="Rename", width=80)
+        delete_button = pn.widgets.Button(name="Delete", button_type="danger", width=75)
+        open_button.on_click(lambda e: self.state.open_model(card_id))
+        rename_button.on_click(lambda e: self._open_rename(self._latest[card_id]))
+        delete_button.on_click(lambda e: self._open_delete(self._latest[card_id]))
+        view = pn.Column(
+            text,
+            pn.Row(open_button, rename_button, delete_button),
+            css_classes=["al-card"],
+            width=300,
+            name=f"card-{card_id}",
+        )
+        return view, text
+
+    def _card_html(self, card: Any) -> str:
         tags = "".join(
             f"<span class='al-tag'>{esc(k)}={esc(v)}</span>" for k, v in card.tags.items()
         )
@@ -162,19 +199,7 @@ class HomePage(pn.viewable.Viewer):
             f"<span>modified</span><span class='v'>{relative_time(card.updated)}</span>"
             f"</div>{tags}"
         )
-        open_button = pn.widgets.Button(name="Open", button_type="primary", width=70)
-        rename_button = pn.widgets.Button(name="Rename", width=80)
-        delete_button = pn.widgets.Button(name="Delete", button_type="danger", width=75)
-        open_button.on_click(lambda e: self.state.open_model(card.id))
-        rename_button.on_click(lambda e: self._open_rename(card))
-        delete_button.on_click(lambda e: self._open_delete(card))
-        return pn.Column(
-            pn.pane.HTML(html, sizing_mode="stretch_width"),
-            pn.Row(open_button, rename_button, delete_button),
-            css_classes=["al-card"],
-            width=300,
-            name=f"card-{card.id}",
-        )
+        return html
 
     def _activity_html(self) -> str:
         if not self.vm.recent_runs:

@@ -22,6 +22,14 @@ import click
     type=int,
     help="Port of the MLflow UI (a free one if taken).",
 )
+@click.option(
+    "--allow-origin",
+    "allowed_origins",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="A name browsers reach the app by (repeatable); required with a --host other than "
+    "this machine's loopback, e.g. --allow-origin labeling.example.org:5006.",
+)
 @click.option("--no-mlflow-ui", is_flag=True, help="Do not start the MLflow UI.")
 @click.option("--show", is_flag=True, help="Open a browser.")
 @click.option(
@@ -33,7 +41,14 @@ import click
 )
 @click.pass_obj
 def serve(
-    obj: Any, host: str, port: int, mlflow_port: int, no_mlflow_ui: bool, show: bool, log_level: str
+    obj: Any,
+    host: str,
+    port: int,
+    mlflow_port: int,
+    allowed_origins: tuple[str, ...],
+    no_mlflow_ui: bool,
+    show: bool,
+    log_level: str,
 ) -> None:
     """Serve the app (and the MLflow UI on the same store) until Ctrl-C."""
     import logging
@@ -51,6 +66,7 @@ def serve(
         mlflow_port=mlflow_port,
         show=show,
         echo=click.echo,
+        allowed_origins=list(allowed_origins),
     )
 
 
