@@ -20,14 +20,25 @@ from activelab.panel_app.vm.evaluate import EvaluateViewModel
 from activelab.panel_app.vm.state import AppState
 
 
-@pytest.fixture
-def trained(lab, unique):
+def _train(lab, unique):
     """A model trained for 2 epochs, a checkpoint each (the run ends with an evaluation)."""
     model = lab.create_model(f"{unique}-eval", config={**FAST, "trainer.checkpoint_every": "1"})
     model.set_labels({i: i % 10 for i in range(40)})
     handle = model.launch(epochs=2, wait=True, system_metrics=False)
     assert handle.status == "FINISHED", handle.summary.error
     return model, handle.run_id
+
+
+@pytest.fixture
+def trained(lab, unique):
+    """On the local store and through the server (what crosses the wire)."""
+    return _train(lab, unique)
+
+
+@pytest.fixture
+def trained_locally(local_lab, unique):
+    """On the local store only: what is tested runs in this process either way."""
+    return _train(local_lab, unique)
 
 
 def test_thresholds_rate_figures():
@@ -85,7 +96,8 @@ class AnalyzerPlugin:
         register(MostCommonPrediction)
 
 
-def test_analyzers_built_in_and_from_a_plugin_log_their_tables(trained):
+def test_analyzers_built_in_and_from_a_plugin_log_their_tables(trained_locally):
+    trained = trained_locally
     model, run_id = trained
     host = model.lab.plugins
     plugin = AnalyzerPlugin()
@@ -112,7 +124,8 @@ def test_analyzers_built_in_and_from_a_plugin_log_their_tables(trained):
     } <= listed
 
 
-def test_latent_over_checkpoints_scores_and_draws_every_checkpoint(trained):
+def test_latent_over_checkpoints_scores_and_draws_every_checkpoint(trained_locally):
+    trained = trained_locally
     from activelab.runs import list_checkpoints
 
     model, run_id = trained
@@ -171,7 +184,8 @@ def test_separation_figures_and_checkpoint_spread():
     assert spread(names[:3], 6) == list(names[:3])
 
 
-def test_evaluate_view_model_grid_and_summary(trained):
+def test_evaluate_view_model_grid_and_summary(trained_locally):
+    trained = trained_locally
     model, run_id = trained
     vm = EvaluateViewModel(AppState(AppContext(model.lab)))
     runs = vm.load(model.id)
