@@ -7,6 +7,7 @@ returned `TrainingHandle` follows the run through MLflow (status, progress, stop
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -31,6 +32,8 @@ from activelab.runs import (
 )
 from activelab.version import __version__
 from activelab.worker import LaunchSpec, execute_run
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -208,6 +211,7 @@ class TrainingHandle:
         self.thread: threading.Thread | None = None
         self.log_path: Path | None = None
         self._stop_event = threading.Event()
+        self._thread_error: BaseException | None = None
         self._result: str | None = None
 
     def __repr__(self) -> str:
@@ -240,7 +244,11 @@ class TrainingHandle:
 
     def _start_thread(self, spec: LaunchSpec, on_progress: Any = None) -> None:
         def target() -> None:
-            self._result = execute_run(spec, on_progress, stop_event=self._stop_event)
+            try:
+                self._result = execute_run(spec, on_progress, stop_event=self._stop_event)
+            except BaseException as exc:  # failed before its run could end itself
+                self._thread_error = exc
+                log.exception("The training thread of run %s failed", spec.run_id)
 
         self.thread = threading.Thread(target=target, name=f"activelab-run-{spec.run_id[:8]}")
         self._record_process(os.getpid())
@@ -273,6 +281,11 @@ class TrainingHandle:
                 )
                 reason += f"; see {self.log_path}." if self.log_path else "."
                 reason += self._log_tail()
+            elif self.thread is not None and not self.thread.is_alive():
+                error = self._thread_error
+                reason = "The training thread ended without ending its run" + (
+                    f": {type(error).__name__}: {error}" if error is not None else "."
+                )
             elif self.process is None and self.thread is None:
                 reason = dead_reason(run)
             if reason:

@@ -112,6 +112,9 @@ def _end_fluent_run(run_id: str, status: str) -> None:
     import mlflow
     from mlflow.tracking import fluent
 
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:
+        return  # it never started; another run's status is not ours to set
     try:
         mlflow.end_run(status)
     except Exception as exc:
@@ -177,8 +180,9 @@ def execute_run(
     mlflow.set_tracking_uri(spec.tracking_uri)
     note = RunNote(model.name, spec.epochs, config, spec.resume_run, spec.resume_checkpoint)
     status, error, session, data = "FAILED", None, None, None
-    mlflow.start_run(run_id=spec.run_id, log_system_metrics=spec.system_metrics)
     try:
+        # nested: a run another thread of this process left active must not stop this one
+        mlflow.start_run(run_id=spec.run_id, nested=True, log_system_metrics=spec.system_metrics)
         resume = None
         if spec.resume_run and spec.resume_checkpoint:
             resume = read_checkpoint(lab.tracking, spec.resume_run, spec.resume_checkpoint)

@@ -234,8 +234,13 @@ def test_bad_launches_are_refused_before_a_run_exists(local_lab, unique):
     assert model.runs() == []
 
 
-def test_run_context_provider_tags_plain_mlflow_runs(local_lab, unique):
+def test_run_context_provider_tags_plain_mlflow_runs(local_lab, unique, monkeypatch):
     """With the package installed, a fluent run inside a model is stamped by activelab."""
+    from mlflow.tracking import fluent
+
+    # mlflow.set_experiment stays set for the whole process: undo it after this test, or later
+    # in-process runs of other models in this test worker are refused by MLflow
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
     model = local_lab.create_model(unique)
     model.set_labels([1, 2], 3)
     mlflow.set_tracking_uri(local_lab.settings.tracking_uri)
@@ -373,3 +378,18 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     plain = io.BytesIO()
     torch.save({"model": {"w": torch.ones(2)}, "epoch": 3, "config": {"a": [1, None]}}, plain)
     assert load_checkpoint_bytes(plain.getvalue())["epoch"] == 3
+
+
+def test_an_in_process_run_that_cannot_start_fails_instead_of_hanging(
+    local_lab, unique, monkeypatch
+):
+    from mlflow.tracking import fluent
+
+    model = local_lab.create_model(unique, config=FAST)
+    other = MlflowClient(local_lab.settings.tracking_uri).create_experiment(f"{unique}-other")
+    # the process chose another experiment (mlflow.set_experiment): MLflow refuses to resume
+    # this model's run in it; the wait must end with that error, not poll forever
+    monkeypatch.setattr(fluent, "_active_experiment_id", other)
+    handle = model.launch(epochs=1, wait=True, in_process=True, system_metrics=False)
+    assert handle.status == "FAILED"
+    assert "active experiment ID" in handle.summary.error
