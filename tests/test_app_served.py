@@ -124,7 +124,11 @@ def _websocket(port: int, origin: str, token: str) -> str:
         connection.close()
         return "accepted"
 
-    return asyncio.run(attempt())
+    # in a thread of its own: an earlier test in this worker may have left a loop running here
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(attempt())).result(timeout=60)
 
 
 def test_only_the_app_s_own_pages_and_names_can_drive_it(tmp_path):
