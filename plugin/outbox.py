@@ -406,23 +406,20 @@ class Outbox:
     def _run_live(self) -> None:
         """Metrics, tags, the heartbeat and the stop poll about once a second; a separate
         thread from uploads, so a large checkpoint never holds back the heartbeat."""
-        backoff = self.interval
-        while not self._closing.is_set():
-            self._wake.wait(backoff)
-            self._wake.clear()
-            if self._closing.is_set():
-                return
-            ok = self._send_live()
-            backoff = self.interval if ok else min(max(backoff * 2, 1.0), MAX_BACKOFF_S)
+        self._send_loop(self._wake, self._send_live)
 
     def _run_files(self) -> None:
+        self._send_loop(self._files_wake, self._send_files)
+
+    def _send_loop(self, wake: threading.Event, send: Callable[[], bool]) -> None:
+        """Call `send` when woken or every interval; back off to MAX_BACKOFF_S while it fails."""
         backoff = self.interval
         while not self._closing.is_set():
-            self._files_wake.wait(backoff)
-            self._files_wake.clear()
+            wake.wait(backoff)
+            wake.clear()
             if self._closing.is_set():
                 return
-            ok = self._send_files()
+            ok = send()
             backoff = self.interval if ok else min(max(backoff * 2, 1.0), MAX_BACKOFF_S)
 
     def _send_live(self) -> bool:
