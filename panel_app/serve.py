@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from activelab.errors import ActivelabError
 from activelab.mlflow_server import MlflowServer, free_port, start_mlflow_server
+from activelab.panel_app.access import (
+    LOOPBACK,
+    cookie_secret,
+    login_provider,
+    refuse_foreign_hosts,
+    websocket_origins,
+)
 from activelab.settings import is_remote
 
 if TYPE_CHECKING:
@@ -48,23 +57,21 @@ def start_mlflow_ui(lab: Lab, host: str, port: int) -> MlflowServer | None:
     )
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def websocket_origins(host: str, port: int, allowed: list[str]) -> list[str]:
-    """The names browsers may open the app by: loopback names on a loopback host; on any other
-    interface only the names given (never '*': any site could then drive the app)."""
-    if host in LOOPBACK:
-        return [f"{name}:{port}" for name in ("127.0.0.1", "localhost")] + list(allowed)
-    if not allowed:
-        raise ActivelabError(
-            f"Serving on {host} needs the names people open the app by, e.g. "
-            f"--allow-origin labeling.example.org:{port} (repeatable); without them any site a "
-            "person visits could drive the app."
-        )
-    if any(origin.strip() in ("*", "") for origin in allowed):
-        raise ActivelabError("--allow-origin takes host names, not '*'.")
-    return [origin if ":" in origin else f"{origin}:{port}" for origin in allowed]
+def login_options(users_file: Path | None, oauth_provider: str | None) -> dict[str, Any]:
+    """get_server's options for the login asked for (none: no login)."""
+    if users_file and oauth_provider:
+        raise ActivelabError("Choose one login: --auth FILE or --oauth-provider NAME.")
+    if users_file:
+        return {"auth_provider": login_provider(users_file), "cookie_secret": cookie_secret()}
+    if oauth_provider:
+        missing = [k for k in ("PANEL_OAUTH_KEY", "PANEL_OAUTH_SECRET") if not os.environ.get(k)]
+        if missing:
+            raise ActivelabError(
+                f"--oauth-provider {oauth_provider} needs {' and '.join(missing)} (the client id "
+                "and secret the provider gave this app); see Panel's OAuth guide."
+            )
+        return {"oauth_provider": oauth_provider, "cookie_secret": cookie_secret()}
+    return {}
 
 
 def serve(
@@ -76,14 +83,18 @@ def serve(
     show: bool = False,
     echo: Any = print,
     allowed_origins: list[str] | None = None,
+    users_file: Path | None = None,
+    oauth_provider: str | None = None,
 ) -> None:
     """Serve the app until Ctrl-C; stop everything started here on the way out."""
-    import panel as pn
+    from panel.io.server import get_server
 
     from activelab.panel_app.app import TITLE, build_app, configure_panel
     from activelab.panel_app.context import AppContext, set_context
 
-    origins = websocket_origins(host, port, allowed_origins or [])  # refuses before starting
+    # refused before anything starts: unnamed origins, a bad users file, half an OAuth setup
+    origins = websocket_origins(host, port, allowed_origins or [])
+    login = login_options(users_file, oauth_provider)
     if not _port_free(host, port):  # say so before starting anything else
         raise ActivelabError(
             f"Port {port} on {host} is in use (another `activelab serve`?); stop that server "
@@ -106,8 +117,12 @@ def serve(
     configure_panel()
     everywhere = host in ("0.0.0.0", "::")
     echo(f"activelab app:  http://{'<this machine>' if everywhere else host}:{port}/")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        echo(f"warning: serving on {host}: anyone who can reach this machine can use the app.")
+    if host not in LOOPBACK and not login:
+        echo(f"warning: serving on {host} with no login: anyone who can reach it can use the app.")
+    if users_file:
+        echo(f"login:          the users in {users_file}")
+    elif oauth_provider:
+        echo(f"login:          {oauth_provider} (OAuth)")
     if ui is not None:
         echo(f"MLflow UI:      {ui.url}/  (starting; ready in about 10 s)")
     elif ui_url:
@@ -120,18 +135,23 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        pn.serve(
+        server = get_server(
             {"/": lambda: build_app(context)},
             address=host,
             port=port,
-            show=show,
             title=TITLE,
             websocket_origin=origins,
             # Session ids are signed with a key of this process: a made-up id is refused.
             sign_sessions=True,
             secret_key=secrets.token_urlsafe(32),
             admin=False,
+            **login,
         )
+        refuse_foreign_hosts(server._tornado, origins)
+        server.start()
+        if show:
+            server.io_loop.add_callback(server.show, "/login" if login else "/")
+        server.io_loop.start()
     except KeyboardInterrupt:
         pass
     finally:

@@ -147,6 +147,15 @@ def test_only_the_app_s_own_pages_and_names_can_drive_it(tmp_path):
         assert _websocket(port, f"http://localhost:{port}", token) == "accepted"
         # DNS rebinding: another site's page, whose name now points at this machine
         assert "403" in _websocket(port, f"http://rebound.example:{port}", token)
+        # the same rebound name reading the pages over plain HTTP
+        foreign = urllib.request.Request(
+            served.url + "/", headers={"Host": f"rebound.example:{port}"}
+        )
+        try:
+            urllib.request.urlopen(foreign)
+            raise AssertionError("a page was served to a foreign host name")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403
         # a session id the server did not sign
         try:
             urllib.request.urlopen(served.url + "/?bokeh-session-id=made-up-by-a-caller")
@@ -165,3 +174,62 @@ def test_only_the_app_s_own_pages_and_names_can_drive_it(tmp_path):
         cli, ["--home", home, "serve", "--host", "0.0.0.0", "--allow-origin", "*", "--port", "1"]
     )
     assert out.exit_code == 1 and "not '*'" in out.output
+
+
+def test_a_login_guards_every_page_and_only_hashes_are_stored(tmp_path):
+    import http.cookiejar
+    import json
+    import urllib.error
+    import urllib.parse
+
+    from click.testing import CliRunner
+
+    from activelab.cli.main import cli
+
+    users = tmp_path / "users.json"
+    out = CliRunner().invoke(
+        cli, ["users", "add", "ada", "--file", str(users), "--password-stdin"],
+        input="correct horse battery\n",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "correct horse" not in users.read_text()
+    assert json.loads(users.read_text())["ada"].startswith("scrypt$")
+    assert users.stat().st_mode & 0o077 == 0  # readable by its owner only
+    short = CliRunner().invoke(
+        cli, ["users", "add", "bob", "--file", str(users), "--password-stdin"], input="short\n"
+    )
+    assert short.exit_code == 1 and "at least 8" in short.output
+    # a missing users file is refused before anything starts
+    missing = CliRunner().invoke(
+        cli, ["--home", str(tmp_path / "h"), "serve", "--auth", str(tmp_path / "nope.json")]
+    )
+    assert missing.exit_code == 1 and "activelab users add" in missing.output
+
+    served = start_app(tmp_path / "home", "--no-mlflow-ui", "--auth", str(users))
+    try:
+
+        def opener() -> urllib.request.OpenerDirector:
+            jar = http.cookiejar.CookieJar()
+            return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+        def log_in(browser: urllib.request.OpenerDirector, password: str) -> str:
+            form = urllib.parse.urlencode({"username": "ada", "password": password}).encode()
+            with browser.open(served.url + "/login", data=form) as response:
+                return response.geturl()
+
+        stranger = opener()
+        with stranger.open(served.url + "/") as response:
+            assert "/login" in response.geturl()  # sent to the login page
+            assert '"token"' not in response.read().decode()  # no session for a stranger
+        assert "error" in log_in(stranger, "wrong password")
+        with stranger.open(served.url + "/") as response:
+            assert "/login" in response.geturl()
+
+        member = opener()
+        assert "error" not in log_in(member, "correct horse battery")
+        with member.open(served.url + "/") as response:
+            assert "/login" not in response.geturl()
+            assert '"token"' in response.read().decode()  # the app itself
+    finally:
+        served.stop()
+    assert "Traceback" not in served.output(), served.output()

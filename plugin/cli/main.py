@@ -116,6 +116,7 @@ def _register_commands() -> None:
     cli.add_command(plugins.tasks)
     cli.add_command(serve.serve)
     cli.add_command(serve.app_path)
+    cli.add_command(serve.users)
 
 
 _register_commands()
