@@ -11,13 +11,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from activelab.errors import ServerUnreachableError
+from activelab.errors import ActivelabError, PermissionDeniedError, ServerUnreachableError
 from activelab.settings import is_remote
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 UNREACHABLE = "tracking server unreachable, retrying"
 # MLflow's defaults retry a refused connection 7 times with backoff 2 (~4 minutes, silent).
@@ -44,6 +45,8 @@ def is_transient(exc: BaseException) -> bool:
     import requests
     from mlflow.exceptions import MlflowException
 
+    if refusal_status(exc) is not None:  # no permission: waiting does not grant one
+        return False
     if isinstance(exc, MlflowException):
         # a failed connection is MlflowException("API request ... failed"), INTERNAL_ERROR
         return exc.error_code in TRANSIENT_CODES
@@ -51,6 +54,52 @@ def is_transient(exc: BaseException) -> bool:
         return True
     # a refused or reset connection is an OSError too; a read-only or full disk is not
     return isinstance(exc, OSError) and exc.errno not in LOCAL_STORAGE_ERRNOS
+
+
+def refusal_status(exc: BaseException) -> int | None:
+    """401 or 403 when the tracking server (MLflow's auth app) refused the caller, else None.
+
+    MLflow reports them as MlflowException with the status in its text (the auth app answers
+    in plain text) or, for artifact uploads, as requests' HTTPError."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status in (401, 403):
+        return status
+    text = str(exc)
+    for status, markers in ((403, ("error code 403", "PERMISSION_DENIED")),
+                            (401, ("error code 401", "UNAUTHENTICATED"))):  # fmt: skip
+        if any(marker in text for marker in markers):
+            return status
+    return None
+
+
+def refusal_message(status: int, action: str, needs: str = "READ") -> str:
+    """What a refused person reads: who they are to the server and what to ask for."""
+    if status == 401:
+        return (
+            "The tracking server wants a login: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (they are missing or wrong) and try again."
+        )
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    who = f"user {user!r}" if user else "you"
+    return (
+        f"The tracking server does not allow {who} to {action}: ask the model's owner or an "
+        f"MLflow admin for {needs} permission on it."
+    )
+
+
+@contextmanager
+def explain_refusal(action: str, needs: str = "READ") -> Iterator[None]:
+    """Turn the server's 401/403 into a PermissionDeniedError that says what to ask for."""
+    try:
+        yield
+    except ActivelabError:
+        raise
+    except Exception as exc:
+        status = refusal_status(exc)
+        if status is None:
+            raise
+        raise PermissionDeniedError(refusal_message(status, action, needs)) from exc
 
 
 def fail_fast_http() -> None:

@@ -57,3 +57,7 @@ class StorageError(ActivelabError, OSError):
 
 class ServerUnreachableError(ActivelabError, ConnectionError):
     """The tracking server did not answer within the time allowed."""
+
+
+class PermissionDeniedError(ActivelabError, PermissionError):
+    """The tracking server (MLflow's auth app) refused this user; the message says what to ask."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from activelab import keys
+from activelab.connectivity import explain_refusal
 from activelab.errors import InvalidLabelError, LabelFileError, NothingToUndoError
 
 if TYPE_CHECKING:
@@ -518,7 +519,8 @@ class LabelStore:
 
     def _commit(self, kind: str, changes: Changes, target: str | None = None) -> LabelEvent:
         event = LabelEvent(self._next_id(), kind, changes, self.author, time.time(), target)
-        self.folder.write(f"{LOG_DIR}/{event.id}.json", event.to_json())
+        with explain_refusal("change this model's labels", "EDIT"):
+            self.folder.write(f"{LOG_DIR}/{event.id}.json", event.to_json())
         self._fold(event)
         self._version += 1
         if self._state.count - self._snapshot_count >= SNAPSHOT_EVERY:

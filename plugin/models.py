@@ -27,6 +27,7 @@ from activelab.config import (
     remove_task,
     validate_config,
 )
+from activelab.connectivity import explain_refusal
 from activelab.dataset import DatasetInfo
 from activelab.errors import (
     InvalidConfigError,
@@ -356,7 +357,8 @@ class Model:
         """Start a training run; see `activelab.launcher.launch` for the options."""
         from activelab.launcher import launch
 
-        return launch(self, **options)
+        with explain_refusal(f"train the model {self.name!r}", "EDIT"):
+            return launch(self, **options)
 
     def default_epochs(self, resuming: bool = False) -> int:
         """Epochs a launch trains when it names none (the trainer's choice for this data)."""
@@ -622,9 +624,10 @@ class Lab:
             clauses.append(f"tags.`{keys.DATASET}` = {_quote(dataset)}")
         for key, value in (tags or {}).items():
             clauses.append(f"tags.`{key}` = {_quote(value)}")
-        exps = self.tracking.search_experiments(
-            " AND ".join(clauses), deleted=deleted, order_by=["creation_time DESC"]
-        )
+        with explain_refusal("list the models"):
+            exps = self.tracking.search_experiments(
+                " AND ".join(clauses), deleted=deleted, order_by=["creation_time DESC"]
+            )
         cards = [ModelCard.from_experiment(e) for e in exps]
         if name_contains:
             needle = name_contains.lower()
@@ -640,9 +643,10 @@ class Lab:
     def get_model(self, name_or_id: str, deleted: bool = False) -> Model:
         """A model by name or experiment id; `deleted=True` finds it in the trash too."""
         ref = str(name_or_id).strip()
-        exp = self.tracking.get_experiment_by_name(ref)
-        if exp is None and ref.isdigit():
-            exp = self.tracking.get_experiment(ref)
+        with explain_refusal(f"read the model {ref!r}"):
+            exp = self.tracking.get_experiment_by_name(ref)
+            if exp is None and ref.isdigit():
+                exp = self.tracking.get_experiment(ref)
         if exp is None and deleted:
             matches = self.tracking.search_experiments(
                 f"tags.`{keys.DELETED_NAME}` = {_quote(ref)}",

@@ -21,6 +21,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("ACTIVELAB_TASKS_DIRS", raising=False)
     monkeypatch.delenv("ACTIVELAB_ARTIFACT_ROOT", raising=False)
+    # Each test has its own home, so a warm worker (kept per settings) would serve no second
+    # test: it would only import torch beside the test's own worker. Tests of it turn it on.
+    monkeypatch.setenv("ACTIVELAB_WARM_WORKER", "0")
     # MLflow samples CPU/memory every 10 s; tests' runs are shorter than that.
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
 
@@ -50,6 +53,16 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server --app-name basic-auth` with users alice and bob (started once)."""
+    from team_auth import start_auth_server
+
+    server = start_auth_server(tmp_path_factory.mktemp("auth-server"))
+    yield server
+    server.server.stop()
 
 
 @pytest.fixture

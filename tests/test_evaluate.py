@@ -24,7 +24,8 @@ def _train(lab, unique):
     """A model trained for 2 epochs, a checkpoint each (the run ends with an evaluation)."""
     model = lab.create_model(f"{unique}-eval", config={**FAST, "trainer.checkpoint_every": "1"})
     model.set_labels({i: i % 10 for i in range(40)})
-    handle = model.launch(epochs=2, wait=True, system_metrics=False)
+    # in this process: what is tested is the evaluation, not the worker's start
+    handle = model.launch(epochs=2, wait=True, system_metrics=False, in_process=True)
     assert handle.status == "FINISHED", handle.summary.error
     return model, handle.run_id
 

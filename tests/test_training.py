@@ -18,17 +18,18 @@ from activelab.errors import InvalidConfigError, RunNotFoundError
 from activelab.tasks.datasets import Digits
 
 
-def train_two_epochs(lab, name):
+def train_two_epochs(lab, name, in_process=False):
     """A model with 60 labels and one finished 2-epoch run."""
     model = lab.create_model(name, config={**FAST, "trainer.checkpoint_every": "1"})
     model.set_labels({i: i % 10 for i in range(60)})
-    handle = model.launch(epochs=2, wait=True)
+    handle = model.launch(epochs=2, wait=True, in_process=in_process)
     return model, handle
 
 
 @pytest.fixture
 def trained(local_lab, unique):
-    return train_two_epochs(local_lab, unique)
+    """A trained model to start from; trained in this process (no worker start to wait for)."""
+    return train_two_epochs(local_lab, unique, in_process=True)
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -393,3 +394,27 @@ def test_an_in_process_run_that_cannot_start_fails_instead_of_hanging(
     handle = model.launch(epochs=1, wait=True, in_process=True, system_metrics=False)
     assert handle.status == "FAILED"
     assert "active experiment ID" in handle.summary.error
+
+
+def test_the_next_launch_runs_in_the_warm_worker(local_lab, unique, monkeypatch):
+    """After a script's first run, a worker with everything imported takes the next one."""
+    from activelab import standby
+
+    monkeypatch.setenv(standby.ENABLED_ENV, "1")
+    model = local_lab.create_model(unique, config=FAST)
+    model.set_labels({i: i % 10 for i in range(20)})
+    client = MlflowClient(local_lab.settings.tracking_uri)
+    first = model.launch(epochs=1, wait=True)
+    try:
+        warm = wait_until(
+            lambda: standby._warm if standby._warm and standby._warm.idle.is_set() else None,
+            timeout=120,
+            message="the warm worker to say it is ready",
+        )
+        second = model.launch(epochs=1, wait=True)
+        assert second.status == "FINISHED", second.summary.error
+        pids = [client.get_run(h.run_id).data.tags[keys.PID] for h in (first, second)]
+        assert pids[1] == str(warm.process.pid) != pids[0]
+    finally:
+        if standby._warm is not None:
+            standby._warm.close()

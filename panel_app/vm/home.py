@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import param
 
+from activelab.connectivity import refusal_message, refusal_status
 from activelab.errors import ActivelabError
 from activelab.models import ModelCard
 from activelab.presets import PRESETS, QUICK_START_LABELS_PER_CLASS, quick_start_labels
@@ -190,4 +191,7 @@ def describe_error(exc: BaseException) -> str:
     """One line for a notification."""
     if isinstance(exc, ActivelabError):
         return str(exc)
+    refused = refusal_status(exc)
+    if refused is not None:  # MLflow's auth app said no to something we did not wrap
+        return refusal_message(refused, "do this")
     return f"{type(exc).__name__}: {exc}"

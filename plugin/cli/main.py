@@ -57,6 +57,11 @@ class ActivelabGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # MLflow errors (e.g. an unreachable server) and the rest
+            from activelab.connectivity import refusal_message, refusal_status
+
+            refused = refusal_status(exc)
+            if refused is not None:
+                _fail(refusal_message(refused, "do this"), exc)
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             _fail(f"{type(exc).__name__}: {message}", exc, unexpected=True)
 
