@@ -16,6 +16,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import re
 import sys
 import threading
 import traceback
@@ -32,6 +33,8 @@ from activelab.errors import PluginError
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "activelab"
+# what a plugin class's `kind` may be: it ends up in config keys, metric names and file names
+KIND_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 DISABLE_ENV = "ACTIVELAB_DISABLE_PLUGINS"
 TRACE_ENV = "ACTIVELAB_TRACE_HOOKS"
 
@@ -328,6 +331,15 @@ class PluginHost:
                             self._source_of(impl.plugin_name),
                             f"{hook_name} registered {cls!r}, which is not a {base_name} "
                             "subclass with a `kind`.",
+                        )
+                        continue
+                    if not KIND_NAME.fullmatch(str(cls.kind)):
+                        # kinds become config keys, metric names and file names: plain names
+                        self.errors[impl.plugin_name] = LoadError(
+                            impl.plugin_name,
+                            self._source_of(impl.plugin_name),
+                            f"{base_name} kind {str(cls.kind)[:60]!r} is not a plain name; use "
+                            "letters, digits and _ (e.g. 'my_task').",
                         )
                         continue
                     if cls.kind in found and found[cls.kind] is not cls:

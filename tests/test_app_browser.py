@@ -4,7 +4,6 @@ survive a reload, and deleting/restoring a model."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from browser import ARGS, CHROMIUM, MAP_FRAME, MAP_LABELS, POINT_OF_SAMPLE, chromium_missing
@@ -83,11 +82,15 @@ def map_labels(page) -> list[int]:
 
 def wait_for_map(page) -> None:
     page.get_by_text("Map from").wait_for()
+    # the plot's view exists, has its size and has drawn every renderer (clicks land on points)
     page.wait_for_function(
-        "() => window.Bokeh && Bokeh.documents.length && "
-        "Bokeh.documents[Bokeh.documents.length - 1].get_model_by_name('label-map')"
+        """() => {
+          if (!(window.Bokeh && Bokeh.documents.length)) return false;
+          const plot = Bokeh.documents[Bokeh.documents.length - 1].get_model_by_name('label-map');
+          const view = plot && Bokeh.index.find_one(plot);
+          return Boolean(view && view.frame.bbox.width > 0 && view.has_finished());
+        }"""
     )
-    time.sleep(0.5)  # the first paint
 
 
 def test_newcomer_journey(app, page):
@@ -532,3 +535,58 @@ def test_names_with_markup_show_as_typed_in_pickers_and_notifications(app, page)
     assert f"boom {PAYLOAD}" in toast.inner_text()
     assert page.evaluate("window.__xss") is None, "a name ran as HTML"
     assert page.locator(".choices img, .notyf img, .tabulator img").count() == 0
+
+
+def test_markup_in_every_field_shows_as_text_on_every_page(app, page):
+    """Names, descriptions, tags, class names, plugin docs, plugin errors, run names, run
+    errors and CSV content are anyone's text on a shared server: none of it runs as HTML."""
+    from helpers import drop_task_file, logged_run
+
+    from activelab import keys
+
+    mark = PAYLOAD
+    drop_task_file("hostile.py", app.home / "tasks")  # the app's watched folder
+    lab = lab_of(app)
+    model = lab.create_model(
+        f"m {mark}",
+        dataset="hostile_digits",
+        description=f"d {mark}",
+        tags={"team": f"t {mark}"},
+    )
+    model.add_task("hostile_task")
+    model.set_labels({0: 0, 1: 1, 2: 2})
+    logged_run(lab, model, "0.001", 1.0)
+
+    def visit(name: str, shown: list[str]) -> None:
+        page.goto(f"{app.url}/?page={name}&model={model.id}")
+        for text in shown:
+            page.get_by_text(text, exact=False).first.wait_for()
+        assert page.evaluate("window.__xss") is None, f"markup ran on the {name} page"
+        assert page.locator("img[src='x']").count() == 0, f"markup became HTML on {name}"
+
+    visit("home", [f"m {mark}", f"d {mark}", f"t {mark}"])
+    visit("label", [f"c0 {mark}"])  # class names in the key picker
+    visit("train", ["task-doc", "is not a plain name"])  # param docs are tooltips here
+    visit("evaluate", [f"m {mark}"])
+    visit("compare", [f"m {mark}"])
+    visit("plugins", ["hostile_task", "is not a plain name"])
+    visit("settings", [])
+
+    # CSV content in an import error, on the label page
+    visit("label", [f"c0 {mark}"])
+    page.locator("input[type=file]").first.set_input_files(
+        files=[{"name": "hostile.csv", "mimeType": "text/csv",
+                "buffer": f"3,1\n4,{mark}\n".encode()}]
+    )  # fmt: skip
+    page.get_by_text("Line 2: Label", exact=False).first.wait_for()
+    # a run that starts and fails while the page is open: its name and error in a notification
+    client = lab.tracking.client
+    run = client.create_run(model.id, run_name=f"r {mark}", tags={keys.RUN_KIND: "train"})
+    client.set_tag(run.info.run_id, keys.ERROR, f"boom {mark}")
+    client.set_terminated(run.info.run_id, "FAILED")
+    client.set_experiment_tag(model.id, keys.LATEST_RUN, run.info.run_id)
+    client.set_experiment_tag(model.id, keys.LATEST_RUN_STATUS, "FAILED")
+    page.locator(".notyf__message", has_text=f"boom {mark}").wait_for(timeout=30_000)
+    assert page.evaluate("window.__xss") is None, "markup ran in an error or a notification"
+    assert page.locator("img[src='x']").count() == 0
+    assert model.labels.as_dict() == {0: 0, 1: 1, 2: 2}  # the bad CSV changed nothing

@@ -95,7 +95,10 @@ def test_the_page_opens_on_the_latest_runs_of_the_model_in_use(lab, unique):
     runs = []
     for lr in ("0.001", "0.002", "0.003"):  # same run names; distinct start times
         runs.append(logged_run(lab, model, lr, 0.5))
-        time.sleep(0.01)
+        started = lab.tracking.client.get_run(runs[-1]).info.start_time
+        wait_until(  # the next run starts on a later millisecond
+            lambda started=started: time.time() * 1000 > started + 1, message="the clock to move"
+        )
     newer = runs[1:]  # the two newest
     page = ComparePage(AppState(AppContext(lab), model_id=model.id))
     page.activate()

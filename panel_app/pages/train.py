@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import textwrap
 from datetime import datetime
 from typing import Any
 
@@ -35,16 +36,22 @@ HISTORY_EVERY = 3  # polls between history refreshes while nothing runs
 STATUS_WORDS = {"RUNNING": "training", "KILLED": "stopped"}
 
 
-def number_inputs(instance: Any, names: list[str]) -> dict[str, Any]:
+def param_widgets(instance: Any, names: list[str]) -> dict[str, Any]:
     """Typed boxes instead of sliders for numbers: a learning rate of 1e-3 on a slider
-    shows as 0, and most bounds here are open-ended."""
+    shows as 0, and most bounds here are open-ended. A plugin's parameter docs become the
+    widgets' tooltips, which Bokeh renders as HTML: escaped here."""
     widgets: dict[str, Any] = {}
     for name in names:
         declared = instance.param[name]
+        options: dict[str, Any] = {}
         if isinstance(declared, param.Integer):
-            widgets[name] = pn.widgets.IntInput
+            options["type"] = pn.widgets.IntInput
         elif isinstance(declared, param.Number):
-            widgets[name] = {"type": pn.widgets.FloatInput, "format": "0.[000000]"}
+            options.update(type=pn.widgets.FloatInput, format="0.[000000]")
+        widget_class = options.get("type") or pn.Param.widget_type(declared)
+        if declared.doc and "description" in widget_class.param:  # a checkbox has none
+            options["description"] = esc(textwrap.dedent(declared.doc).strip())
+        widgets[name] = options
     return widgets
 
 
@@ -267,7 +274,7 @@ class TrainPage(pn.viewable.Viewer):
         instance.param.watch(changed, names)
         return pn.Param(
             instance, parameters=names, show_name=False, sizing_mode="stretch_width",
-            default_layout=pn.Column, widgets=number_inputs(instance, names),
+            default_layout=pn.Column, widgets=param_widgets(instance, names),
         )  # fmt: skip
 
     def _task_card(self, spec: Any, kinds: dict[str, str]) -> Any:
