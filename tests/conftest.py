@@ -42,17 +42,26 @@ def forget_test_task_folders(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `mlflow server` on 127.0.0.1 that serves artifacts (started once)."""
+    """A real `mlflow server` on 127.0.0.1 as MLflow advises teams to run one: its backend
+    store on PostgreSQL, artifacts proxied by the server (started once). Servers on sqlite
+    are started by the tests of outages and of `activelab serve`."""
+    from postgres import postgres_missing, start_postgres
+
+    problem = postgres_missing()
+    if problem:
+        pytest.fail(problem)
     root = tmp_path_factory.mktemp("mlflow-server")
+    database = start_postgres(root / "postgres")
     server = start_mlflow_server(
-        f"sqlite:///{root / 'server.db'}",
+        database.uri,
         artifacts_destination=str(root / "artifacts"),
         log_path=root / "server.log",
     )
     try:
-        yield server.wait_ready()
+        yield server.wait_ready(timeout=180)
     finally:
         server.stop()
+        database.stop()
 
 
 @pytest.fixture(scope="session")

@@ -590,3 +590,39 @@ def test_markup_in_every_field_shows_as_text_on_every_page(app, page):
     assert page.evaluate("window.__xss") is None, "markup ran in an error or a notification"
     assert page.locator("img[src='x']").count() == 0
     assert model.labels.as_dict() == {0: 0, 1: 1, 2: 2}  # the bad CSV changed nothing
+
+
+@pytest.mark.server
+def test_the_app_shows_only_what_mlflow_lets_its_user_read_and_change(
+    auth_server, tmp_path, page, unique, monkeypatch
+):
+    """The app runs as an MLflow user (MLflow's own env vars); another user's model stays
+    hidden, and opening or labeling it says which permission to ask for."""
+    name = f"alice-only {unique}"
+    with auth_server.acting_as("alice"):
+        model = Lab(auth_server.url).create_model(name)
+        model.set_labels({0: 0})
+    for variable, value in auth_server.credentials("bob").items():
+        monkeypatch.setenv(variable, value)
+    served = start_app(tmp_path / "bob", "--log-level", "info", tracking_uri=auth_server.url)
+    try:
+        page.goto(f"{served.url}/")
+        page.get_by_text("Models").first.wait_for()
+        page.goto(f"{served.url}/?page=label&model={model.id}")
+        page.get_by_text("does not allow user 'bob' to read").first.wait_for()
+        assert page.get_by_text(name).count() == 0
+
+        auth_server.grant(model.id, "bob", "READ")
+        page.goto(f"{served.url}/?page=label&model={model.id}")
+        wait_for_map(page)
+        x, y = page.evaluate(POINT_OF_SAMPLE, 42)
+        page.mouse.click(x, y)
+        page.get_by_text(re.compile(r"^1 selected —")).wait_for()
+        page.keyboard.press("7")
+        page.get_by_text("EDIT permission").first.wait_for()
+    finally:
+        served.stop()
+    with auth_server.acting_as("alice"):
+        assert Lab(auth_server.url).get_model(name).labels.as_dict() == {0: 0}
+    closed = ("StreamClosedError", "WebSocketClosedError")  # the browser left mid-message
+    assert [t for t in tracebacks(served.output()) if not any(c in t for c in closed)] == []

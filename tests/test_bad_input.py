@@ -99,3 +99,21 @@ def test_fractional_epochs_are_refused(local_lab, unique):
     with pytest.raises(InvalidConfigError, match="whole number"):
         model.launch(epochs=1.7)
     assert model.runs() == []
+
+
+def test_disk_errors_on_files_a_person_names_say_what_to_do(local_lab, unique, tmp_path):
+    """A place that cannot hold a file (here /proc, refused even to root), a file that is not
+    there, a folder for a file: one line that names the way out, no traceback."""
+    model = local_lab.create_model(unique)
+    model.set_labels({1: 3})
+    args = _store_args(local_lab)
+    cases = [
+        (["labels", "export", model.name, "/proc/activelab-labels.csv"], "does not exist"),
+        (["labels", "import", model.name, str(tmp_path / "nowhere.csv")], "does not exist"),
+        (["labels", "export", model.name, str(tmp_path)], "is a directory"),
+    ]
+    for command, answer in cases:
+        out = CliRunner().invoke(cli, [*args, *command])
+        assert out.exit_code != 0 and answer in out.output, out.output
+        assert "Traceback" not in out.output and "ACTIVELAB_DEBUG" not in out.output
+    assert model.labels.as_dict() == {1: 3}

@@ -11,6 +11,7 @@ from typing import Any
 import panel as pn
 
 # the same wording as the CLI
+from activelab.errors import ActivelabError
 from activelab.humanize import duration, relative_time  # noqa: F401
 from activelab.humanize import number as fmt  # noqa: F401
 
@@ -41,6 +42,10 @@ class UiThread:
         self.doc = pn.state.curdoc
         # the session's own thread (the server's event loop), where the lock is held
         self.session_thread = threading.get_ident()
+        # once the browser has left (reload, navigation), late results of threads are dropped
+        self.closed = threading.Event()
+        if self.doc is not None and self.doc.session_context is not None:
+            self.doc.on_session_destroyed(lambda context: self.closed.set())
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run `fn` with the document lock: now if we are in the session's own thread, else
@@ -49,8 +54,11 @@ class UiThread:
         doc = self.doc
         if doc is None or (threading.get_ident() == self.session_thread and pn.state.curdoc is doc):
             fn()
-        else:
-            doc.add_next_tick_callback(fn)
+        elif not self.closed.is_set():
+            try:
+                doc.add_next_tick_callback(fn)
+            except AttributeError:  # destroyed between the check and the call: nobody to tell
+                log.debug("session gone; dropped a late update")
 
     def background(
         self,
@@ -62,7 +70,9 @@ class UiThread:
             try:
                 result = work()
             except BaseException as exc:
-                log.warning("Background work failed", exc_info=True)
+                # our own errors are messages for the person (shown by `failed`), not bugs
+                expected = isinstance(exc, ActivelabError)
+                log.warning("Background work failed: %s", exc, exc_info=not expected)
                 if failed is not None:
                     self.call(lambda error=exc: failed(error))
                 return

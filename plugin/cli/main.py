@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -62,8 +63,23 @@ class ActivelabGroup(click.Group):
             refused = refusal_status(exc)
             if refused is not None:
                 _fail(refusal_message(refused, "do this"), exc)
+            if isinstance(exc, OSError) and exc.errno in DISK_ADVICE:
+                _fail(f"Cannot use {exc.filename or 'a file'}: {exc.strerror}. "
+                      f"{DISK_ADVICE[exc.errno]}", exc)  # fmt: skip
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             _fail(f"{type(exc).__name__}: {message}", exc, unexpected=True)
+
+
+# What a person can do about the local disk errors a command may meet (export, import, serve).
+DISK_ADVICE = {
+    errno.EROFS: "The file system is read-only: pick a writable place.",
+    errno.EACCES: "You have no permission there: pick another place or fix its permissions.",
+    errno.EPERM: "You have no permission there: pick another place or fix its permissions.",
+    errno.ENOSPC: "The disk is full: free some space and try again.",
+    errno.EDQUOT: "Your disk quota is used up: free some space and try again.",
+    errno.ENOENT: "It does not exist: check the path.",
+    errno.EISDIR: "That is a folder: give a file name.",
+}
 
 
 def _fail(message: str, exc: BaseException, unexpected: bool = False) -> None:
