@@ -123,17 +123,25 @@ class Shell(pn.viewable.Viewer):
             tags = self.state.lab.tracking.get_experiment(model_id).tags
         except Exception:  # the store is away for a moment: the next tick tries again
             return
-        seen = (model_id, tags.get(keys.LATEST_RUN), tags.get(keys.LATEST_RUN_STATUS))
-        before, self._last_run = self._last_run, seen
-        status = seen[2]
-        if before is None or before[0] != model_id or status in ACTIVE or status is None:
+        run_id, tag_status = tags.get(keys.LATEST_RUN), tags.get(keys.LATEST_RUN_STATUS)
+        before = self._last_run
+        same_run = before is not None and before[:2] == (model_id, run_id)
+        if same_run and (before[2] not in ACTIVE or tag_status == before[2]):
+            return  # the same run: over already, or as it was
+        # Something moved. The run's own status decides: the experiment's two tags are set
+        # one after the other, and a look between them would pair a new run with the old
+        # run's status (announcing "finished" for a run that just started).
+        run, status = None, tag_status
+        if run_id:
+            try:
+                run = self.state.lab.tracking.client.get_run(run_id)
+            except Exception:
+                return  # the next tick tries again
+            status = run.info.status
+        self._last_run = (model_id, run_id, status)
+        if before is None or before[0] != model_id or run is None or status in ACTIVE:
             return  # a first look at this model, or nothing has ended
-        if before[1] == seen[1] and before[2] not in ACTIVE:
-            return  # the same run, already over at the last look
-        # the run we saw running has ended, or a new run started and ended between two looks
-        # (a short run on a warm worker takes about a second)
-        run = self.state.lab.tracking.client.get_run(seen[1])
-        name = run.info.run_name or seen[1][:8]
+        name = run.info.run_name or run_id[:8]
         if status == "FINISHED":
             self.state.notify(f"Training run “{name}” finished.", "success")
         elif status == "KILLED":

@@ -177,3 +177,38 @@ def test_plugins_view_model_sees_task_files(state, tmp_path):
     assert "latent_norm" in lab.plugins.registry("tasks")  # loads the folder
     assert vm.refresh() is True
     assert any(r.registered.get("tasks") == ["latent_norm"] for r in vm.records)
+
+
+def test_a_run_is_announced_by_its_own_status_not_by_a_tag_set_beside_it(local_lab, unique):
+    """The experiment's latest-run tags are set one by one; a look between the two must not
+    pair a new run with the old run's status (it once announced "finished" for a run that
+    then failed, and the failure never)."""
+    from helpers import logged_run
+
+    from activelab import keys
+    from activelab.panel_app.context import AppContext
+    from activelab.panel_app.shell import Shell
+    from activelab.panel_app.vm.state import AppState
+
+    model = local_lab.create_model(unique)
+    first = logged_run(local_lab, model, "0.001", 1.0)
+    client = local_lab.tracking.client
+    client.set_experiment_tag(model.id, keys.LATEST_RUN, first)
+    client.set_experiment_tag(model.id, keys.LATEST_RUN_STATUS, "FINISHED")
+    state = AppState(AppContext(local_lab), model_id=model.id)
+    shell = Shell(state)
+    shell._watch_runs()  # the first look
+    assert state.notices == 0
+
+    failed = client.create_run(model.id, run_name="second", tags={keys.RUN_KIND: "train"})
+    client.set_tag(failed.info.run_id, keys.ERROR, "out of memory")
+    client.set_terminated(failed.info.run_id, "FAILED")
+    client.set_experiment_tag(model.id, keys.LATEST_RUN, failed.info.run_id)
+    shell._watch_runs()  # a look between the two tags: the status tag is still the old run's
+    client.set_experiment_tag(model.id, keys.LATEST_RUN_STATUS, "FAILED")
+    shell._watch_runs()
+    assert state.notices == 1
+    assert (state.notice.kind, state.notice.text) == (
+        "error",
+        "Training run “second” failed. out of memory",
+    )
