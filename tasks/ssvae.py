@@ -11,8 +11,11 @@ tasks' terms; the loop reports everything through the TrainingSession.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +26,9 @@ from activelab.errors import InvalidConfigError, TrainingError
 from activelab.hookspecs import hookimpl
 from activelab.task import Batch, Outputs, parse_latent_slice
 from activelab.trainer import Trainer
+
+log = logging.getLogger(__name__)
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -102,16 +108,29 @@ class TrainingData:
     def batch(self, idx: np.ndarray, pairs: np.ndarray | None = None) -> Batch:
         import torch
 
-        index = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        device = self.images.device
+        index = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(device)
         return Batch(
             self.images[index],
             self.labels[index],
             self.truth[index] if self.truth is not None else None,
             index,
-            pairs=torch.from_numpy(pairs) if pairs is not None else None,
+            pairs=torch.from_numpy(pairs).to(device) if pairs is not None else None,
             propagated=self.propagated[index] if self.propagated is not None else None,
             propagated_certainty=self.certainty[index] if self.certainty is not None else None,
         )
+
+    def to(self, device: Any) -> TrainingData:
+        """The same data with its tensors on `device` (a GPU holds the whole data set: the
+        data sets here are small next to a GPU's memory, and batches then cost no copies)."""
+
+        def moved(tensor: Any) -> Any:
+            return tensor.to(device) if tensor is not None else None
+
+        return dataclasses.replace(
+            self, images=moved(self.images), labels=moved(self.labels), truth=moved(self.truth),
+            propagated=moved(self.propagated), certainty=moved(self.certainty),
+        )  # fmt: skip
 
 
 class SSVAETrainer(Trainer):
@@ -154,6 +173,11 @@ class SSVAETrainer(Trainer):
     )
     seed = param.Integer(0, doc="Seed for initialisation, splits and shuffling.")
     threads = param.Integer(0, bounds=(0, 256), doc="Torch threads (0 = cores - 1).")
+    device = param.String(
+        "auto",
+        doc="Where to train: auto (a CUDA GPU when the worker has one, else the CPU), cpu, "
+        "cuda or cuda:N.",
+    )
     log_every = param.Integer(1, bounds=(1, None), doc="Log step losses every N steps.")
     recon_images = param.Integer(8, bounds=(0, 64), doc="Samples in the reconstruction grid.")
 
@@ -177,6 +201,28 @@ class SSVAETrainer(Trainer):
             )
         if pname == "hidden_dims" and not value:
             raise InvalidConfigError("ssvae parameter 'hidden_dims': give at least one layer.")
+        if pname == "device" and not DEVICE_NAME.fullmatch(str(value)):
+            raise InvalidConfigError(
+                f"ssvae parameter 'device': {value!r} is not a device; use auto, cpu, cuda or "
+                "cuda:N (N = the GPU's number)."
+            )
+
+    def resolve_device(self) -> Any:
+        """The torch device to train on; a clear error when the worker has no such GPU."""
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda"):
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            number = int(self.device.partition(":")[2] or 0)
+            if number >= count:
+                has = f"GPUs cuda:0 to cuda:{count - 1}" if count else "no CUDA GPU"
+                raise TrainingError(
+                    f"device={self.device} was asked for, but this worker has {has}; use "
+                    "device=auto (a GPU when there is one) or device=cpu."
+                )
+        return torch.device(self.device)
 
     def default_epochs(self, info: DatasetInfo, resuming: bool) -> int:
         if self.epochs > 0:
@@ -227,8 +273,10 @@ class SSVAETrainer(Trainer):
 
     def fit(self, session: TrainingSession) -> None:
         torch = _torch(self.threads)
-        data = self.training_data(session.data, session.labels, session.tasks)
-        loop = self.start_loop(session)
+        device = self.resolve_device()
+        log.info("training on %s", device)
+        data = self.training_data(session.data, session.labels, session.tasks).to(device)
+        loop = self.start_loop(session, device)
         steps_per_epoch = max(1, math.ceil(len(data.train_idx) / self.batch_size))
         session.begin(steps_per_epoch, modules=loop.model, batch_size=self.batch_size)
         rng = np.random.default_rng(self.seed + session.start_epoch)
@@ -258,7 +306,8 @@ class SSVAETrainer(Trainer):
             frame = self.predict_frame(session.tasks, loop.model, data.images, data.truth)
         session.log_predictions(frame)
         self.log_final_accuracy(session, frame)
-        session.log_model(loop.model, example=session.data.images[:2].copy())
+        # logged for the CPU: it loads anywhere (torch.export traces it with a CPU example)
+        session.log_model(loop.model.to("cpu"), example=session.data.images[:2].copy())
 
     # --- pieces of the loop ------------------------------------------------------------------
 
@@ -316,11 +365,11 @@ class SSVAETrainer(Trainer):
             graph=graph,
         )
 
-    def start_loop(self, session: TrainingSession) -> LoopState:
+    def start_loop(self, session: TrainingSession, device: Any = "cpu") -> LoopState:
         """The model and optimizer, from the checkpoint the run continues when there is one."""
         import torch
 
-        model = self.build_model(session.data.info, session.tasks)
+        model = self.build_model(session.data.info, session.tasks).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         loop = LoopState(model, optimizer)
         if session.resume is not None:
@@ -335,7 +384,7 @@ class SSVAETrainer(Trainer):
     def batches(self, data: TrainingData, rng: np.random.Generator) -> Iterator[Batch]:
         """One epoch: every training sample once as an anchor, each with one random graph
         neighbour (the pair the map keeps together), plus the labeled samples."""
-        labeled = data.train_idx[data.labels.numpy()[data.train_idx] >= 0]
+        labeled = data.train_idx[data.labels.cpu().numpy()[data.train_idx] >= 0]
         order = rng.permutation(len(data.train_idx))
         k = data.graph.shape[1]
         for start in range(0, len(order), self.batch_size):
@@ -447,14 +496,14 @@ class SSVAETrainer(Trainer):
         pool = data.val_idx if len(data.val_idx) >= self.recon_images else data.train_idx
         rng = np.random.default_rng(self.seed)
         chosen = np.sort(rng.choice(pool, size=min(self.recon_images, len(pool)), replace=False))
-        x = data.images[torch.from_numpy(chosen)]
+        x = data.images[torch.from_numpy(chosen).to(data.images.device)]
         was_training = model.training
         model.eval()
         with torch.no_grad():
             x_hat = model.network(x).x_hat
         model.train(was_training)
         scale = max(1, 64 // x.shape[-1])
-        return image_grid([x.numpy(), x_hat.numpy()], scale)
+        return image_grid([x.cpu().numpy(), x_hat.cpu().numpy()], scale)
 
     def predict_frame(self, tasks: list[Task], model: Any, images: Any, truth: Any) -> Any:
         """Per sample: the map (`z0`, `z1`), the latent (`h0..`, when wider than the map),
@@ -469,11 +518,11 @@ class SSVAETrainer(Trainer):
         with torch.no_grad():
             for start in range(0, len(images), 4096):
                 out = network(images[start : start + 4096])
-                maps.append(out.map.numpy())
-                latents.append(out.mu.numpy())
+                maps.append(out.map.cpu().numpy())
+                latents.append(out.mu.cpu().numpy())
                 if predictor is not None:
                     logits = predictor.predict(out, heads[predictor.name])
-                    probabilities.append(torch.softmax(logits, dim=1).numpy())
+                    probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
         points = np.concatenate(maps).astype(np.float32)
         latent = np.concatenate(latents).astype(np.float32)
         columns = {f"z{i}": points[:, i] for i in range(points.shape[1])}
@@ -490,7 +539,7 @@ class SSVAETrainer(Trainer):
             frame["predicted"] = np.full(len(latent), -1, dtype=np.int16)
             frame["certainty"] = np.full(len(latent), np.nan, dtype=np.float32)
         if truth is not None:
-            frame["true_label"] = truth.numpy().astype(np.int16)
+            frame["true_label"] = truth.cpu().numpy().astype(np.int16)
         frame.index.name = "sample_index"
         return frame
 

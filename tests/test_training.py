@@ -418,3 +418,42 @@ def test_the_next_launch_runs_in_the_warm_worker(local_lab, unique, monkeypatch)
     finally:
         if standby._warm is not None:
             standby._warm.close()
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_the_device_is_checked_when_set_and_cpu_trains(local_lab, unique):
+    with pytest.raises(InvalidConfigError, match="not a device; use auto, cpu, cuda or cuda:N"):
+        local_lab.create_model(f"{unique}-bad", config={"trainer.device": "gpu0"})
+    model = local_lab.create_model(unique, config={**FAST, "trainer.device": "cpu"})
+    model.set_labels({i: i % 10 for i in range(20)})
+    handle = model.launch(epochs=1, wait=True, in_process=True)
+    assert handle.status == "FINISHED", handle.summary.error
+
+
+@pytest.mark.skipif(_cuda_available(), reason="this machine has a CUDA GPU")
+def test_a_gpu_asked_for_on_a_worker_without_one_fails_saying_what_to_use(local_lab, unique):
+    model = local_lab.create_model(unique, config={**FAST, "trainer.device": "cuda"})
+    model.set_labels({0: 0})
+    handle = model.launch(epochs=1, wait=True, in_process=True)
+    assert handle.status == "FAILED"
+    assert "this worker has no CUDA GPU; use device=auto" in handle.summary.error
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU; this machine has none")
+def test_training_on_the_gpu_logs_the_same_figures_as_on_the_cpu(local_lab, unique):
+    figures = {}
+    for device in ("cpu", "cuda"):
+        model = local_lab.create_model(
+            f"{unique}-{device}", config={**FAST, "trainer.device": device}
+        )
+        model.set_labels({i: i % 10 for i in range(60)})
+        handle = model.launch(epochs=2, wait=True, in_process=True)
+        assert handle.status == "FINISHED", handle.summary.error
+        run = MlflowClient(local_lab.settings.tracking_uri).get_run(handle.run_id)
+        figures[device] = run.data.metrics["eval/classification/accuracy"]
+    assert abs(figures["cpu"] - figures["cuda"]) < 0.05  # same seed; kernels differ slightly
