@@ -626,3 +626,55 @@ def test_the_app_shows_only_what_mlflow_lets_its_user_read_and_change(
         assert Lab(auth_server.url).get_model(name).labels.as_dict() == {0: 0}
     closed = ("StreamClosedError", "WebSocketClosedError")  # the browser left mid-message
     assert [t for t in tracebacks(served.output()) if not any(c in t for c in closed)] == []
+
+
+@pytest.mark.server
+def test_two_people_on_two_apps_see_each_other_s_labels(mlflow_server, tmp_path, page, browser):
+    """Two `activelab serve` processes on one tracking server (PostgreSQL behind it): a label
+    given in one app reaches the other's map; labeling another model meanwhile interferes
+    with nothing."""
+    lab = Lab(tracking_uri=mlflow_server.url, home=tmp_path / "script")
+    shared = lab.create_model(f"shared {tmp_path.name}")
+    other = lab.create_model(f"other {tmp_path.name}")
+    apps = [
+        start_app(tmp_path / name, "--no-mlflow-ui", tracking_uri=mlflow_server.url)
+        for name in ("ada", "bob")
+    ]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        ada, bob = page, context.new_page()
+        bob.set_default_timeout(TIMEOUT)
+        for person, app in ((ada, apps[0]), (bob, apps[1])):
+            person.goto(f"{app.url}/?page=label&model={shared.id}")
+            wait_for_map(person)
+
+        def count(model) -> int:
+            return len(Lab(tracking_uri=mlflow_server.url).get_model(model.id).labels.as_dict())
+
+        def label_one(person, model, sample: int, key: str) -> None:
+            before = count(model)
+            x, y = person.evaluate(POINT_OF_SAMPLE, sample)
+            person.mouse.click(x, y)
+            person.get_by_text(re.compile(r"^1 selected —")).wait_for()
+            person.keyboard.press(key)
+            wait_until(lambda: count(model) == before + 1, message="the label to be saved")
+
+        label_one(ada, shared, 42, "7")
+        (picked,) = lab.get_model(shared.id).labels.as_dict()  # the sample under her click
+        wait_until(
+            lambda: map_labels(bob)[picked] == 7, timeout=30, message="ada's label on bob's map"
+        )
+        bob.goto(f"{apps[1].url}/?page=label&model={other.id}")
+        wait_for_map(bob)
+        label_one(bob, other, 100, "3")
+        label_one(ada, shared, 300, "1")
+        shared_labels = Lab(tracking_uri=mlflow_server.url).get_model(shared.id).labels.as_dict()
+        other_labels = Lab(tracking_uri=mlflow_server.url).get_model(other.id).labels.as_dict()
+        assert sorted(shared_labels.values()) == [1, 7] and list(other_labels.values()) == [3]
+    finally:
+        context.close()
+        for app in apps:
+            app.stop()
+    for app in apps:
+        closed = ("StreamClosedError", "WebSocketClosedError")
+        assert [t for t in tracebacks(app.output()) if not any(c in t for c in closed)] == []

@@ -32,7 +32,7 @@ from activelab.panel_app.widgets import KeyListener
 log = logging.getLogger(__name__)
 
 UNLABELED_COLOR = "#cfd4da"
-POLL_MS = 2500
+POLL_MS = 1000  # labels from other people reach this map within about a second
 CLICK_RADIUS_PX = 8  # a click this close to a point picks it
 
 # A click picks the one sample nearest to it on screen (Bokeh's tap tool would select every
