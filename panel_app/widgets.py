@@ -62,7 +62,13 @@ class UrlSync(JSComponent):
       };
       model.on(['page', 'model'], write);
       window.addEventListener('popstate', read);
-      model.on('remove', () => window.removeEventListener('popstate', read));
+      // A safety net: twice a second, an address that lags the page is written. (A change
+      // event was seen to go missing under heavy load: the page showed, the address stayed.)
+      const check = setInterval(write, 500);
+      model.on('remove', () => {
+        window.removeEventListener('popstate', read);
+        clearInterval(check);
+      });
       write();
       return document.createElement('span');
     }

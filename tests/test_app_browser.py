@@ -193,7 +193,8 @@ def test_navigation_keeps_the_model_in_use(app, page):
     page.get_by_role("button", name="Start training").wait_for()
 
     def url_has(page_name: str) -> bool:  # the URL follows the page a moment after it shows
-        return f"page={page_name}" in page.url and f"model={model.id}" in page.url
+        address = page.evaluate("() => window.location.href")  # the browser's own word
+        return f"page={page_name}" in address and f"model={model.id}" in address
 
     wait_until(lambda: url_has("train"), timeout=30, message="the URL to name the Train page")
     page.get_by_role("button", name="Evaluate").click()
@@ -266,7 +267,8 @@ def test_recent_activity_leads_to_the_run_of_its_model(app, page):
     page.get_by_role("button", name="Start training").wait_for()
 
     def url_has(page_name: str) -> bool:  # the URL follows the page a moment after it shows
-        return f"page={page_name}" in page.url and f"model={model.id}" in page.url
+        address = page.evaluate("() => window.location.href")  # the browser's own word
+        return f"page={page_name}" in address and f"model={model.id}" in address
 
     wait_until(lambda: url_has("train"), timeout=30, message="the URL to name the Train page")
     page.locator(".al-header b", has_text="active").wait_for()
