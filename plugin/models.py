@@ -6,6 +6,7 @@ the summary a list or the home page shows, read from experiment tags in one sear
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -511,6 +512,9 @@ class Lab:
         tasks_dirs: list[str | os.PathLike] | None = None,
     ) -> None:
         self.settings = Settings.resolve(tracking_uri, home, tasks_dirs)
+        # the drop-in folder exists from the start, so `cp my_task.py` into it just works
+        with contextlib.suppress(OSError):  # a read-only home still opens its store
+            (self.settings.home / "tasks").mkdir(parents=True, exist_ok=True)
         self._tracking: Tracking | None = None
         self._lock = threading.Lock()
         self._models: dict[str, Model] = {}

@@ -134,7 +134,7 @@ def list_(obj: Any, model: str, as_json: bool) -> None:
 @tasks.command("add")
 @click.argument("model")
 @click.argument("kind")
-@click.option("--name", default=None, help="Default: the class name.")
+@click.option("--name", default=None, help="Name of the task in this model (default: KIND).")
 @click.option("--weight", default="1.0", show_default=True)
 @click.option("--slice", "latent_slice", default=None, metavar="START:END")
 @click.option("--disabled", is_flag=True)
