@@ -325,21 +325,10 @@ class PluginHost:
                     continue
                 record = self.records.get(impl.plugin_name)
                 for cls in collected:
-                    if not (isinstance(cls, type) and issubclass(cls, base) and cls.kind):
+                    problem = self._registration_problem(cls, base, hook_name)
+                    if problem:
                         self.errors[impl.plugin_name] = LoadError(
-                            impl.plugin_name,
-                            self._source_of(impl.plugin_name),
-                            f"{hook_name} registered {cls!r}, which is not a {base_name} "
-                            "subclass with a `kind`.",
-                        )
-                        continue
-                    if not KIND_NAME.fullmatch(str(cls.kind)):
-                        # kinds become config keys, metric names and file names: plain names
-                        self.errors[impl.plugin_name] = LoadError(
-                            impl.plugin_name,
-                            self._source_of(impl.plugin_name),
-                            f"{base_name} kind {str(cls.kind)[:60]!r} is not a plain name; use "
-                            "letters, digits and _ (e.g. 'my_task').",
+                            impl.plugin_name, self._source_of(impl.plugin_name), problem
                         )
                         continue
                     if cls.kind in found and found[cls.kind] is not cls:
@@ -355,6 +344,22 @@ class PluginHost:
                             kinds.append(cls.kind)
             self._cache[category] = (self._generation, found)
             return found
+
+    @staticmethod
+    def _registration_problem(cls: Any, base: type, hook_name: str) -> str | None:
+        """Why a registered class cannot be used, or None."""
+        if not (isinstance(cls, type) and issubclass(cls, base) and cls.kind):
+            return (
+                f"{hook_name} registered {cls!r}, which is not a {base.__name__} subclass "
+                "with a `kind`."
+            )
+        if not KIND_NAME.fullmatch(str(cls.kind)):
+            # kinds become config keys, metric names and file names: plain names
+            return (
+                f"{base.__name__} kind {str(cls.kind)[:60]!r} is not a plain name; use letters, "
+                "digits and _ (e.g. 'my_task')."
+            )
+        return None
 
     def _source_of(self, plugin_name: str) -> str:
         record = self.records.get(plugin_name)
