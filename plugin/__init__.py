@@ -11,8 +11,8 @@ A model is an MLflow experiment that owns its labels, training runs and checkpoi
 
 The functions here use a default `Lab` over `MLFLOW_TRACKING_URI`, or the embedded store
 under `$ACTIVELAB_HOME` (default `~/.activelab`); `activelab.configure(...)` changes it.
-Plugin authors import `hookimpl`, `Task`, `Trainer`, `Dataset`, `QueryStrategy` and
-`Analyzer`.
+Plugin authors import `hookimpl`, `Task`, `Trainer`, `Dataset`, `QueryStrategy`,
+`Analyzer` and `Backend`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ _LAZY = {
     "Analyzer": "activelab.analyzer",
     "AnalysisInput": "activelab.analyzer",
     "AnalyzerResult": "activelab.analyzer",
+    "Backend": "activelab.backend",
     "TrainingHandle": "activelab.launcher",
     "RunContext": "activelab.runtime",
     "ActivelabError": "activelab.errors",

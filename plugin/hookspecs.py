@@ -67,6 +67,16 @@ def register_analyzers(register: Callable[[type], None]) -> None:
     """
 
 
+@hookspec
+def register_backends(register: Callable[[type], None]) -> None:
+    """Register launcher backends: where a run's worker runs (a Kubernetes job, a Slurm batch).
+
+    :param register: takes a subclass of `activelab.Backend` with a unique `kind`; its
+        `start(spec, tracking)` runs `python -m activelab.worker -` with the spec's JSON in
+        `$ACTIVELAB_LAUNCH_SPEC` wherever it runs.
+    """
+
+
 # --- lifecycle: the training event bus ------------------------------------------------------
 
 

@@ -47,6 +47,9 @@ PREDICTIONS = "activelab.predictions"  # artifact path of the per-sample predict
 EVAL_OF = "activelab.eval_of"  # on an eval run: the run whose checkpoint it evaluated
 EVAL_CHECKPOINT = "activelab.eval_checkpoint"  # ... and which checkpoint
 PROCESS_STARTED = "activelab.process_started"  # create time of PID, so a reused PID is not alive
+BACKEND = "activelab.backend"  # where the worker runs: "local", "ray", a plugin's backend
+BACKEND_ADDRESS = "activelab.backend_address"  # e.g. the Ray dashboard's address
+BACKEND_JOB = "activelab.backend_job"  # the backend's id of the worker (e.g. a Ray job id)
 
 # --- experiment-level artifacts (live labels) -----------------------------------------------
 ARTIFACT_PREFIX = "activelab"

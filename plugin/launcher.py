@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from activelab import keys, standby
+from activelab import keys
+from activelab.backend import DEFAULT_BACKEND, Backend, Job, record_process
 from activelab.config import apply_overrides, validate_config
 from activelab.errors import InvalidConfigError, TrainingError
 from activelab.run_note import NOTE_TAG, RunNote
@@ -61,6 +59,11 @@ def launch(
     in_process: bool = False,
     system_metrics: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
+    backend: str = DEFAULT_BACKEND,
+    address: str | None = None,
+    cpus: float | None = None,
+    gpus: float | None = None,
+    backend_options: dict[str, Any] | None = None,
 ) -> TrainingHandle:
     """Start a training run of `model` and return its handle.
 
@@ -73,6 +76,13 @@ def launch(
     in_process: train in a thread of this process (notebooks, benchmarks, debugging) instead
         of a child process; it sets MLflow's global tracking URI.
     on_progress: with `in_process`, called after every step with the run's Progress.
+    backend: where the worker runs: "local" (a process on this machine, the default), "ray"
+        (a job on the Ray cluster at `address`), or a plugin's backend (`activelab plugins`).
+    address: the backend's address, e.g. Ray's dashboard "http://HEAD:8265" (default for
+        ray: $RAY_ADDRESS).
+    cpus, gpus: what the run asks its backend for (ray: the job's resources; default 1 CPU
+        and no GPU).
+    backend_options: any other option the backend declares (`activelab plugins show ray`).
     """
     lab = model.lab
     tracking = lab.tracking
@@ -93,6 +103,10 @@ def launch(
             f"Run name {run_name!r} is empty or holds a control character (a line break, tab "
             "or NUL); use letters, digits, spaces and punctuation."
         )
+    options = {"address": address, "cpus": cpus, "gpus": gpus}
+    options = {**(backend_options or {}), **{k: v for k, v in options.items() if v is not None}}
+    runner = _backend_of(host, backend, options, in_process)
+    runner.check(lab.settings.tracking_uri, cfg)
 
     number = int(model.experiment.tags.get(keys.RUN_COUNT, 0) or 0) + 1
     tags = {
@@ -104,6 +118,7 @@ def launch(
         keys.HEARTBEAT: str(int(time.time() * 1000)),
         "mlflow.source.name": "activelab",
         "mlflow.source.type": "LOCAL",
+        **runner.run_tags(),
     }
     if parent_run:
         tags.update(
@@ -142,13 +157,14 @@ def launch(
         resume_run=parent_run,
         resume_checkpoint=parent_checkpoint,
         system_metrics=system_metrics,
+        backend=runner.kind,
     )
     handle = TrainingHandle(model, run_id)
     try:
         if in_process:
             handle._start_thread(spec, on_progress)
         else:
-            handle._start_process(spec)
+            handle.job = runner.start(spec, tracking)
     except BaseException as exc:
         mark_failed(
             tracking, tracking.client.get_run(run_id), f"Could not start the trainer: {exc}"
@@ -157,6 +173,16 @@ def launch(
     if wait:
         handle.wait(progress=progress)
     return handle
+
+
+def _backend_of(host: Any, kind: str, options: dict[str, Any], in_process: bool) -> Backend:
+    """The backend instance for one launch; bad options are refused before any run exists."""
+    backend_cls = host.get("backends", kind)
+    if in_process and kind != DEFAULT_BACKEND:
+        raise InvalidConfigError(
+            f"in_process trains in this process; it cannot run on the {kind} backend."
+        )
+    return backend_cls(**backend_cls.validate_params(options))
 
 
 def _epochs_of(epochs: Any, cfg: ModelConfig, host: Any, info: Any, resuming: bool) -> int:
@@ -207,9 +233,8 @@ class TrainingHandle:
     def __init__(self, model: Model, run_id: str) -> None:
         self.model = model
         self.run_id = run_id
-        self.process: subprocess.Popen | None = None
+        self.job: Job | None = None  # the worker its backend started
         self.thread: threading.Thread | None = None
-        self.log_path: Path | None = None
         self._stop_event = threading.Event()
         self._thread_error: BaseException | None = None
         self._result: str | None = None
@@ -223,25 +248,6 @@ class TrainingHandle:
 
     # --- starting -------------------------------------------------------------------------------
 
-    def _start_process(self, spec: LaunchSpec) -> None:
-        folder = Path(spec.home) / "runs" / spec.run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        spec_path = folder / "spec.json"
-        spec_path.write_text(spec.to_json())
-        self.log_path = folder / "worker.log"
-        self.process = standby.take(spec_path)  # a warm worker, when one is waiting
-        if self.process is None:
-            env = {**os.environ, "MLFLOW_TRACKING_URI": spec.tracking_uri, "PYTHONUNBUFFERED": "1"}
-            with self.log_path.open("ab") as log:
-                # Its own session: Ctrl-C in a terminal reaches the launcher, which asks for a
-                # graceful stop, instead of killing the trainer mid-step.
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "activelab.worker", str(spec_path)],
-                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                )  # fmt: skip
-        self._record_process(self.process.pid)
-        standby.ensure_after(self.process, Path(spec.home))
-
     def _start_thread(self, spec: LaunchSpec, on_progress: Any = None) -> None:
         def target() -> None:
             try:
@@ -251,17 +257,13 @@ class TrainingHandle:
                 log.exception("The training thread of run %s failed", spec.run_id)
 
         self.thread = threading.Thread(target=target, name=f"activelab-run-{spec.run_id[:8]}")
-        self._record_process(os.getpid())
+        record_process(self._tracking, self.run_id, os.getpid())
         self.thread.start()
 
-    def _record_process(self, pid: int) -> None:
-        import psutil
-
-        started = psutil.Process(pid).create_time()
-        client = self._tracking.client
-        client.set_tag(self.run_id, keys.PID, str(pid))
-        client.set_tag(self.run_id, keys.HOST, socket.gethostname())
-        client.set_tag(self.run_id, keys.PROCESS_STARTED, f"{started:.3f}")
+    @property
+    def process(self) -> Any:
+        """The local worker process (None on other backends and in-process runs)."""
+        return getattr(self.job, "process", None)
 
     # --- following ----------------------------------------------------------------------------
 
@@ -275,18 +277,14 @@ class TrainingHandle:
         run = self.run
         if run.info.status in ACTIVE:
             reason = None
-            if self.process is not None and self.process.poll() is not None:
-                reason = (
-                    f"The trainer exited with code {self.process.returncode} before ending its run"
-                )
-                reason += f"; see {self.log_path}." if self.log_path else "."
-                reason += self._log_tail()
+            if self.job is not None:
+                reason = self.job.exit_reason()
             elif self.thread is not None and not self.thread.is_alive():
                 error = self._thread_error
                 reason = "The training thread ended without ending its run" + (
                     f": {type(error).__name__}: {error}" if error is not None else "."
                 )
-            elif self.process is None and self.thread is None:
+            elif self.thread is None:  # a handle made for a run started elsewhere
                 reason = dead_reason(run)
             if reason:
                 time.sleep(0.2)  # it may be ending the run right now
@@ -295,12 +293,6 @@ class TrainingHandle:
                     mark_failed(self._tracking, run, reason)
                     return "FAILED"
         return run.info.status
-
-    def _log_tail(self, lines: int = 5) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
-        return "\n" + "\n".join(tail) if tail else ""
 
     @property
     def summary(self) -> RunSummary:
@@ -342,8 +334,8 @@ class TrainingHandle:
         finally:
             if bar is not None:
                 bar.close()
-        if self.process is not None and not standby.is_warm(self.process):
-            self.process.wait(timeout=60)  # the warm worker outlives its runs
+        if self.job is not None:
+            self.job.wait(timeout=60)
         if self.thread is not None:
             self.thread.join(timeout=60)
         return status

@@ -45,6 +45,7 @@ BUILTIN_PLUGINS = (
     "activelab.tasks.datasets",
     "activelab.tasks.strategies",
     "activelab.tasks.analyzers",
+    "activelab.tasks.backends",
 )
 
 # registration hook -> the base class its callback accepts (resolved lazily)
@@ -54,6 +55,7 @@ CATEGORIES = {
     "datasets": ("register_datasets", "activelab.dataset", "Dataset"),
     "strategies": ("register_strategies", "activelab.strategy", "QueryStrategy"),
     "analyzers": ("register_analyzers", "activelab.analyzer", "Analyzer"),
+    "backends": ("register_backends", "activelab.backend", "Backend"),
 }
 
 SOURCE_ENTRY_POINT = "entry point"

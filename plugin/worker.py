@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SPEC_ENV = "ACTIVELAB_LAUNCH_SPEC"  # `python -m activelab.worker -` reads its spec from here
+USAGE = (
+    "usage: python -m activelab.worker SPEC.json | - | --standby\n"
+    f"  -: read the launch spec (JSON) from ${SPEC_ENV}, as remote backends pass it"
+)
+
 
 @dataclass
 class LaunchSpec:
@@ -49,6 +56,7 @@ class LaunchSpec:
     resume_run: str | None = None
     resume_checkpoint: str | None = None
     system_metrics: bool = True
+    backend: str = "local"  # the local backend records the worker's pid itself
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -149,6 +157,7 @@ def execute_run(
     has its final status (the evaluation after training follows)."""
     import mlflow
 
+    from activelab.backend import record_process
     from activelab.config import ModelConfig
     from activelab.models import Lab
     from activelab.outbox import Outbox, deliver_pending
@@ -162,8 +171,12 @@ def execute_run(
     )
 
     wait_until_reachable(spec.tracking_uri, outage_wait_s(), say=log.warning)
-    lab = Lab(tracking_uri=spec.tracking_uri, home=spec.home, tasks_dirs=spec.tasks_dirs)
+    lab = Lab(tracking_uri=spec.tracking_uri, home=spec.home or None, tasks_dirs=spec.tasks_dirs)
+    spec.home = str(lab.settings.home)  # "" (a remote backend's worker): this machine's home
     client = lab.tracking.client
+    if spec.backend != "local":
+        # started by a remote backend: name this process, so whoever looks can tell it lives
+        record_process(lab.tracking, spec.run_id, os.getpid())
     host = lab.plugins
     model = lab.get_model(spec.model_id)
     config = ModelConfig.from_dict(spec.config)
@@ -194,8 +207,7 @@ def execute_run(
             }
         )
         log.info("loading data set %s", config.dataset)
-        dataset = host.get("datasets", config.dataset)(**config.dataset_params)
-        data = dataset.load()
+        data = _load_data(host, config, spec.backend)
         labels, digest, count = _log_labels(model, client, spec.run_id)
         note.labeled, note.labels_digest = count, digest
         outbox.set_run_tags(
@@ -238,6 +250,22 @@ def execute_run(
     return status
 
 
+def _load_data(host: Any, config: Any, backend: str) -> Any:
+    """The run's data; on a remote backend, a missing file says where it was looked for."""
+    from activelab.errors import DatasetUnavailableError
+
+    try:
+        return host.get("datasets", config.dataset)(**config.dataset_params).load()
+    except (DatasetUnavailableError, OSError) as exc:
+        if backend == "local":
+            raise
+        raise DatasetUnavailableError(
+            f"{_error_message(exc)} (on {socket.gethostname()}, where the {backend} backend "
+            "runs this run: the data set's files must be at the same path on every node, or "
+            "on storage every node mounts)."
+        ) from exc
+
+
 def _evaluate_after_training(model: Any, run_id: str, data: Any) -> None:
     """Every finished run gets an evaluation of its last checkpoint (an eval run under it);
     a failure here is logged and never touches the training run's status."""
@@ -267,10 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--standby"]:
         return serve_warm()
     if len(args) != 1:
-        print("usage: python -m activelab.worker SPEC.json | --standby", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     _configure_logging()
-    return run_spec(Path(args[0]))
+    if args[0] == "-":
+        return run_spec(LaunchSpec.from_json(os.environ[SPEC_ENV]))
+    return run_spec(LaunchSpec.from_json(Path(args[0]).read_text()))
 
 
 def _configure_logging() -> None:
@@ -284,8 +314,7 @@ def _configure_logging() -> None:
     fail_fast_http()  # the outbox retries on its own terms
 
 
-def run_spec(spec_path: Path, on_ended: Callable[[], None] | None = None) -> int:
-    spec = LaunchSpec.from_json(spec_path.read_text())
+def run_spec(spec: LaunchSpec, on_ended: Callable[[], None] | None = None) -> int:
     log.info("worker for run %s started", spec.run_id)
     stop = threading.Event()
     _install_stop_signals(stop)
@@ -328,7 +357,10 @@ def serve_warm() -> int:
         os.dup2(fd, 2)
         os.close(fd)
         try:
-            run_spec(spec_path, on_ended=lambda: control.write(FINISHING + b"\n"))
+            run_spec(
+                LaunchSpec.from_json(spec_path.read_text()),
+                on_ended=lambda: control.write(FINISHING + b"\n"),
+            )
         except Exception as exc:  # failed before its run started: end it, keep serving
             log.exception("the run from %s failed before it started", spec_path)
             _fail_unstarted(spec_path, exc)

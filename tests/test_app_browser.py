@@ -474,7 +474,7 @@ def test_evaluate_a_trained_model(app, page):
     lab = lab_of(app)
     model = lab.create_model("evaluated", config=FAST)
     model.set_labels({i: i % 10 for i in range(40)})
-    handle = model.launch(epochs=2, wait=True, system_metrics=False)
+    handle = model.launch(epochs=2, wait=True, system_metrics=False, in_process=True)
     assert handle.status == "FINISHED"
     page.goto(f"{app.url}/?page=evaluate&model={model.id}")
     # the automatic evaluation after training is there at once; the grid is drawn

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from helpers import FAST, wait_until
+from helpers import FAST, drop_task_file, wait_until
 
+from activelab import keys
 from activelab.errors import InvalidConfigError
+from activelab.mlflow_server import free_port
 from activelab.panel_app.context import AppContext
 from activelab.panel_app.vm.monitor import RunMonitor, smooth, trend
 from activelab.panel_app.vm.state import AppState
@@ -68,6 +70,8 @@ def test_problems_are_found_before_anything_starts(train):
     assert train.run_name_preview().endswith(f"#1 · {train.model.default_epochs()} epochs")
 
 
+# the lifecycle on the team's server; test_training covers it on both stores
+@pytest.mark.parametrize("tracking_uri", ["server"], indirect=True)
 def test_start_follow_stop_continue_and_retry(train):
     train.model.set_labels({i: i % 10 for i in range(40)})
     train.epochs = 400  # long enough to be stopped
@@ -119,6 +123,33 @@ def test_start_follow_stop_continue_and_retry(train):
     tags = train.lab.tracking.client.get_run(again.run_id).data.tags
     assert tags["activelab.parent_run"] == first.run_id
     assert tags["activelab.target_epochs"] == "1"
+
+
+@pytest.mark.parametrize("tracking_uri", ["local"], indirect=True)
+def test_the_next_run_goes_to_the_backend_picked(train):
+    train.lab.plugins.load_file(
+        drop_task_file("child_backend.py", train.lab.settings.home / "tasks")
+    )
+    kinds = list(train.backend_kinds())
+    assert kinds[0] == "local" and {"ray", "child"} <= set(kinds)
+    assert train.backend_takes() == set()  # nothing to ask for this machine
+
+    train.backend = "ray"
+    assert train.backend_takes() == {"address", "cpus", "gpus"}
+    train.backend_address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    train.backend_cpus = 1
+    with pytest.raises(InvalidConfigError, match="Cannot reach the Ray cluster"):
+        train.start()
+    assert train.model.runs() == [], "refused before any run exists"
+
+    train.backend, train.epochs = "child", 1
+    first = train.start()
+    assert first.wait(timeout=180) == "FINISHED"
+    assert first.run.data.tags[keys.BACKEND] == "child"
+    train.backend = "local"
+    again = train.retry(first.run_id)  # where the run ran, whatever is picked now
+    assert again.wait(timeout=180) == "FINISHED"
+    assert again.run.data.tags[keys.BACKEND] == "child"
 
 
 def test_the_monitor_follows_a_run_logged_by_any_script(lab, unique):

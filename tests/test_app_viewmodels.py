@@ -153,7 +153,7 @@ def test_the_map_follows_a_finished_run(loaded):
     vm, model = loaded
     before = vm.columns()["x"].copy()
     assert vm.check_for_new_run() is False
-    handle = model.launch(epochs=1, wait=True)
+    handle = model.launch(epochs=1, wait=True, in_process=True)
     assert vm.check_for_new_run() is True
     assert vm.source_run == handle.run_id and vm.map_version == 2
     assert not np.array_equal(before, vm.columns()["x"])

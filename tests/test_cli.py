@@ -127,7 +127,7 @@ def test_evaluate_and_analyze_a_checkpoint(run, lab, unique, tmp_path):
 
     model = lab.create_model(unique, config={**FAST, "trainer.checkpoint_every": "1"})
     model.set_labels({i: i % 10 for i in range(30)})
-    handle = model.launch(epochs=2, wait=True, system_metrics=False)
+    handle = model.launch(epochs=2, wait=True, system_metrics=False, in_process=True)
     assert handle.status == "FINISHED", handle.summary.error
 
     evaluated = json.loads(

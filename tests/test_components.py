@@ -70,7 +70,7 @@ def test_a_model_on_generated_mnist_trains(local_lab, unique, tmp_path):
     )
     assert model.dataset_info.size == 64
     model.set_labels({0: 0, 1: 1})
-    handle = model.launch(epochs=1, wait=True)
+    handle = model.launch(epochs=1, wait=True, in_process=True)
     assert handle.status == "FINISHED", handle.summary.error
 
 

@@ -107,7 +107,9 @@ def test_a_run_reads_well_in_mlflow(lab, unique):
 def test_continue_from_a_checkpoint_keeps_lineage(local_lab, trained):
     lab = local_lab
     model, first = trained
-    second = model.launch(epochs=2, resume_from=f"{first.run_id}:epoch-0001.pt", wait=True)
+    second = model.launch(
+        epochs=2, resume_from=f"{first.run_id}:epoch-0001.pt", wait=True, in_process=True
+    )
     assert second.status == "FINISHED"
     client = MlflowClient(lab.settings.tracking_uri)
     run = client.get_run(second.run_id)
@@ -125,7 +127,9 @@ def test_continue_from_a_checkpoint_keeps_lineage(local_lab, trained):
     summary = second.summary
     assert (summary.epochs, summary.lineage_epochs, summary.parent_run) == (2, 3, first.run_id)
     assert lab.get_model(model.id).card.total_epochs == 3
-    third = model.launch(epochs=1, resume_from=second.run_id, wait=True)  # its latest checkpoint
+    third = model.launch(
+        epochs=1, resume_from=second.run_id, wait=True, in_process=True
+    )  # its latest checkpoint
     assert third.summary.lineage_epochs == 4
     assert [r.run_id for r in model.runs()] == [third.run_id, second.run_id, first.run_id]
 

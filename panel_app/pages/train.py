@@ -100,6 +100,19 @@ class TrainPage(pn.viewable.Viewer):
         self.run_name = pn.pane.HTML("", sizing_mode="stretch_width")
         self.problems = pn.pane.HTML("", sizing_mode="stretch_width")
         self.start_button = pn.widgets.Button(name="Start training", button_type="success")
+        # where the worker runs: this machine, a Ray cluster, a plugin's backend
+        self.backend = pn.widgets.Select(name="Run on", options=["local"], width=100)
+        self.backend.param.watch(self._backend_picked, "value")
+        self.backend_address = pn.widgets.TextInput.from_param(
+            self.vm.param.backend_address, name="Address", placeholder="http://HEAD:8265",
+            width=170, visible=False,
+        )  # fmt: skip
+        self.backend_cpus = pn.widgets.FloatInput.from_param(
+            self.vm.param.backend_cpus, name="CPUs", placeholder="1", width=60, visible=False
+        )
+        self.backend_gpus = pn.widgets.FloatInput.from_param(
+            self.vm.param.backend_gpus, name="GPUs", placeholder="0", width=60, visible=False
+        )
         self.start_button.on_click(lambda e: self._launch(self.vm.start, "Started"))
         # --- monitor ---
         self.run_title = pn.pane.HTML("", sizing_mode="stretch_width")
@@ -162,6 +175,8 @@ class TrainPage(pn.viewable.Viewer):
             self.load_errors,
             pn.pane.HTML("<h3 class='al-h'>Launch</h3>"),
             pn.Row(self.epochs, self.start_button, styles={"align-items": "end"}),
+            pn.Row(self.backend, self.backend_address, self.backend_cpus, self.backend_gpus,
+                   styles={"flex-wrap": "wrap", "align-items": "end"}),
             self.run_name,
             self.problems,
             width=400,
@@ -237,6 +252,11 @@ class TrainPage(pn.viewable.Viewer):
         self._building = True
         try:
             self.trainer.param.update(options=vm.trainer_kinds(), value=config.trainer)
+            backends = list(vm.backend_kinds())
+            if vm.backend not in backends:
+                vm.backend = "local"
+            self.backend.param.update(options=backends, value=vm.backend)
+            self._show_backend_options()
             kinds = vm.task_kinds()
             self.new_kind.options = list(kinds)
             if self.new_kind.value not in kinds:
@@ -351,6 +371,17 @@ class TrainPage(pn.viewable.Viewer):
         else:
             self._preflight()
         return True
+
+    def _backend_picked(self, event: Any) -> None:
+        if event.new and event.new != self.vm.backend:
+            self.vm.backend = event.new
+            self._show_backend_options()
+
+    def _show_backend_options(self) -> None:
+        takes = self.vm.backend_takes()
+        self.backend_address.visible = "address" in takes
+        self.backend_cpus.visible = "cpus" in takes
+        self.backend_gpus.visible = "gpus" in takes
 
     def _epochs_changed(self, event: Any) -> None:
         if event.new:

@@ -29,6 +29,10 @@ class TrainViewModel(param.Parameterized):
     history = param.List(default=[], doc="Recent runs of the model (RunSummary), newest first.")
     run_id = param.String(default="", doc="The run the monitor follows ('' for none).")
     plugins_generation = param.Integer(default=-1, doc="The plugin set the page was built for.")
+    backend = param.String(default="local", doc="Where the next run's worker runs.")
+    backend_address = param.String(default="", doc="The backend's address ('' for its default).")
+    backend_cpus = param.Number(default=None, allow_None=True, bounds=(0, None), doc="CPUs asked.")
+    backend_gpus = param.Number(default=None, allow_None=True, bounds=(0, None), doc="GPUs asked.")
 
     def __init__(self, state: AppState, **params: Any) -> None:
         super().__init__(**params)
@@ -76,6 +80,31 @@ class TrainViewModel(param.Parameterized):
         """kind -> one-line summary of every registered task class."""
         found = self.lab.plugins.registry("tasks")
         return {kind: found[kind].summary() for kind in sorted(found)}
+
+    def backend_kinds(self) -> dict[str, str]:
+        """kind -> one-line summary of every launcher backend (local first)."""
+        found = self.lab.plugins.registry("backends")
+        kinds = sorted(found, key=lambda kind: (kind != "local", kind))
+        return {kind: found[kind].summary() for kind in kinds}
+
+    def backend_takes(self) -> set[str]:
+        """Which of address / cpus / gpus the chosen backend declares."""
+        found = self.lab.plugins.registry("backends").get(self.backend)
+        declared = {spec.name for spec in found.param_specs()} if found else set()
+        return declared & {"address", "cpus", "gpus"}
+
+    def launch_options(self) -> dict[str, Any]:
+        """The backend options of the next launch (only those the backend declares)."""
+        takes = self.backend_takes()
+        values = {
+            "address": self.backend_address.strip() or None,
+            "cpus": self.backend_cpus,
+            "gpus": self.backend_gpus,
+        }
+        return {
+            "backend": self.backend,
+            **{k: v for k, v in values.items() if k in takes and v is not None},
+        }
 
     def load_errors(self) -> list[str]:
         """Plugins (e.g. task files) that failed to load: 'file:line: message'."""
@@ -170,7 +199,7 @@ class TrainViewModel(param.Parameterized):
         problems = self.problems()
         if problems:
             raise InvalidConfigError(problems[0])
-        handle = self.model.launch(epochs=self.epochs)
+        handle = self.model.launch(epochs=self.epochs, **self.launch_options())
         self._follow(handle.run_id)
         return handle
 
@@ -185,18 +214,22 @@ class TrainViewModel(param.Parameterized):
     def continue_from(self, run_id: str, checkpoint: str | None = None) -> TrainingHandle:
         """A new run that starts from `checkpoint` of `run_id` (its latest if None)."""
         source = f"{run_id}:{checkpoint.rsplit('/', 1)[-1]}" if checkpoint else run_id
-        handle = self.model.launch(epochs=self.epochs, resume_from=source)
+        handle = self.model.launch(epochs=self.epochs, resume_from=source, **self.launch_options())
         self._follow(handle.run_id)
         return handle
 
     def retry(self, run_id: str) -> TrainingHandle:
-        """The same run again: its epochs, from the checkpoint it started from, if any."""
+        """The same run again: its epochs, from the checkpoint it started from, if any, on the
+        backend (and address) it ran on."""
         run = self.lab.tracking.client.get_run(run_id)
         tags = run.data.tags
         epochs = int(tags.get(keys.TARGET_EPOCHS, 0) or 0) or self.epochs
         parent, checkpoint = tags.get(keys.PARENT_RUN), tags.get(keys.PARENT_CHECKPOINT)
         resume = f"{parent}:{checkpoint.rsplit('/', 1)[-1]}" if parent and checkpoint else None
-        handle = self.model.launch(epochs=epochs, resume_from=resume)
+        where = {"backend": tags.get(keys.BACKEND, "local")}
+        if tags.get(keys.BACKEND_ADDRESS):
+            where["address"] = tags[keys.BACKEND_ADDRESS]
+        handle = self.model.launch(epochs=epochs, resume_from=resume, **where)
         self._follow(handle.run_id)
         return handle
 

@@ -7,9 +7,10 @@ from typing import Any
 import click
 
 from activelab.cli.output import emit_json, parse_pairs, table
+from activelab.plugins import CATEGORIES as PLUGIN_CATEGORIES
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-CATEGORIES = ["tasks", "trainers", "datasets", "strategies", "analyzers"]
+CATEGORIES = list(PLUGIN_CATEGORIES)
 CATEGORY_CHOICE = click.Choice(CATEGORIES)
 
 

@@ -35,6 +35,26 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 @click.option("--name", "run_name", default=None, help="Run name (default: MODEL #N · E epochs).")
 @click.option("--detach", is_flag=True, help="Start and return; follow it with `runs show`.")
 @click.option("--no-system-metrics", is_flag=True, help="Skip MLflow's CPU/memory sampling.")
+@click.option(
+    "--backend",
+    default="local",
+    show_default=True,
+    help="Where the worker runs: local, ray, or a plugin's backend (`activelab plugins`).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="The backend's address (ray: http://HEAD:8265, or $RAY_ADDRESS).",
+)
+@click.option("--cpus", type=float, default=None, help="CPUs to ask the backend for (ray: 1).")
+@click.option("--gpus", type=float, default=None, help="GPUs to ask the backend for (ray: 0).")
+@click.option(
+    "--backend-set",
+    "backend_settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another backend option, e.g. python=/opt/venv/bin/python for ray.",
+)
 @json_option
 @click.pass_obj
 def train(
@@ -46,13 +66,21 @@ def train(
     run_name: str | None,
     detach: bool,
     no_system_metrics: bool,
+    backend: str,
+    address: str | None,
+    cpus: float | None,
+    gpus: float | None,
+    backend_settings: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Train MODEL in a background process, with a progress bar (Ctrl-C stops it cleanly)."""
+    """Train MODEL in a background process (or on a cluster with --backend), with a progress
+    bar (Ctrl-C stops it cleanly)."""
     found = obj.lab.get_model(model)
     handle = found.launch(
         epochs=epochs, resume_from=resume_from, config=parse_pairs(settings, "--set") or None,
-        run_name=run_name, system_metrics=not no_system_metrics,
+        run_name=run_name, system_metrics=not no_system_metrics, backend=backend,
+        address=address, cpus=cpus, gpus=gpus,
+        backend_options=parse_pairs(backend_settings, "--backend-set") or None,
     )  # fmt: skip
     if not as_json:
         click.echo(f"Run {handle.run_id} started for {found.name!r}.", err=True)
