@@ -54,3 +54,6 @@ BACKEND_JOB = "activelab.backend_job"  # the backend's id of the worker (e.g. a 
 # --- experiment-level artifacts (live labels) -----------------------------------------------
 ARTIFACT_PREFIX = "activelab"
 LABELS_DIR = "activelab/labels"
+
+# --- MLflow's own tags (no Python constant exists for these in MLflow 3) ------------------------
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI's experiment type

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from mlflow.utils.mlflow_tags import MLFLOW_USER
+
 from activelab import keys
 from activelab.backend import DEFAULT_BACKEND, Backend, Job, record_process
 from activelab.config import apply_overrides, validate_config
@@ -118,6 +120,7 @@ def launch(
         keys.HEARTBEAT: str(int(time.time() * 1000)),
         "mlflow.source.name": "activelab",
         "mlflow.source.type": "LOCAL",
+        MLFLOW_USER: _user(),  # the MLflow UI's "Created by"
         **runner.run_tags(),
     }
     if parent_run:
@@ -133,15 +136,7 @@ def launch(
     name = run_name or _run_name(model, number, epochs, parent_number)
     run = tracking.client.create_run(model.id, run_name=name, tags=tags)
     run_id = run.info.run_id
-    _log_params(
-        tracking,
-        run_id,
-        {
-            **cfg.flat_params(),
-            "epochs": str(epochs),
-            "resume_from": f"{parent_run}:{parent_checkpoint}" if parent_run else "",
-        },
-    )
+    _log_params(tracking, run_id, _run_params(cfg, epochs, parent_run, parent_checkpoint))
     model.touch(
         {keys.LATEST_RUN: run_id, keys.LATEST_RUN_STATUS: "RUNNING", keys.RUN_COUNT: str(number)}
     )
@@ -217,6 +212,32 @@ def check_resumable(cfg: ModelConfig, host: Any, parent_params: dict[str, str]) 
             + "; ".join(changed)
             + "). Start a fresh run (no resume_from) or set the old values back."
         )
+
+
+def _user() -> str:
+    """Who launches: the tracking server's login if there is one, else this machine's user."""
+    import getpass
+
+    try:
+        return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return "unknown"
+
+
+def _run_params(
+    cfg: ModelConfig, epochs: int, parent_run: str | None, parent_checkpoint: str | None
+) -> dict[str, str]:
+    """What the MLflow UI lists as the run's params: one value per setting, none empty.
+    `epochs` is what this run trains (the config's `trainer.epochs` is only its default)."""
+    params = {
+        key: value
+        for key, value in cfg.flat_params().items()
+        if key != "trainer.epochs" and value not in ("", "None")
+    }
+    params["epochs"] = str(epochs)
+    if parent_run:
+        params["resume_from"] = f"{parent_run}:{parent_checkpoint}"
+    return params
 
 
 def _log_params(tracking: Any, run_id: str, params: dict[str, str]) -> None:

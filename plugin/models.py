@@ -580,6 +580,8 @@ class Lab:
             keys.LABELED_COUNT: "0",
             keys.TOTAL_EPOCHS: "0",
             keys.UPDATED_AT: now,
+            # the MLflow UI shows a model-training experiment (runs, metrics), not a GenAI one
+            keys.MLFLOW_EXPERIMENT_KIND: "custom_model_development",
             **{k: str(v) for k, v in (tags or {}).items()},
         }
         if description:

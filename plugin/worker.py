@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NICE_ENV = "ACTIVELAB_WORKER_NICE"
+DEFAULT_NICE = 10
 SPEC_ENV = "ACTIVELAB_LAUNCH_SPEC"  # `python -m activelab.worker -` reads its spec from here
 USAGE = (
     "usage: python -m activelab.worker SPEC.json | - | --standby\n"
@@ -290,8 +292,24 @@ def _install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _yield_to_the_person() -> None:
+    """A worker on the launching machine runs at a lower priority than the app beside it, so
+    a key press is served before a training step (`ACTIVELAB_WORKER_NICE`, default 10;
+    0 keeps the launcher's priority)."""
+    raw = os.environ.get(NICE_ENV, str(DEFAULT_NICE))
+    try:
+        increment = int(raw)
+    except ValueError:
+        log.warning("%s=%r is not a whole number; using %d", NICE_ENV, raw, DEFAULT_NICE)
+        increment = DEFAULT_NICE
+    if increment > 0:
+        os.nice(min(increment, 19))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args != ["-"]:  # a cluster's job runs on a machine of its own
+        _yield_to_the_person()
     if args == ["--standby"]:
         return serve_warm()
     if len(args) != 1:

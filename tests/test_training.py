@@ -49,6 +49,12 @@ def test_a_run_reads_well_in_mlflow(lab, unique):
     assert params["task.reconstruction.weight"] == "50.0"
     assert params["task.kl.weight"] == "0.01"
     assert params["epochs"] == "2" and params["dataset"] == "digits"
+    # one value per setting, none empty; no continuation, so no resume_from
+    assert "trainer.epochs" not in params and "resume_from" not in params
+    assert all(value not in ("", "None") for value in params.values())
+    assert run.data.tags["mlflow.user"]  # the UI's "Created by"
+    experiment = client.get_experiment(model.id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     steps_per_epoch = int(run.data.tags[keys.STEPS_PER_EPOCH])
     for task in ("reconstruction", "kl", "classification", "map", "total"):

@@ -5,7 +5,13 @@ saved and the plot patched <= 50 ms on the server. Baselines measured in the sam
 - open: a bare Panel page holding only a plain Bokeh scatter of the same 60,000 points,
 - label: the durable label write alone (`LabelStore.set`), without the plot update.
 
-    .venv/bin/python tests/bench/bench_app.py [--samples 60000] [--labels 30]
+    .venv/bin/python tests/bench/bench_app.py [--samples 60000] [--labels 30] [--under-training]
+
+`--under-training` (issue "Label while it trains") measures the same again while a training run
+of the same 60,000-sample model runs beside the app on this machine (started by the benchmark,
+with the trainer's default threads and priority), in a freshly started app so the first open is
+cold again; each `_under_training` figure has the idle one of the same run as its baseline. It
+also prints the training run's own pace with the app idle and while the app is in use.
 
 The app runs for real (`activelab serve`) and is driven by headless Chromium. The last line
 printed is one JSON object of the figures.
@@ -175,11 +181,73 @@ def store_write_baseline(home: Path, tasks: Path, model_id: str, count: int) -> 
     return times
 
 
+def server_label_ms(app) -> list[float]:
+    pattern = r"label change: 1 sample\(s\) labeled in ([\d.]+) ms"
+    return [float(m) for m in re.findall(pattern, app.output())]
+
+
+def training_pace(run_steps, seconds: float) -> float:
+    """Steps per second of the training run over the next `seconds`."""
+    start_steps, start = run_steps(), time.perf_counter()
+    time.sleep(seconds)  # a rate over a window of wall time is what is measured
+    return (run_steps() - start_steps) / (time.perf_counter() - start)
+
+
+def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict:
+    """Open and label again while the model trains beside a freshly started app."""
+    from playwright.sync_api import sync_playwright
+
+    from activelab import Lab, keys
+
+    lab = Lab(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", home=home, tasks_dirs=[tasks])
+    handle = lab.get_model(model_id).launch(epochs=1000, system_metrics=False)
+
+    def run_steps() -> int:
+        raw = handle.run.data.tags.get(keys.PROGRESS)
+        return int(json.loads(raw).get("run_steps", 0)) if raw else 0
+
+    deadline = time.monotonic() + 300
+    while run_steps() < 20:  # the worker has loaded the data and is training
+        if handle.status != "RUNNING" or time.monotonic() > deadline:
+            raise RuntimeError(f"the training run did not start: {handle.summary.error}")
+        time.sleep(0.5)
+    app = start_app(home, "--no-mlflow-ui", "--log-level", "info")
+    try:
+        pace_alone = training_pace(run_steps, 20)
+        url = f"{app.url}/?page=label&model={model_id}"
+        steps_before, started = run_steps(), time.perf_counter()
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                opens = time_open(browser, url, args.samples, args.opens)
+                round_trips = time_labels(browser, url, args.samples, args.labels)
+            finally:
+                browser.close()
+        pace_beside_app = (run_steps() - steps_before) / (time.perf_counter() - started)
+        server_ms = server_label_ms(app)
+    finally:
+        app.stop()
+        handle.stop(wait=True, timeout=300)
+    return {
+        "open_first_s_under_training": round(opens[0], 3),
+        "open_warm_median_s_under_training": round(statistics.median(opens[1:] or opens), 3),
+        "label_server_p50_ms_under_training": round(statistics.median(server_ms), 2),
+        "label_server_p95_ms_under_training": round(float(np.percentile(server_ms, 95)), 2),
+        "label_browser_round_trip_p95_ms_under_training": round(
+            float(np.percentile(round_trips, 95)), 1
+        ),
+        "training_steps_per_s_app_idle": round(pace_alone, 2),
+        "training_steps_per_s_app_in_use": round(pace_beside_app, 2),
+        "training_pace_ratio_app_in_use": round(pace_beside_app / pace_alone, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=60000)
     parser.add_argument("--labels", type=int, default=30)
     parser.add_argument("--opens", type=int, default=4)
+    parser.add_argument("--under-training", action="store_true", help="Also measure beside a run.")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from playwright.sync_api import sync_playwright
@@ -212,10 +280,7 @@ def main() -> None:
                 _server.join(10)
         if os.environ.get("BENCH_DEBUG"):
             print(app.output()[-4000:])
-        server_ms = [
-            float(m)
-            for m in re.findall(r"label change: 1 sample\(s\) labeled in ([\d.]+) ms", app.output())
-        ]
+        server_ms = server_label_ms(app)
     finally:
         app.stop()
     writes = store_write_baseline(home, tasks, model_id, args.labels)
@@ -235,6 +300,7 @@ def main() -> None:
             statistics.median(server_ms) / statistics.median(writes), 3
         ),
         "label_browser_round_trip_p50_ms": round(statistics.median(round_trips), 1),
+        "label_browser_round_trip_p95_ms": round(float(np.percentile(round_trips, 95)), 1),
         "labels_measured": len(server_ms),
     }
     print(
@@ -247,6 +313,16 @@ def main() -> None:
         f"{figures['label_store_write_p50_ms']} ms); browser round trip "
         f"{figures['label_browser_round_trip_p50_ms']} ms"
     )
+    if args.under_training:
+        figures.update(measure_under_training(home, tasks, model_id, args))
+        print(
+            f"under training: open first {figures['open_first_s_under_training']} s (idle "
+            f"{figures['open_first_s']} s); label on the server p95 "
+            f"{figures['label_server_p95_ms_under_training']} ms (idle "
+            f"{figures['label_server_p95_ms']} ms); browser round trip p95 "
+            f"{figures['label_browser_round_trip_p95_ms_under_training']} ms; training pace "
+            f"x{figures['training_pace_ratio_app_in_use']} while the app is in use"
+        )
     print(json.dumps(figures))
 
 

@@ -6,6 +6,12 @@ tables, and building the overlay plot. Baseline in the same run: reading every p
 `MlflowClient.get_metric_history`, one call per run and metric (the naive way).
 
     .venv/bin/python tests/bench/bench_compare.py [--runs 10] [--metrics 5] [--steps 10000]
+                                                  [--under-training]
+
+`--under-training` (issue "Label while it trains") times the loads again while a training run
+of a 60,000-sample model runs beside on this machine (started by the benchmark, with the
+trainer's default threads and priority): `load_<store>_median_s_under_training`, with the idle
+figure of the same run as its baseline.
 
 The last line printed is one JSON object of the figures.
 """
@@ -16,11 +22,15 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from activelab import keys
+
+HERE = Path(__file__).resolve().parent
 
 
 def log_runs(lab, runs: int, metrics: int, steps: int) -> list[str]:
@@ -79,12 +89,42 @@ def time_naive(lab, run_ids: list[str], metrics: list[str]) -> float:
     return time.perf_counter() - start
 
 
+@contextmanager
+def training_beside(home: Path):
+    """A training run of a 60,000-sample model on this machine, training while the block runs."""
+    sys.path.insert(0, str(HERE))
+    from bench_app import DATASET_FILE
+
+    from activelab import Lab
+
+    tasks = home / "bench-tasks"
+    tasks.mkdir(parents=True, exist_ok=True)
+    (tasks / "bench_dataset.py").write_text(DATASET_FILE.format(size=60000))
+    lab = Lab(
+        tracking_uri=f"sqlite:///{home / 'train.db'}", home=home / "train", tasks_dirs=[tasks]
+    )
+    model = lab.create_model(
+        "large", dataset="bench-digits-large", config={"trainer.recon_images": "0"}
+    )
+    handle = model.launch(epochs=1000, system_metrics=False)
+    deadline = time.monotonic() + 300
+    while not json.loads(handle.run.data.tags.get(keys.PROGRESS) or "{}").get("run_steps"):
+        if handle.status != "RUNNING" or time.monotonic() > deadline:
+            raise RuntimeError(f"the training run did not start: {handle.summary.error}")
+        time.sleep(0.5)
+    try:
+        yield handle
+    finally:
+        handle.stop(wait=True, timeout=300)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--metrics", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--under-training", action="store_true", help="Also time beside a run.")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from activelab import Lab
@@ -103,9 +143,10 @@ def main() -> None:
             "local": Lab(tracking_uri=f"sqlite:///{home / 'local.db'}", home=home / "local"),
             "server": Lab(tracking_uri=server.url, home=home / "remote"),
         }
+        logged = {}
         for where, lab in stores.items():
             print(f"logging {args.runs} x {args.metrics} x {args.steps} points ({where})…")
-            run_ids = log_runs(lab, args.runs, args.metrics, args.steps)
+            run_ids = logged[where] = log_runs(lab, args.runs, args.metrics, args.steps)
             loads = time_compare(lab, run_ids, metrics, args.repeats)
             naive = time_naive(lab, run_ids, metrics)
             figures[f"load_{where}_median_s"] = round(statistics.median(loads), 3)
@@ -113,6 +154,16 @@ def main() -> None:
             figures[f"load_{where}_vs_naive_ratio"] = round(statistics.median(loads) / naive, 4)
             print(f"compare load, {where}: {statistics.median(loads):.3f} s "
                   f"(naive full read {naive:.2f} s; target <= 2 s)")  # fmt: skip
+        if args.under_training:
+            with training_beside(home):
+                for where, lab in stores.items():
+                    loads = time_compare(lab, logged[where], metrics, args.repeats)
+                    figures[f"load_{where}_median_s_under_training"] = round(
+                        statistics.median(loads), 3
+                    )
+                    print(f"compare load beside a training run, {where}: "
+                          f"{statistics.median(loads):.3f} s (idle "
+                          f"{figures[f'load_{where}_median_s']} s; target <= 2 s)")  # fmt: skip
     finally:
         server.stop()
     print(json.dumps(figures))
