@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from activelab import keys
+from activelab.run_note import NOTE_TAG
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -256,8 +258,10 @@ class TrainingSession:
         while True:
             try:
                 mlflow.pytorch.log_model(
-                    module, name="model", pip_requirements=pip_requirements(), input_example=example
-                )
+                    module, name=self._logged_model_name(), pip_requirements=pip_requirements(),
+                    input_example=example, tags={NOTE_TAG: self._logged_model_note()},
+                    params={"trainer": self.context.config.trainer, "epochs": self.context.epochs},
+                )  # fmt: skip
                 return
             except Exception as exc:
                 if not is_transient(exc):
@@ -268,6 +272,20 @@ class TrainingSession:
                     return
                 log.warning("Tracking server unreachable, retrying to log the model: %s", exc)
                 time.sleep(5)  # a retry interval
+
+    def _logged_model_name(self) -> str:
+        """The model's own name, as far as MLflow allows one for a logged model."""
+        name = re.sub(r"[/:.%\"']", "-", self.context.model_name).strip(" -")
+        return name[:200] or "model"
+
+    def _logged_model_note(self) -> str:
+        """The logged model's description in the MLflow UI."""
+        return (
+            f"The trained network of the activelab model **{self.context.model_name}**, from "
+            f"run `{self.context.run_name}` ({self.epochs_done} epoch(s) in this run). Its "
+            "output is the latent code followed by the class probabilities; load it with "
+            "`mlflow.pyfunc.load_model`. The run's checkpoints continue its training."
+        )
 
     def _log_text(self, name: str, text: str) -> None:
         folder, _, file_name = name.rpartition("/")

@@ -99,6 +99,9 @@ def test_a_run_reads_well_in_mlflow(lab, unique):
 
     logged = client.search_logged_models(experiment_ids=[model.id])
     assert len(logged) == 1 and logged[0].source_run_id == handle.run_id
+    assert logged[0].name == model.name  # named after the model, with a description
+    assert f"activelab model **{model.name}**" in logged[0].tags["mlflow.note.content"]
+    assert logged[0].params["epochs"] == "2"
     mlflow.set_tracking_uri(lab.settings.tracking_uri)
     served = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
     out = served.predict(np.zeros((3, 1, 8, 8), dtype=np.float32))
