@@ -12,6 +12,14 @@ if TYPE_CHECKING:
     from activelab.config import ModelConfig
 
 
+# what a metric's step means, which differs by family
+STEPS_NOTE = (
+    "Steps: `loss/*` are per optimizer step; `epoch/*`, `val/*` and `eval/*` per epoch (the step "
+    "is the epoch number along the run's lineage); `val/*` is held-out unlabeled samples, "
+    "`eval/*` all samples (a fixed subset on large data sets)."
+)
+
+
 @dataclass
 class RunNote:
     model_name: str
@@ -50,6 +58,7 @@ class RunNote:
             if self.final_loss is not None:
                 ended += f"; loss/total {self.final_loss:.4g}"
             lines.append(ended + ".")
+        lines.append(STEPS_NOTE)
         if self.error:  # a failure comes first: it is what a person looks for
             lines.insert(0, f"Failed: {_md(self.error)[:2000]}")
         return "\n\n".join(lines)

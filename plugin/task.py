@@ -85,6 +85,9 @@ class Task(Component):
     metric_thresholds: ClassVar[dict[str, tuple[float, float, bool]]] = {}
     # True for a task whose `predict` gives class logits (used for predictions and strategies).
     predicts_classes: ClassVar[bool] = False
+    # Whether `val/loss/<name>` means something: held-out samples carry no person's label and
+    # no neighbour pairs, so a loss made of those is 0 there by construction (not logged).
+    has_validation_loss: ClassVar[bool] = True
     # Parameters that change the shape of the task's module (see Trainer.architecture_params).
     architecture_params: ClassVar[tuple[str, ...]] = ()
     common_params = ("weight", "enabled", "latent_slice")

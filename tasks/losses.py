@@ -71,6 +71,7 @@ class Classification(Task):
     kind = "classification"
     requires = frozenset({CLASS_LABELS})
     predicts_classes = True
+    has_validation_loss = False  # the held-out samples are unlabeled
     architecture_params = ("hidden", "latent_slice")
     metric_thresholds = {
         "unlabeled_accuracy": (0.9, 0.6, True),
@@ -158,6 +159,7 @@ class NeighbourMap(Task):
     classes (the person's labels and the propagated ones) form separate islands."""
 
     kind = "map"
+    has_validation_loss = False  # its pairs are drawn for training batches only
 
     repulsion = param.Number(
         5.0, bounds=(0, None), doc="How hard unrelated samples push apart (negatives per pair)."

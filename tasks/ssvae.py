@@ -466,7 +466,8 @@ class SSVAETrainer(Trainer):
             if len(data.val_idx):
                 batch = data.batch(data.val_idx)
                 out = network(batch.x)
-                terms = self.loss_terms(tasks, heads, batch, out)
+                measured = [t for t in tasks if t.has_validation_loss]
+                terms = self.loss_terms(measured, heads, batch, out)
                 figures.update({f"val/loss/{k}": float(v) for k, v in terms.items()})
                 figures["val/loss/total"] = float(sum(terms.values()))
                 figures.update(self.task_metrics(tasks, heads, batch, out, "val"))

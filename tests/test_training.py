@@ -96,6 +96,10 @@ def test_a_run_reads_well_in_mlflow(lab, unique):
     assert f"model **{model.name}**: 2 epoch(s) of trainer `ssvae`" in note
     assert f"Trained on 60 label(s), digest `{model.labels.digest()}`" in note
     assert "Ended **FINISHED** after 2 epoch(s); loss/total " in note
+    assert "`loss/*` are per optimizer step; `epoch/*`, `val/*` and `eval/*` per epoch" in note
+    # no figure that is 0 by construction (held-out samples have no label, no neighbour pair)
+    assert "val/loss/classification" not in run.data.metrics
+    assert "val/loss/map" not in run.data.metrics
 
     logged = client.search_logged_models(experiment_ids=[model.id])
     assert len(logged) == 1 and logged[0].source_run_id == handle.run_id
