@@ -287,8 +287,13 @@ class EvaluatePage(pn.viewable.Viewer):
         )
 
     def _show_trend(self, history: list[Any]) -> None:
-        if not history:
-            self.trend.object = "<p class='al-muted'>No evaluations yet.</p>"
+        if len(history) < 2:  # one evaluation is the table beside it: nothing to compare yet
+            self.trend.object = (
+                "<p class='al-muted'>No evaluations yet.</p>"
+                if not history
+                else "<p class='al-muted'>One evaluation so far: the next one shows the trend "
+                "here.</p>"
+            )
             return
         ordered = list(reversed(history))  # oldest first, left to right
         keys = sorted({(r.task, r.metric) for e in ordered for r in e.rows})

@@ -130,7 +130,8 @@ class LabelPage(pn.viewable.Viewer):
             callback=self._labels_csv, filename="labels.csv", label="Export CSV",
             button_type="light", width=110,
         )  # fmt: skip
-        self.import_csv = pn.widgets.FileInput(accept=".csv", multiple=False, width=190)
+        # wide enough for the browser's "Choose File  No file chosen" in full
+        self.import_csv = pn.widgets.FileInput(accept=".csv", multiple=False, width=250)
         self.import_csv.param.watch(self._import_csv, "value")
         self.selection_info = pn.pane.HTML("", sizing_mode="stretch_width")
         self.stats = pn.pane.HTML("", sizing_mode="stretch_width")
@@ -530,7 +531,7 @@ class LabelPage(pn.viewable.Viewer):
             self.status.object = f"<p class='al-muted'>{esc(self.vm.status)}</p>"
         elif self.vm.ready:
             source = (
-                f"run {esc(self.vm.source_run[:8])}"
+                f"run “{esc(self.vm.source_run_name)}”"
                 if self.vm.source_run
                 else "the untrained model (no training yet)"
             )

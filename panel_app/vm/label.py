@@ -13,7 +13,7 @@ import numpy as np
 import param
 
 from activelab import keys
-from activelab.runs import features_of, probabilities_of
+from activelab.runs import features_of, get_run, probabilities_of
 from activelab.runtime import build_tasks, build_trainer
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class LabelViewModel(param.Parameterized):
     source_run = param.String(
         default="", doc="Run whose predictions the map shows ('' = untrained)."
     )
+    source_run_name = param.String(default="", doc="That run's name (what people call it).")
     can_undo = param.Boolean(default=False)
     can_redo = param.Boolean(default=False)
 
@@ -114,6 +115,7 @@ class LabelViewModel(param.Parameterized):
             self._after_label_change()
             self.param.update(
                 source_run=run_id or "",
+                source_run_name=self._name_of(run_id),
                 selected=[],
                 current=None,
                 map_version=self.map_version + 1,
@@ -317,8 +319,17 @@ class LabelViewModel(param.Parameterized):
             if frame is None or len(frame) != len(self.labels):
                 return False
             self.frame = frame
-            self.param.update(source_run=latest, map_version=self.map_version + 1)
+            self.param.update(
+                source_run=latest,
+                source_run_name=self._name_of(latest),
+                map_version=self.map_version + 1,
+            )
             return True
+
+    def _name_of(self, run_id: str | None) -> str:
+        if not run_id:
+            return ""
+        return get_run(self.lab.tracking, run_id).info.run_name or run_id[:8]
 
     def stats_json(self) -> str:
         return json.dumps(self.label_counts())
