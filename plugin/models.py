@@ -338,7 +338,7 @@ class Model:
         count = str(len(state.labels))
         if event is not None:
             self.touch({keys.LABELED_COUNT: count})
-            self.lab.plugins.emit("on_labels_changed", model_id=self.id, change=event.to_dict())
+            self.lab.plugins.on_labels_changed(self.id, event.to_dict())
         elif self._tags.get(keys.LABELED_COUNT) != count:
             # Concurrent writers can leave a stale count behind; whoever reads fixes it.
             self._set_tags({keys.LABELED_COUNT: count})

@@ -23,12 +23,17 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
 from activelab import hookspecs
 from activelab.errors import PluginError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from activelab.runtime import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -315,27 +320,25 @@ class PluginHost:
             hook_name, base_module, base_name = CATEGORIES[category]
             base = getattr(importlib.import_module(base_module), base_name)
             found: dict[str, type] = {}
-            hook = getattr(self.pm.hook, hook_name)
-            for impl in hook.get_hookimpls()[::-1]:  # pluggy's call order: last registered first
-                collected: list[type] = []
-                try:
-                    impl.function(register=collected.append)
-                except Exception as exc:
-                    self.errors[impl.plugin_name] = error_from_exception(
-                        impl.plugin_name, self._source_of(impl.plugin_name), exc, None
+            collected: list[type] = []
+            for plugin_name, error in self._call_each(hook_name, register=collected.append):
+                if error is not None:
+                    self.errors[plugin_name] = error_from_exception(
+                        plugin_name, self._source_of(plugin_name), error, None
                     )
+                    collected.clear()
                     continue
-                record = self.records.get(impl.plugin_name)
+                record = self.records.get(plugin_name)
                 for cls in collected:
                     problem = self._registration_problem(cls, base, hook_name)
                     if problem:
-                        self.errors[impl.plugin_name] = LoadError(
-                            impl.plugin_name, self._source_of(impl.plugin_name), problem
+                        self.errors[plugin_name] = LoadError(
+                            plugin_name, self._source_of(plugin_name), problem
                         )
                         continue
                     if cls.kind in found and found[cls.kind] is not cls:
                         self.conflicts.append(
-                            f"{category[:-1]} {cls.kind!r} from {impl.plugin_name} is shadowed "
+                            f"{category[:-1]} {cls.kind!r} from {plugin_name} is shadowed "
                             f"by {found[cls.kind].__module__}"
                         )
                         continue
@@ -344,6 +347,7 @@ class PluginHost:
                         kinds = record.registered.setdefault(category, [])
                         if cls.kind not in kinds:
                             kinds.append(cls.kind)
+                collected.clear()
             self._cache[category] = (self._generation, found)
             return found
 
@@ -388,14 +392,46 @@ class PluginHost:
 
     # --- lifecycle events --------------------------------------------------------------------
 
+    def _call_each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Exception | None]]:
+        """Call each plugin's implementation of a hook through pluggy (so tracing and its
+        argument checks apply), one plugin at a time in pluggy's order, so that one failing
+        plugin never stops the rest; yields (plugin name, its exception or None)."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()[::-1]  # last registered first
+        plugins = {impl.plugin_name: impl.plugin for impl in impls}
+        for name in plugins:
+            others = [plugin for other, plugin in plugins.items() if other != name]
+            caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+            try:
+                caller(**kwargs)
+            except Exception as exc:
+                yield name, exc
+            else:
+                yield name, None
+
     def emit(self, hook_name: str, **kwargs: Any) -> None:
         """Call each subscriber of a lifecycle hook; one failing subscriber never stops the rest."""
-        hook = getattr(self.pm.hook, hook_name)
-        for impl in hook.get_hookimpls()[::-1]:
-            try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception:
-                log.exception("activelab plugin %s failed in %s", impl.plugin_name, hook_name)
+        for plugin_name, error in self._call_each(hook_name, **kwargs):
+            if error is not None:
+                log.error(
+                    "activelab plugin %s failed in %s", plugin_name, hook_name, exc_info=error
+                )
+
+    # --- the lifecycle hooks, typed (what the worker and the models call) ----------------------
+
+    def on_train_start(self, run: RunContext) -> None:
+        self.emit("on_train_start", run=run)
+
+    def on_epoch_end(self, run: RunContext, epoch: int, metrics: dict[str, float]) -> None:
+        self.emit("on_epoch_end", run=run, epoch=epoch, metrics=metrics)
+
+    def on_checkpoint_saved(self, run: RunContext, epoch: int, artifact_path: str) -> None:
+        self.emit("on_checkpoint_saved", run=run, epoch=epoch, artifact_path=artifact_path)
+
+    def on_train_end(self, run: RunContext, status: str, error: BaseException | None) -> None:
+        self.emit("on_train_end", run=run, status=status, error=error)
+
+    def on_labels_changed(self, model_id: str, change: dict[str, Any]) -> None:
+        self.emit("on_labels_changed", model_id=model_id, change=change)
 
 
 _host: PluginHost | None = None

@@ -203,7 +203,7 @@ class TrainingSession:
         self.outbox.set_run_tags(
             {keys.EPOCHS_TOTAL: str(epoch), keys.PROGRESS: self.progress.to_json()}
         )
-        self.host.emit("on_epoch_end", run=self.context, epoch=epoch, metrics=dict(figures))
+        self.host.on_epoch_end(self.context, epoch, dict(figures))
 
     def save_checkpoint(
         self, state: dict[str, Any], epoch: int, step: int, partial: bool = False
@@ -220,9 +220,7 @@ class TrainingSession:
             tags={keys.LAST_CHECKPOINT: artifact_path},
         )  # fmt: skip
         self.last_checkpoint = artifact_path
-        self.host.emit(
-            "on_checkpoint_saved", run=self.context, epoch=epoch, artifact_path=artifact_path
-        )
+        self.host.on_checkpoint_saved(self.context, epoch, artifact_path)
         return artifact_path
 
     def finish(self) -> None:

@@ -1,8 +1,9 @@
 """Import a user's task file (a `.py` dropped into a watched folder) as a plugin.
 
 A file either implements hooks with `activelab.hookimpl` (then the module is the plugin) or
-simply defines Task / Trainer / Dataset / QueryStrategy subclasses, which are
-registered for it. Each file gets a stable module name, dropped before every re-import.
+simply defines subclasses of the plugin bases (Task, Trainer, Dataset, QueryStrategy,
+Analyzer, Backend: every category in `activelab.plugins.CATEGORIES`), which are registered
+for it. Each file gets a stable module name, dropped before every re-import.
 """
 
 from __future__ import annotations
@@ -32,31 +33,24 @@ def _has_hookimpls(module: types.ModuleType) -> bool:
 
 
 class FolderPlugin:
-    """Registers the component classes a task file defines."""
+    """Registers the component classes a task file defines: it implements the registration
+    hook of each category the file has classes for, and no other hook."""
 
     def __init__(self, path: Path, classes: dict[str, list[type]]) -> None:
         self.path = path
         self.classes = classes
+        for category, found in classes.items():
+            hook_name = CATEGORIES[category][0]
+            setattr(self, hook_name, _registration_hook(found))
 
-    def _register(self, category: str, register: Any) -> None:
-        for cls in self.classes.get(category, []):
+
+def _registration_hook(classes: list[type]) -> Any:
+    @hookimpl
+    def hook(register: Any) -> None:
+        for cls in classes:
             register(cls)
 
-    @hookimpl
-    def register_tasks(self, register: Any) -> None:
-        self._register("tasks", register)
-
-    @hookimpl
-    def register_trainers(self, register: Any) -> None:
-        self._register("trainers", register)
-
-    @hookimpl
-    def register_datasets(self, register: Any) -> None:
-        self._register("datasets", register)
-
-    @hookimpl
-    def register_strategies(self, register: Any) -> None:
-        self._register("strategies", register)
+    return hook
 
 
 def import_task_file(path: Path) -> object:
@@ -84,9 +78,10 @@ def import_task_file(path: Path) -> object:
         if found:
             classes[category] = found
     if not classes:
+        bases = ", ".join(base_name for _hook, _module, base_name in CATEGORIES.values())
         raise PluginError(
-            "defines no Task, Trainer, Dataset or QueryStrategy subclass with a "
-            "`kind`, and no function marked with activelab.hookimpl."
+            f"defines no subclass with a `kind` of {bases}, and no function marked with "
+            "activelab.hookimpl."
         )
     return FolderPlugin(path, classes)
 

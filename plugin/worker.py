@@ -222,7 +222,7 @@ def execute_run(
             context, client, outbox, host, data, labels, tasks, spec.epochs,
             start_epoch=context.start_epoch, resume=resume, on_progress=on_progress,
         )  # fmt: skip
-        host.emit("on_train_start", run=context)
+        host.on_train_start(context)
         log.info("training %d epoch(s) from epoch %d", spec.epochs, context.start_epoch)
         trainer.fit(session)
         stopped = session.stop_requested and session.epochs_done < spec.epochs
@@ -243,7 +243,7 @@ def execute_run(
         )
         outbox.close(status, wait_s=outage_wait_s())
         log.info("run ended: %s", status)
-        host.emit("on_train_end", run=context, status=status, error=error)
+        host.on_train_end(context, status, error)
         _end_fluent_run(spec.run_id, status)
     if on_ended is not None:
         on_ended()

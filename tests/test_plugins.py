@@ -101,8 +101,9 @@ def test_hook_calls_can_be_traced(monkeypatch, capfd):
     monkeypatch.setenv("ACTIVELAB_TRACE_HOOKS", "1")
     host = PluginHost()
     host.load()
-    host.pm.hook.register_tasks(register=lambda cls: None)
-    assert "[activelab hook]" in capfd.readouterr().err
+    host.registry("tasks")  # the product's own paths, not pm.hook by hand
+    traced = capfd.readouterr().err
+    assert "register_tasks [hook]" in traced
 
 
 def test_a_registration_that_is_not_a_task_is_reported(host):
@@ -199,7 +200,32 @@ def test_hookimpl_files_and_empty_files(host, watched):
     empty = watched / "nothing.py"
     empty.write_text("X = 1\n")
     error = wait_until(lambda: host.errors.get(host.folder_plugin_name(empty)), message="report")
-    assert "defines no Task" in error.message
+    assert "defines no subclass with a `kind` of Task, Trainer" in error.message
+
+
+ANALYZER_ONLY = """
+from activelab import Analyzer, AnalyzerResult
+
+
+class Count(Analyzer):
+    \"\"\"How many samples the checkpoint predicted.\"\"\"
+
+    kind = "count_only"
+
+    def analyze(self, given):
+        return AnalyzerResult(title="count", note=str(len(given.predictions)))
+"""
+
+
+def test_a_file_of_any_category_registers_with_only_its_own_hook(host, watched):
+    (watched / "count_only.py").write_text(ANALYZER_ONLY)
+    wait_until(lambda: "count_only" in host.registry("analyzers"), message="the analyzer")
+    record = host.records[host.folder_plugin_name(watched / "count_only.py")]
+    assert record.hooks == ["register_analyzers"], "no hook it does not implement"
+    drop_task_file("latent_norm.py", watched)
+    wait_until(lambda: "latent_norm" in host.registry("tasks"), message="the task")
+    record = host.records[host.folder_plugin_name(watched / "latent_norm.py")]
+    assert record.hooks == ["register_tasks"]
 
 
 def test_plugins_command_lists_sources_versions_and_errors(local_uri, tmp_path):
