@@ -140,8 +140,8 @@ def evaluate_run(
             keys.RUN_KIND: "eval",
             keys.EVAL_OF: run_id,
             keys.EVAL_CHECKPOINT: path,
-            "mlflow.parentRunId": run_id,  # nested under the evaluated run in the MLflow UI
-            "mlflow.source.name": "activelab",
+            keys.MLFLOW_PARENT_RUN_ID: run_id,  # nested under the evaluated run in the MLflow UI
+            keys.MLFLOW_SOURCE_NAME: "activelab",
         },
     )
     now = int(time.time() * 1000)

@@ -55,5 +55,13 @@ BACKEND_JOB = "activelab.backend_job"  # the backend's id of the worker (e.g. a 
 ARTIFACT_PREFIX = "activelab"
 LABELS_DIR = "activelab/labels"
 
-# --- MLflow's own tags (no Python constant exists for these in MLflow 3) ------------------------
-MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI's experiment type
+# --- MLflow's own tags: its constants where it has them --------------------------------------
+# (re-exported: `import X as X`)
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID as MLFLOW_PARENT_RUN_ID  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME as MLFLOW_SOURCE_NAME  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_TYPE as MLFLOW_SOURCE_TYPE  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_USER as MLFLOW_USER  # noqa: E402
+
+NOTE_TAG = MLFLOW_RUN_NOTE  # a model's or a run's description in the MLflow UI
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI's experiment type (no constant in 3.x)

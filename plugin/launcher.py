@@ -14,8 +14,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlflow.utils.mlflow_tags import MLFLOW_USER
-
 from activelab import keys
 from activelab.backend import DEFAULT_BACKEND, Backend, Job, record_process
 from activelab.config import apply_overrides, validate_config
@@ -118,9 +116,9 @@ def launch(
         keys.TARGET_EPOCHS: str(epochs),
         keys.RUN_NUMBER: str(number),
         keys.HEARTBEAT: str(int(time.time() * 1000)),
-        "mlflow.source.name": "activelab",
-        "mlflow.source.type": "LOCAL",
-        MLFLOW_USER: _user(),  # the MLflow UI's "Created by"
+        keys.MLFLOW_SOURCE_NAME: "activelab",
+        keys.MLFLOW_SOURCE_TYPE: "LOCAL",
+        keys.MLFLOW_USER: _user(),  # the MLflow UI's "Created by"
         **runner.run_tags(),
     }
     if parent_run:
@@ -128,7 +126,7 @@ def launch(
             {
                 keys.PARENT_RUN: parent_run,
                 keys.PARENT_CHECKPOINT: parent_checkpoint,
-                "mlflow.parentRunId": parent_run,  # nests the run under its parent in the UI
+                keys.MLFLOW_PARENT_RUN_ID: parent_run,  # nests the run under its parent in the UI
             }
         )
     # what the MLflow UI shows as the run's description; the worker adds labels and outcome

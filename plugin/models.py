@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from activelab.runs import RunSummary
     from activelab.tracking import Tracking
 
-NOTE_TAG = "mlflow.note.content"  # MLflow shows it as the experiment's description
+NOTE_TAG = keys.NOTE_TAG  # MLflow shows it as the experiment's description
 AUTO_NAME_RE = re.compile(r"^model-(\d+)$")
 MAX_NAME = 200
 RESERVED_TAG_PREFIXES = ("mlflow.", keys.PREFIX)

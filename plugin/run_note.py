@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE as NOTE_TAG  # noqa: F401 (re-export)
+from activelab.keys import NOTE_TAG  # noqa: F401 (re-export)
 
 if TYPE_CHECKING:
     from activelab.config import ModelConfig

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 STALE_ENV = "ACTIVELAB_STALE_AFTER"
 # A run on another machine whose heartbeat is older than this is presumed dead.
 DEFAULT_STALE_AFTER_S = 120.0
-NOTE_TAG = "mlflow.note.content"
+NOTE_TAG = keys.NOTE_TAG
 ACTIVE = ("RUNNING", "SCHEDULED")
 
 

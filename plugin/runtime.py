@@ -164,6 +164,22 @@ class TrainingSession:
         if modules is not None:
             self._log_text("model_summary.txt", model_summary(modules))
 
+    def total_loss(self, terms: dict[str, Any], epoch: int, step: int) -> Any:
+        """The step's total: the sum of the tasks' weighted terms, refused when it is not a
+        finite number (naming every term, so the culprit shows). Trainers sum through this."""
+        import torch
+
+        total = sum(terms.values())
+        if not torch.isfinite(total):
+            from activelab.errors import TrainingError
+
+            shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            raise TrainingError(
+                f"The total loss became {float(total)} at epoch {epoch}, step {step} ({shown}); "
+                "lower the learning rate or the task weights."
+            )
+        return total
+
     def step_done(self, epoch: int, step: int) -> None:
         if self.outbox.refused:  # training on with nowhere to keep checkpoints loses work
             from activelab.errors import StorageError

@@ -1,8 +1,8 @@
 """A Task is one term of the training loss, with its own evaluation metrics.
 
-The trainer only sums what enabled tasks return, logs every term and refuses a non-finite
-total (the detectron2 shape). A task may own a small module (e.g. a classifier head) whose
-weights train and checkpoint with the model.
+The trainer only sums what enabled tasks return (through `TrainingSession.total_loss`, which
+refuses a non-finite total) and logs every term (the detectron2 shape). A task may own a small
+module (e.g. a classifier head) whose weights train and checkpoint with the model.
 """
 
 from __future__ import annotations

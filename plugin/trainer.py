@@ -19,7 +19,9 @@ class Trainer(Component):
     """A trainer plugin. Subclasses set `kind`, declare their parameters and implement `fit`.
 
     `fit` runs the loop and reports through the session: metrics, checkpoints, images,
-    predictions and the final model. It returns when done or when `session.stop_requested`.
+    predictions and the final model. It sums each step's task terms with
+    `session.total_loss`, which refuses a non-finite total. It returns when done or when
+    `session.stop_requested`.
     """
 
     # Parameters that change the shape of the weights: a run cannot continue a checkpoint

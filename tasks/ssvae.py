@@ -58,18 +58,6 @@ def _torch(threads: int) -> Any:
     return torch
 
 
-def check_finite(total: Any, terms: dict[str, Any], epoch: int, step: int) -> None:
-    """The trainer refuses a non-finite total (naming every term, so the culprit shows)."""
-    import torch
-
-    if not torch.isfinite(total):
-        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-        raise TrainingError(
-            f"The total loss became {float(total)} at epoch {epoch}, step {step} ({shown}); "
-            "lower the learning rate or the task weights."
-        )
-
-
 def image_grid(rows: list[np.ndarray], scale: int) -> np.ndarray:
     """uint8 image of rows of (N, C, H, W) images in [0, 1], upscaled by `scale`."""
     tiles = []
@@ -413,8 +401,7 @@ class SSVAETrainer(Trainer):
         steps = 0
         for batch in self.batches(data, rng):
             terms = self.loss_terms(session.tasks, heads, batch, network(batch.x))
-            total = sum(terms.values())
-            check_finite(total, terms, epoch, loop.global_step + 1)
+            total = session.total_loss(terms, epoch, loop.global_step + 1)
             loop.optimizer.zero_grad(set_to_none=True)
             total.backward()
             loop.optimizer.step()
