@@ -24,11 +24,22 @@ from typing import TYPE_CHECKING, Any
 from activelab.hookspecs import hookimpl
 from activelab.version import __version__
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # every lazy name below, visible to type checkers and editors
     import os
 
+    from activelab.analyzer import AnalysisInput, Analyzer, AnalyzerResult
+    from activelab.backend import Backend
+    from activelab.config import ModelConfig, TaskSpec
+    from activelab.dataset import DataBundle, Dataset, DatasetInfo
+    from activelab.errors import ActivelabError
+    from activelab.labels import LabelStore
     from activelab.launcher import TrainingHandle
     from activelab.models import Lab, Model, ModelCard
+    from activelab.plugins import get_plugins
+    from activelab.runtime import RunContext
+    from activelab.strategy import QueryStrategy
+    from activelab.task import Batch, Outputs, Task
+    from activelab.trainer import Trainer
 
 # Heavy parts load on first use, so `import activelab` stays fast for plugin files and the CLI.
 _LAZY = {
@@ -56,18 +67,39 @@ _LAZY = {
     "get_plugins": "activelab.plugins",
 }
 
-__all__ = [
+__all__ = [  # spelled out, so type checkers and linters read it
+    "ActivelabError",
+    "AnalysisInput",
+    "Analyzer",
+    "AnalyzerResult",
+    "Backend",
+    "Batch",
+    "DataBundle",
+    "Dataset",
+    "DatasetInfo",
+    "Lab",
+    "LabelStore",
+    "Model",
+    "ModelCard",
+    "ModelConfig",
+    "Outputs",
+    "QueryStrategy",
+    "RunContext",
+    "Task",
+    "TaskSpec",
+    "Trainer",
+    "TrainingHandle",
     "__version__",
     "configure",
     "create_model",
     "default_lab",
     "delete_model",
     "get_model",
+    "get_plugins",
     "hookimpl",
     "launch",
     "list_models",
     "restore_model",
-    *_LAZY,
 ]
 
 

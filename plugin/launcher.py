@@ -258,8 +258,8 @@ class TrainingHandle:
         self._thread_error: BaseException | None = None
         self._result: str | None = None
 
-    def __repr__(self) -> str:
-        return f"<TrainingHandle run={self.run_id} status={self.status}>"
+    def __repr__(self) -> str:  # no call to MLflow: a repr must be cheap and change nothing
+        return f"<TrainingHandle run={self.run_id} model={self.model.name!r}>"
 
     @property
     def _tracking(self) -> Any:
@@ -306,8 +306,7 @@ class TrainingHandle:
             elif self.thread is None:  # a handle made for a run started elsewhere
                 reason = dead_reason(run)
             if reason:
-                time.sleep(0.2)  # it may be ending the run right now
-                run = self.run
+                run = self.run  # a worker that ended its run and then exited: read it again
                 if run.info.status in ACTIVE:
                     mark_failed(self._tracking, run, reason)
                     return "FAILED"

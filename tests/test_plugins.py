@@ -266,3 +266,25 @@ def test_every_hook_is_documented_and_tested():
     for name in specs:
         assert (getattr(hookspecs, name).__doc__ or "").strip(), f"{name} has no docstring"
         assert name in tests_text, f"no test or example uses the hook {name}"
+
+
+def test_every_public_name_is_exported_and_visible_to_type_checkers():
+    """`import activelab` stays light (names load on first use), yet every name in
+    `__all__` resolves, and the lazy ones are imported for type checkers too."""
+    import ast
+
+    import activelab
+
+    assert set(activelab._LAZY) <= set(activelab.__all__)
+    for name in activelab.__all__:
+        assert getattr(activelab, name) is not None
+    tree = ast.parse(Path(activelab.__file__).read_text())
+    typed = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+        for statement in node.body
+        if isinstance(statement, ast.ImportFrom)
+        for alias in statement.names
+    }
+    assert set(activelab._LAZY) <= typed
