@@ -53,9 +53,7 @@ class ModelConfig:
     # --- (de)serialisation -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["tasks"] = [t.to_dict() for t in self.tasks]
-        return data
+        return asdict(self)  # tasks too (asdict recurses)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

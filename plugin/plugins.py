@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -107,14 +107,7 @@ class PluginRecord:
     registered: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "version": self.version,
-            "location": self.location,
-            "hooks": self.hooks,
-            "registered": self.registered,
-        }
+        return asdict(self)
 
 
 def error_from_exception(
