@@ -24,6 +24,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Each test has its own home, so a warm worker (kept per settings) would serve no second
     # test: it would only import torch beside the test's own worker. Tests of it turn it on.
     monkeypatch.setenv("ACTIVELAB_WARM_WORKER", "0")
+    # Workers yield to the person beside them (nice 10); here the "person" is the other
+    # tests, which mostly wait on workers: the same priority keeps the suite fast.
+    # test_the_worker_yields_to_the_app_at_a_lower_priority checks the default.
+    monkeypatch.setenv("ACTIVELAB_WORKER_NICE", "0")
     # MLflow samples CPU/memory every 10 s; tests' runs are shorter than that.
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
 

@@ -184,6 +184,23 @@ def test_stop_ends_killed_with_a_checkpoint_and_every_metric(local_lab, unique):
     assert "predictions" in frame_listed  # the map refreshes even after a stop
 
 
+def test_the_worker_yields_to_the_app_at_a_lower_priority(local_lab, unique, monkeypatch):
+    import os
+    import signal
+
+    import psutil
+
+    monkeypatch.delenv("ACTIVELAB_WORKER_NICE")  # the product's default
+    model = local_lab.create_model(unique, config=FAST)
+    handle = model.launch(epochs=10_000)
+    worker = psutil.Process(handle.process.pid)
+    expected = min(psutil.Process().nice() + 10, 19)  # 10 below the launching side
+    # os.nice runs first thing in the worker: wait for the process to get there
+    wait_until(lambda: worker.nice() == expected, timeout=60, message=f"the worker at {expected}")
+    os.kill(worker.pid, signal.SIGKILL)
+    assert handle.wait(timeout=60) == "FAILED"
+
+
 def test_stop_from_anywhere_through_mlflow(local_lab, unique):
     """Another process (here: another Lab) stops the run by its id alone."""
     from activelab.runs import request_stop
