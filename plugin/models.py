@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from activelab import keys
+from activelab.card_updates import CARD_UPDATES
 from activelab.config import (
     DEFAULT_DATASET,
     ModelConfig,
@@ -177,6 +178,9 @@ class Model:
         self._tags = dict(experiment.tags)  # kept in step with our own tag writes
         self._labels: LabelStore | None = None
         self._lock = threading.Lock()
+        # True where a person waits on each label (the app): the card's figures are written
+        # in the background (activelab.card_updates), not before the key press returns
+        self.deferred_card = False
 
     def __repr__(self) -> str:
         return f"<activelab.Model {self.name!r} id={self.id}>"
@@ -337,7 +341,10 @@ class Model:
         """Keep the card's count in step; `event` is None for changes read from elsewhere."""
         count = str(len(state.labels))
         if event is not None:
-            self.touch({keys.LABELED_COUNT: count})
+            if self.deferred_card:
+                CARD_UPDATES.submit(self, {keys.LABELED_COUNT: count})
+            else:
+                self.touch({keys.LABELED_COUNT: count})
             self.lab.plugins.on_labels_changed(self.id, event.to_dict())
         elif self._tags.get(keys.LABELED_COUNT) != count:
             # Concurrent writers can leave a stale count behind; whoever reads fixes it.
@@ -625,6 +632,7 @@ class Lab:
 
         `sort`: "created" (newest first), "updated" (latest change first) or "name".
         """
+        CARD_UPDATES.flush()  # this process's own pending card figures first
         clauses = [f"tags.`{keys.MODEL_MARKER}` = '1'"]
         if dataset:
             clauses.append(f"tags.`{keys.DATASET}` = {_quote(dataset)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from activelab import keys
+from activelab import Lab, keys
 from activelab.errors import InvalidConfigError, ModelExistsError, ModelNotFoundError, PluginError
 
 
@@ -209,3 +209,20 @@ def test_embedded_default_store_lives_in_the_data_directory(tmp_path, monkeypatc
     assert lab.settings.tracking_uri == f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}"
     assert (tmp_path / "data" / "mlflow.db").exists()
     assert model.experiment.artifact_location.startswith(str(tmp_path / "data" / "artifacts"))
+
+
+def test_the_app_s_key_press_leaves_the_card_to_the_background(local_lab, unique):
+    """Where a person waits on each label, the card's figures are written after the label;
+    listing the cards waits for them, and another process sees them once written."""
+    from activelab.card_updates import CARD_UPDATES
+
+    model = local_lab.create_model(unique)
+    model.deferred_card = True
+    for index in range(5):
+        model.set_label(index, index)
+    card = next(c for c in local_lab.list_models() if c.id == model.id)
+    assert card.labeled_count == 5, "listing waits for this process's pending figures"
+    model.set_label(5, 5)
+    assert CARD_UPDATES.flush(timeout=30)
+    elsewhere = Lab(tracking_uri=local_lab.settings.tracking_uri, home=local_lab.settings.home)
+    assert elsewhere.get_model(model.id).card.labeled_count == 6

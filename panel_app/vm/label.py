@@ -100,6 +100,7 @@ class LabelViewModel(param.Parameterized):
         with self._lock:
             self.param.update(ready=False, status="Loading the model…", model_id=model_id)
             model = self.lab.get_model(model_id)
+            model.deferred_card = True  # a key press waits for the label, not the card
             self.model = model
             self.status = "Loading the data set…"
             self.data = self.state.context.dataset(model)
