@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,22 @@ from pathlib import Path
 import psutil
 from helpers import wait_until
 
-from activelab.mlflow_server import free_port
+WORKER_PORTS = 200
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """`count` free ports, all different: each socket stays bound until all are chosen (a
+    port freed at once may be handed out again, which Ray refuses)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @dataclass
@@ -50,18 +66,17 @@ def start_ray_head(home: Path, timeout: float = 120) -> RayHead:
     """A head whose jobs run this interpreter's `python` with ACTIVELAB_HOME=`home`."""
     # Ray's socket paths must stay short: a folder directly under /tmp
     folder = Path(tempfile.mkdtemp(prefix="ray-"))
-    ports = {
-        "--port": free_port(),
-        "--dashboard-port": free_port(),
-        "--ray-client-server-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-    }
-    first_worker_port = free_port()
+    names = [
+        "--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
+        "--node-manager-port", "--object-manager-port",
+    ]  # fmt: skip
+    chosen = distinct_free_ports(len(names) + 1)
+    ports = dict(zip(names, chosen, strict=False))
+    first_worker_port = chosen[-1]
+    # Ray refuses a worker port range that holds another part's port
+    while any(0 <= port - first_worker_port <= WORKER_PORTS for port in chosen[:-1]):
+        first_worker_port += WORKER_PORTS + 1
     env = {
         **os.environ,
         # the job's `python` is this interpreter, which has activelab installed
@@ -75,7 +90,7 @@ def start_ray_head(home: Path, timeout: float = 120) -> RayHead:
         "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "true",
         "--temp-dir", str(folder), "--disable-usage-stats",
         "--min-worker-port", str(first_worker_port),
-        "--max-worker-port", str(first_worker_port + 200),
+        "--max-worker-port", str(first_worker_port + WORKER_PORTS),
         *[str(part) for pair in ports.items() for part in pair],
     ]  # fmt: skip
     log = (folder / "head.log").open("wb")
