@@ -55,13 +55,11 @@ BACKEND_JOB = "activelab.backend_job"  # the backend's id of the worker (e.g. a 
 ARTIFACT_PREFIX = "activelab"
 LABELS_DIR = "activelab/labels"
 
-# --- MLflow's own tags: its constants where it has them --------------------------------------
-# (re-exported: `import X as X`)
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID as MLFLOW_PARENT_RUN_ID  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME as MLFLOW_SOURCE_NAME  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_TYPE as MLFLOW_SOURCE_TYPE  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_USER as MLFLOW_USER  # noqa: E402
-
-NOTE_TAG = MLFLOW_RUN_NOTE  # a model's or a run's description in the MLflow UI
+# --- MLflow's own tags (their values are MLflow's constants in mlflow.utils.mlflow_tags, checked
+# by a test; spelled here so importing the keys never imports MLflow, e.g. for `activelab --help`)
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+MLFLOW_SOURCE_NAME = "mlflow.source.name"
+MLFLOW_SOURCE_TYPE = "mlflow.source.type"
+MLFLOW_USER = "mlflow.user"
+NOTE_TAG = "mlflow.note.content"  # MLFLOW_RUN_NOTE: a model's or a run's description in the UI
 MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI's experiment type (no constant in 3.x)

@@ -288,3 +288,15 @@ def test_every_public_name_is_exported_and_visible_to_type_checkers():
         for alias in statement.names
     }
     assert set(activelab._LAZY) <= typed
+
+
+def test_mlflow_s_tag_names_are_mlflow_s_own():
+    from mlflow.utils import mlflow_tags
+
+    from activelab import keys
+
+    assert keys.NOTE_TAG == mlflow_tags.MLFLOW_RUN_NOTE
+    assert keys.MLFLOW_PARENT_RUN_ID == mlflow_tags.MLFLOW_PARENT_RUN_ID
+    assert keys.MLFLOW_SOURCE_NAME == mlflow_tags.MLFLOW_SOURCE_NAME
+    assert keys.MLFLOW_SOURCE_TYPE == mlflow_tags.MLFLOW_SOURCE_TYPE
+    assert keys.MLFLOW_USER == mlflow_tags.MLFLOW_USER
