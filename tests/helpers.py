@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 TASK_FILES = Path(__file__).parent / "tasks"
+ACTIVELAB = str(Path(sys.executable).with_name("activelab"))  # the console script
 
 # A small network so a real training run on digits takes a second or two.
 FAST = {"trainer.hidden_dims": "[32]", "trainer.batch_size": "256", "trainer.recon_images": "4"}
@@ -105,3 +109,15 @@ class KillableServer:
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
+
+
+def run_cli(
+    lab: Any, *args: str, timeout: float = 120, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`activelab ...` in a second process on `lab`'s store, as another person (or script)
+    would run it."""
+    command = [ACTIVELAB, "--tracking-uri", lab.settings.tracking_uri,
+               "--home", str(lab.settings.home), *args]  # fmt: skip
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )

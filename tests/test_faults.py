@@ -15,24 +15,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from helpers import FAST, wait_until
+from helpers import FAST, run_cli, wait_until
 
 from activelab import Lab, keys
 from activelab.errors import StorageError
 from activelab.outbox import Spool, outbox_root
 
-ACTIVELAB = str(Path(sys.executable).with_name("activelab"))
 LONG = 10_000  # epochs: the test ends the run
 OUTAGE_S = 20
-
-
-def _cli(lab: Lab, *args: str, timeout: float = 120, env: dict | None = None):
-    """`activelab ...` in a second process, as another person (or script) would run it."""
-    command = [ACTIVELAB, "--tracking-uri", lab.settings.tracking_uri,
-               "--home", str(lab.settings.home), *args]  # fmt: skip
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
-    )
 
 
 def _training(handle) -> int:
@@ -68,7 +58,7 @@ def test_runs_stop_on_a_dead_run_returns_at_once_naming_its_checkpoint(local_lab
     os.kill(handle.process.pid, signal.SIGKILL)
     handle.process.wait(30)
     started = time.monotonic()
-    out = _cli(lab, "runs", "stop", handle.run_id, "--timeout", "60")
+    out = run_cli(lab, "runs", "stop", handle.run_id, "--timeout", "60")
     assert out.returncode == 0, out.stderr
     assert "Run ended: FAILED" in out.stdout
     assert f"Its last checkpoint: {handle.run_id}:epoch-" in out.stdout
@@ -80,7 +70,7 @@ def test_stop_from_a_second_process_ends_the_run_killed_with_a_checkpoint(local_
     model = lab.create_model(unique, config=FAST)
     handle = model.launch(epochs=LONG)
     wait_until(lambda: _training(handle) > 0, message="training")
-    out = _cli(lab, "runs", "stop", handle.run_id, "--timeout", "120")
+    out = run_cli(lab, "runs", "stop", handle.run_id, "--timeout", "120")
     assert out.returncode == 0, out.stderr
     assert "Run ended: KILLED" in out.stdout
     assert handle.wait(timeout=60) == "KILLED"
@@ -133,7 +123,7 @@ def test_the_cli_says_the_server_is_unreachable_and_gives_up_within_its_bound(
 ):
     lab = Lab(tracking_uri=killable_server.url, home=tmp_path / "home")
     killable_server.kill()
-    out = _cli(lab, "models", "list", env={"ACTIVELAB_SERVER_WAIT_S": "3"}, timeout=60)
+    out = run_cli(lab, "models", "list", env={"ACTIVELAB_SERVER_WAIT_S": "3"}, timeout=60)
     assert out.returncode == 1
     assert "tracking server unreachable, retrying" in out.stderr
     assert "did not answer for 3 s" in out.stderr

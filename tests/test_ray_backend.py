@@ -9,27 +9,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from helpers import FAST, drop_task_file, wait_until
+from helpers import FAST, drop_task_file, run_cli, wait_until
 from ray_cluster import start_ray_head
 
 from activelab import Lab, keys
 from activelab.errors import InvalidConfigError, PluginError
 from activelab.mlflow_server import free_port
 
-ACTIVELAB = str(Path(sys.executable).with_name("activelab"))
 LONG = 10_000  # epochs: the test ends the run
-
-
-def _cli(lab: Lab, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    """`activelab ...` in another process, which has no Ray connection of its own."""
-    command = [ACTIVELAB, "--tracking-uri", lab.settings.tracking_uri,
-               "--home", str(lab.settings.home), *args]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 def test_training_runs_stops_continues_and_dies_on_a_ray_cluster(mlflow_server, tmp_path, unique):
@@ -60,7 +49,7 @@ def test_training_runs_stops_continues_and_dies_on_a_ray_cluster(mlflow_server, 
         assert job.metadata["activelab_run"] == handle.run_id
 
         # stop from another process that knows nothing of Ray: KILLED with a checkpoint
-        out = _cli(lab, "runs", "stop", handle.run_id, "--timeout", "120")
+        out = run_cli(lab, "runs", "stop", handle.run_id, "--timeout", "120", timeout=180)
         assert out.returncode == 0, out.stderr
         assert "Run ended: KILLED" in out.stdout
         assert handle.wait(timeout=60) == "KILLED"
@@ -72,8 +61,9 @@ def test_training_runs_stops_continues_and_dies_on_a_ray_cluster(mlflow_server, 
         )  # fmt: skip
 
         # continue from the CLI on the cluster: a child run that goes on from the checkpoint
-        out = _cli(lab, "train", model.name, "--backend", "ray", "--address", head.url,
-                   "--resume-from", handle.run_id, "--epochs", "1", "--json")  # fmt: skip
+        out = run_cli(lab, "train", model.name, "--backend", "ray", "--address", head.url,
+                      "--resume-from", handle.run_id, "--epochs", "1", "--json",
+                      timeout=180)  # fmt: skip
         assert out.returncode == 0, out.stderr
         child = json.loads(out.stdout)
         assert child["status"] == "FINISHED"
