@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from activelab import keys
+from activelab.ended_histories import EndedRunHistories
 from activelab.errors import ModelExistsError, StorageError
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class Tracking:
         self.uri = settings.tracking_uri
         self.client = MlflowClient(tracking_uri=self.uri)
         self._history_pool: ThreadPoolExecutor | None = None
+        self.ended_histories = EndedRunHistories()
 
     # --- experiments (models) ----------------------------------------------------------------
 
@@ -189,21 +191,36 @@ class Tracking:
         keys: list[str],
         max_points: int = HISTORY_POINTS,
         start_steps: dict[str, int | None] | None = None,
+        runs: dict[str, Any] | None = None,
     ) -> dict[str, dict[str, MetricSeries]]:
         """{key: {run_id: series}} for several metrics, read concurrently: each read is a
         scan in the store or a round trip to the server, and they overlap well (10 runs x
-        5 metrics: 2.5 s one after another, ~1.1 s in parallel on sqlite, measured here)."""
+        5 metrics: 2.5 s one after another, ~1.1 s in parallel on sqlite, measured here).
+
+        Curves of the ended runs among `runs` (run_id -> MLflow Run, as just read) are read
+        once per process and then served from memory (`ended_histories`)."""
         starts = start_steps or {}
+        known = runs or {}
+
+        def read(key: str) -> dict[str, MetricSeries]:
+            memo = {r: EndedRunHistories.key(known[r], key, max_points, starts.get(key))
+                    for r in run_ids if r in known}  # fmt: skip
+            found = {r: self.ended_histories.get(memo.get(r)) for r in run_ids}
+            missing = [r for r, series in found.items() if series is None]
+            if missing:
+                fresh = self.metric_histories(missing, key, max_points, starts.get(key))
+                for run_id, series in fresh.items():
+                    self.ended_histories.put(memo.get(run_id), series)
+                found.update(fresh)
+            return found  # type: ignore[return-value]
+
         if len(keys) <= 1:
-            return {k: self.metric_histories(run_ids, k, max_points, starts.get(k)) for k in keys}
+            return {k: read(k) for k in keys}
         if self._history_pool is None:  # one pool per store, reused by every poll
             self._history_pool = ThreadPoolExecutor(
                 HISTORY_THREADS, thread_name_prefix="activelab-history"
             )
-        found = self._history_pool.map(
-            lambda k: self.metric_histories(run_ids, k, max_points, starts.get(k)), keys
-        )
-        return dict(zip(keys, found, strict=True))
+        return dict(zip(keys, self._history_pool.map(read, keys), strict=True))
 
     def metric_histories(
         self,

@@ -113,3 +113,41 @@ def test_the_page_opens_on_the_latest_runs_of_the_model_in_use(lab, unique):
     elsewhere = ComparePage(AppState(AppContext(lab)))  # no model in use: nothing is chosen
     elsewhere.activate()
     assert elsewhere.runs.value == [] and PICK_RUNS in elsewhere.message.object
+
+
+def test_an_ended_run_is_read_once_and_again_only_when_it_changes(compare, lab):
+    """Adding a run, switching the axis or reopening the page reads only what is new: the
+    curves of ended runs come from memory, until the run's latest figures move."""
+    from mlflow.entities import Metric
+
+    vm, a, b = compare
+    vm.find_runs()
+    vm.selected = [a]
+    vm.load_curves()
+    memo = lab.tracking.ended_histories
+    assert memo.hits == 0
+    vm.selected = [a, b]  # one more run: only b is read
+    vm.load_curves()
+    assert memo.hits == 1
+    reopened = CompareViewModel(AppState(AppContext(lab)))  # a new page, same process
+    reopened.find_runs()
+    reopened.selected = [a, b]
+    assert len(reopened.load_curves()) == 2 and memo.hits == 3
+
+    # a late point moves b's latest figure: b is read again and shows it
+    run = lab.tracking.client.get_run(b)
+    lab.tracking.client.log_batch(
+        b, metrics=[Metric("loss/total", 0.01, run.info.end_time, 10_000)]
+    )
+    curves = {c.run_id: c for c in reopened.load_curves()}
+    assert memo.hits == 4 and curves[b].step[-1] == 10_000
+    assert list(curves[a].step) == list({c.run_id: c for c in vm.curves}[a].step)
+
+    # a run that is still running is never served from memory
+    live = lab.tracking.client.create_run(lab.get_model(vm.model_filter[0]).id, run_name="live")
+    lab.tracking.client.log_batch(live.info.run_id, metrics=[Metric("loss/total", 1.0, 0, 1)])
+    reopened.selected = [live.info.run_id]
+    reopened.load_curves()
+    lab.tracking.client.log_batch(live.info.run_id, metrics=[Metric("loss/total", 0.5, 1, 2)])
+    (curve,) = reopened.load_curves()
+    assert list(curve.step) == [1, 2]

@@ -146,10 +146,11 @@ class CompareViewModel(param.Parameterized):
         if not run_ids or not self.metrics:
             return self.curves
         tracking = self.lab.tracking
-        epochs: dict[str, MetricSeries] = {}
-        if self.x_axis == "epoch":
-            epochs = tracking.metric_histories(run_ids, EPOCH_METRIC, max_points)
-        every = tracking.metric_histories_many(run_ids, list(self.metrics), max_points)
+        runs = {run_id: self.candidate(run_id).run for run_id in run_ids}
+        by_epoch = self.x_axis == "epoch"  # needs each run's step -> epoch marks
+        wanted = list(dict.fromkeys([*self.metrics, *([EPOCH_METRIC] if by_epoch else [])]))
+        every = tracking.metric_histories_many(run_ids, wanted, max_points, runs=runs)
+        epochs: dict[str, MetricSeries] = every[EPOCH_METRIC] if by_epoch else {}
         for metric in self.metrics:
             histories = every[metric]
             for run_id in run_ids:
