@@ -10,7 +10,7 @@ import panel as pn
 
 from activelab import keys
 from activelab.panel_app.context import get_context
-from activelab.panel_app.pages.common import esc
+from activelab.panel_app.pages.common import UiThread, esc
 from activelab.panel_app.vm.state import PAGES, AppState
 from activelab.panel_app.widgets import ConnectionWatch, UrlSync
 from activelab.runs import ACTIVE
@@ -47,6 +47,7 @@ class Shell(pn.viewable.Viewer):
         self.pages: dict[str, Any] = {}
         self.current: Any = None
         self._last_run: tuple[str, str | None, str | None] | None = None
+        self._watching = False  # a look at the latest run is under way
         self.nav = {
             key: pn.widgets.Button(name=title, button_type="light", margin=(4, 2))
             for key, title in PAGES.items()
@@ -64,6 +65,7 @@ class Shell(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         self._apply_url_args()
+        self.ui = UiThread()
         self.url = UrlSync(page=self.state.page, model=self.state.model_id)
         self.state.param.watch(self._to_url, ["page", "model_id"])
         self.url.param.watch(self._from_url, ["page", "model"])
@@ -114,20 +116,35 @@ class Shell(pn.viewable.Viewer):
         self.server_banner.visible = True
 
     def _watch_runs(self) -> None:
-        """A notification, on any page, when the model's latest run finishes or fails."""
+        """A notification, on any page, when the model's latest run finishes or fails (the
+        reads run in a thread, so clicks never wait behind them)."""
         model_id = self.state.model_id
         if not model_id:
             self._last_run = None
             return
+        if self._watching:
+            return
+        self._watching = True
+
+        def done(seen: tuple[str, str | None, str | None, Any] | None) -> None:
+            self._watching = False
+            if seen is not None and self.state.model_id == seen[0]:
+                self._announce(*seen)
+
+        self.ui.background(lambda: self._read_latest_run(model_id), done=done)
+
+    def _read_latest_run(self, model_id: str) -> tuple[str, str | None, str | None, Any] | None:
+        """(model, latest run id, its status, the run if it moved); None when the store is
+        away for a moment (the next tick tries again)."""
         try:
             tags = self.state.lab.tracking.get_experiment(model_id).tags
-        except Exception:  # the store is away for a moment: the next tick tries again
-            return
+        except Exception:
+            return None
         run_id, tag_status = tags.get(keys.LATEST_RUN), tags.get(keys.LATEST_RUN_STATUS)
         before = self._last_run
         same_run = before is not None and before[:2] == (model_id, run_id)
         if same_run and (before[2] not in ACTIVE or tag_status == before[2]):
-            return  # the same run: over already, or as it was
+            return model_id, run_id, before[2], None  # the same run: over already, or as it was
         # Something moved. The run's own status decides: the experiment's two tags are set
         # one after the other, and a look between them would pair a new run with the old
         # run's status (announcing "finished" for a run that just started).
@@ -136,8 +153,14 @@ class Shell(pn.viewable.Viewer):
             try:
                 run = self.state.lab.tracking.client.get_run(run_id)
             except Exception:
-                return  # the next tick tries again
+                return None
             status = run.info.status
+        return model_id, run_id, status, run
+
+    def _announce(self, model_id: str, run_id: str | None, status: str | None, run: Any) -> None:
+        before = self._last_run
+        if run is None and before is not None and before[:2] == (model_id, run_id):
+            return  # nothing moved
         self._last_run = (model_id, run_id, status)
         if before is None or before[0] != model_id or run is None or status in ACTIVE:
             return  # a first look at this model, or nothing has ended

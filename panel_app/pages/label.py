@@ -92,6 +92,7 @@ class LabelPage(pn.viewable.Viewer):
         self.vm = LabelViewModel(state)
         self.ui = UiThread()
         self._periodic = None
+        self._polling = False  # a poll's reads are under way
         self._loaded_model = ""
         self.source: ColumnDataSource | None = None
         self.renderer: Any = None
@@ -264,15 +265,29 @@ class LabelPage(pn.viewable.Viewer):
         self.ui.background(lambda: self.vm.load(model_id), failed=failed)
 
     def _poll(self) -> None:
-        """Labels from elsewhere, and a finished run's new map, without a page reload."""
-        if not self.vm.ready:
+        """Labels from elsewhere, and a finished run's new map, without a page reload.
+
+        The reads run in a thread: on the event loop they would hold every click and key
+        press of this session behind a round trip to the tracking server."""
+        if not self.vm.ready or self._polling:
             return
-        try:
-            self.vm.refresh_labels()
-            if self.vm.check_for_new_run():
+        self._polling = True
+
+        def work() -> bool | Exception:
+            try:
+                self.vm.refresh_labels()
+                return self.vm.check_for_new_run()
+            except Exception as exc:  # the store is away for a moment: say so, try next tick
+                return exc
+
+        def done(outcome: bool | Exception) -> None:
+            self._polling = False
+            if isinstance(outcome, Exception):
+                self.status.object = f"<div class='al-banner'>{esc(describe_error(outcome))}</div>"
+            elif outcome:
                 self.state.notify("The map now shows the latest training run.", "info")
-        except Exception as exc:
-            self.status.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+
+        self.ui.background(work, done=done)
 
     # --- the map --------------------------------------------------------------------------------
 

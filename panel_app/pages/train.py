@@ -612,9 +612,32 @@ class TrainPage(pn.viewable.Viewer):
             row["run_id"] = r.run_id
             rows.append(row)
         frame = pd.DataFrame(rows)
+        # The history is re-read on every poll. Replacing the table re-renders it in the
+        # browser, and a click landing during that re-render is lost: the same runs in the
+        # same order get only their changed cells patched.
+        if self._patch_history(frame):
+            return
         hidden = ["run_id", "open"] + ([] if any(r.get("MLflow") for r in rows) else ["MLflow"])
         self.history.hidden_columns = [c for c in hidden if c in frame.columns]
         self.history.value = frame
+
+    def _patch_history(self, frame: pd.DataFrame) -> bool:
+        """Patch the shown history's changed cells; False when rows or columns differ."""
+        shown = self.history.value
+        if (
+            shown is None
+            or list(shown.columns) != list(frame.columns)
+            or list(shown.get("run_id", [])) != list(frame.get("run_id", []))
+        ):
+            return False
+        changes: dict[str, list[tuple[int, Any]]] = {}
+        for column in frame.columns:
+            for row, (old, new) in enumerate(zip(shown[column], frame[column], strict=True)):
+                if not (old == new or (pd.isna(old) and pd.isna(new))):
+                    changes.setdefault(column, []).append((row, new))
+        if changes:
+            self.history.patch(changes, as_index=False)
+        return True
 
     def _history_clicked(self, event: Any) -> None:
         frame = self.history.value
