@@ -96,7 +96,7 @@ def open_checkpoint(
     from activelab.runtime import build_tasks, build_trainer
 
     lab = model.lab
-    run = lab.tracking.client.get_run(run_id)
+    run = lab.tracking.get_run(run_id)
     path = checkpoint or run.data.tags.get(keys.LAST_CHECKPOINT)
     if not path:
         raise TrainingError(

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from activelab.models import Model
     from activelab.runtime import Progress
 
-MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000  # MLflow's limit of a param value
 
 
 def _run_name(model: Model, number: int, epochs: int, parent_number: str | None) -> str:
@@ -132,9 +132,10 @@ def launch(
     # what the MLflow UI shows as the run's description; the worker adds labels and outcome
     tags[NOTE_TAG] = RunNote(model.name, epochs, cfg, parent_run, parent_checkpoint).markdown()
     name = run_name or _run_name(model, number, epochs, parent_number)
-    run = tracking.client.create_run(model.id, run_name=name, tags=tags)
+    run = tracking.create_run(model.id, name, tags)
     run_id = run.info.run_id
-    _log_params(tracking, run_id, _run_params(cfg, epochs, parent_run, parent_checkpoint))
+    params = _run_params(cfg, epochs, parent_run, parent_checkpoint)
+    tracking.log_params(run_id, {k: v[:MAX_PARAM_LENGTH] for k, v in params.items()})
     model.touch(
         {keys.LATEST_RUN: run_id, keys.LATEST_RUN_STATUS: "RUNNING", keys.RUN_COUNT: str(number)}
     )
@@ -159,9 +160,7 @@ def launch(
         else:
             handle.job = runner.start(spec, tracking)
     except BaseException as exc:
-        mark_failed(
-            tracking, tracking.client.get_run(run_id), f"Could not start the trainer: {exc}"
-        )
+        mark_failed(tracking, tracking.get_run(run_id), f"Could not start the trainer: {exc}")
         raise TrainingError(f"Could not start the trainer: {exc}") from exc
     if wait:
         handle.wait(progress=progress)
@@ -236,14 +235,6 @@ def _run_params(
     if parent_run:
         params["resume_from"] = f"{parent_run}:{parent_checkpoint}"
     return params
-
-
-def _log_params(tracking: Any, run_id: str, params: dict[str, str]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(k, v[:6000]) for k, v in params.items()]
-    for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        tracking.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
 
 class TrainingHandle:

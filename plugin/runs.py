@@ -143,11 +143,8 @@ def search_runs(
     clauses = [f"tags.`{keys.RUN_KIND}` = '{kind}'"] if kind else []
     if statuses and len(statuses) == 1:
         clauses.append(f"attributes.status = '{statuses[0]}'")
-    runs = tracking.client.search_runs(
-        experiment_ids=experiment_ids,
-        filter_string=" AND ".join(clauses),
-        order_by=["attributes.start_time DESC"],
-        max_results=max_results,
+    runs = tracking.search_runs(
+        experiment_ids, " AND ".join(clauses), ["attributes.start_time DESC"], max_results
     )
     if statuses and len(statuses) > 1:
         runs = [r for r in runs if r.info.status in statuses]
@@ -160,7 +157,7 @@ def get_run(tracking: Tracking, run_id: str) -> Run:
     from activelab.connectivity import is_transient
 
     try:
-        return tracking.client.get_run(run_id)
+        return tracking.get_run(run_id)
     except MlflowException as exc:
         if is_transient(exc):
             raise  # an unreachable server is no missing run
@@ -218,12 +215,11 @@ def mark_failed(tracking: Tracking, run: Run, reason: str) -> None:
     last = run.data.tags.get(keys.LAST_CHECKPOINT)
     if last and last not in reason:
         reason = f"{reason} Its last checkpoint: {run_id}:{Path(last).name}."
-    tracking.client.set_tag(run_id, keys.ERROR, reason)
-    tracking.client.set_tag(run_id, NOTE_TAG, f"Failed: {reason}")
-    tracking.client.set_terminated(run_id, "FAILED")
+    tracking.set_run_tags(run_id, {keys.ERROR: reason, NOTE_TAG: f"Failed: {reason}"})
+    tracking.end_run(run_id, "FAILED")
     exp = tracking.get_experiment(run.info.experiment_id)
     if exp is not None and exp.tags.get(keys.LATEST_RUN) == run_id:
-        tracking.client.set_experiment_tag(run.info.experiment_id, keys.LATEST_RUN_STATUS, "FAILED")
+        tracking.set_experiment_tags(run.info.experiment_id, {keys.LATEST_RUN_STATUS: "FAILED"})
 
 
 def wait_for_end(
@@ -300,7 +296,7 @@ def request_stop(tracking: Tracking, run_id: str) -> None:
     run = get_run(tracking, run_id)
     if run.info.status not in ACTIVE:
         return
-    tracking.client.set_tag(run_id, keys.STOP_REQUESTED, str(int(time.time() * 1000)))
+    tracking.set_run_tags(run_id, {keys.STOP_REQUESTED: str(int(time.time() * 1000))})
     tags = run.data.tags
     if tags.get(keys.PID) and tags.get(keys.HOST) == socket.gethostname():
         started = float(tags[keys.PROCESS_STARTED]) if tags.get(keys.PROCESS_STARTED) else None
@@ -315,8 +311,8 @@ def request_stop(tracking: Tracking, run_id: str) -> None:
 
 def list_checkpoints(tracking: Tracking, run_id: str) -> list[str]:
     """Artifact paths of a run's checkpoints, oldest first."""
-    infos = tracking.client.list_artifacts(run_id, "checkpoints")
-    return sorted((i.path for i in infos if i.path.endswith(".pt")), key=_checkpoint_order)
+    paths = tracking.list_run_artifacts(run_id, "checkpoints")
+    return sorted((p for p in paths if p.endswith(".pt")), key=_checkpoint_order)
 
 
 def _checkpoint_order(path: str) -> tuple[int, int]:
@@ -359,7 +355,7 @@ def download_checkpoint(tracking: Tracking, run_id: str, path: str, target: Path
     destination = target / Path(path).name if target.is_dir() else target
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="activelab-ckpt-") as tmp:
-        local = tracking.client.download_artifacts(run_id, path, tmp)
+        local = tracking.download_run_artifact(run_id, path, tmp)
         shutil.copyfile(local, destination)
     return destination
 
@@ -368,7 +364,7 @@ def read_checkpoint(tracking: Tracking, run_id: str, path: str) -> dict[str, Any
     from activelab.runtime import load_checkpoint_bytes
 
     with tempfile.TemporaryDirectory(prefix="activelab-ckpt-") as tmp:
-        local = tracking.client.download_artifacts(run_id, path, tmp)
+        local = tracking.download_run_artifact(run_id, path, tmp)
         return load_checkpoint_bytes(Path(local).read_bytes())
 
 
@@ -388,7 +384,7 @@ def read_predictions(tracking: Tracking, run_id: str) -> pd.DataFrame | None:
     if not path:
         return None
     with tempfile.TemporaryDirectory(prefix="activelab-pred-") as tmp:
-        local = tracking.client.download_artifacts(run_id, path, tmp)
+        local = tracking.download_run_artifact(run_id, path, tmp)
         return pd.read_parquet(Path(local))
 
 

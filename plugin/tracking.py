@@ -21,7 +21,7 @@ from activelab.ended_histories import EndedRunHistories
 from activelab.errors import ModelExistsError, StorageError
 
 if TYPE_CHECKING:
-    from mlflow.entities import Experiment
+    from mlflow.entities import Experiment, Run
 
     from activelab.settings import Settings
 
@@ -34,6 +34,7 @@ HISTORY_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
 TEMP_PREFIX = ".tmp-"  # a local write in progress (or left by a killed writer)
 BULK_RUNS = 100  # the server's MAX_RUNS_GET_METRIC_HISTORY_BULK
 HISTORY_THREADS = 8
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limit of params in one log_batch
 
 
 @dataclass
@@ -171,6 +172,49 @@ class Tracking:
 
     def restore_experiment(self, experiment_id: str) -> None:
         self.client.restore_experiment(experiment_id)
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str]) -> Run:
+        return self.client.create_run(experiment_id, run_name=name, tags=tags)
+
+    def get_run(self, run_id: str) -> Run:
+        return self.client.get_run(run_id)
+
+    def search_runs(
+        self, experiment_ids: list[str], filter_string: str, order_by: list[str], max_results: int
+    ) -> list[Run]:
+        return list(
+            self.client.search_runs(
+                experiment_ids=experiment_ids,
+                filter_string=filter_string,
+                order_by=order_by,
+                max_results=max_results,
+            )
+        )
+
+    def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
+    def log_params(self, run_id: str, params: dict[str, str]) -> None:
+        """In batches of MLflow's limit per request."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def list_run_artifacts(self, run_id: str, folder: str) -> list[str]:
+        """Paths of the files directly under a run's artifact `folder`."""
+        return [info.path for info in self.client.list_artifacts(run_id, folder)]
+
+    def download_run_artifact(self, run_id: str, path: str, folder: str) -> Path:
+        """One artifact of a run, copied into the local `folder`; its local path."""
+        return Path(self.client.download_artifacts(run_id, path, folder))
 
     # --- metric histories ------------------------------------------------------------------------
 

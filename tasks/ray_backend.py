@@ -140,7 +140,7 @@ class RayBackend(Backend):
             entrypoint_num_gpus=self.gpus,
             metadata={"activelab_run": spec.run_id, "activelab_model": spec.model_id},
         )
-        tracking.client.set_tag(spec.run_id, keys.BACKEND_JOB, job_id)
+        tracking.set_run_tags(spec.run_id, {keys.BACKEND_JOB: job_id})
         return RayJob(client, job_id, url)
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import param
 
 from activelab import keys
-from activelab.runs import features_of, get_run, probabilities_of
+from activelab.runs import features_of, get_run, probabilities_of, read_checkpoint
 from activelab.runtime import build_tasks, build_trainer
 
 if TYPE_CHECKING:
@@ -209,15 +207,8 @@ class LabelViewModel(param.Parameterized):
         run_id = self.source_run
 
         def load() -> dict[str, Any] | None:
-            from activelab.runtime import load_checkpoint_bytes
-
-            run = self.lab.tracking.client.get_run(run_id)
-            path = run.data.tags.get(keys.LAST_CHECKPOINT)
-            if not path:
-                return None
-            with tempfile.TemporaryDirectory(prefix="activelab-ckpt-") as tmp:
-                local = self.lab.tracking.client.download_artifacts(run_id, path, tmp)
-                return load_checkpoint_bytes(Path(local).read_bytes())
+            path = self.lab.tracking.get_run(run_id).data.tags.get(keys.LAST_CHECKPOINT)
+            return read_checkpoint(self.lab.tracking, run_id, path) if path else None
 
         return self.state.context.predictions.get(("weights", run_id), load)
 

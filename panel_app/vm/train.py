@@ -221,7 +221,7 @@ class TrainViewModel(param.Parameterized):
     def retry(self, run_id: str) -> TrainingHandle:
         """The same run again: its epochs, from the checkpoint it started from, if any, on the
         backend (and address) it ran on."""
-        run = self.lab.tracking.client.get_run(run_id)
+        run = self.lab.tracking.get_run(run_id)
         tags = run.data.tags
         epochs = int(tags.get(keys.TARGET_EPOCHS, 0) or 0) or self.epochs
         parent, checkpoint = tags.get(keys.PARENT_RUN), tags.get(keys.PARENT_CHECKPOINT)
