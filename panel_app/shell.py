@@ -48,6 +48,7 @@ class Shell(pn.viewable.Viewer):
         self.current: Any = None
         self._last_run: tuple[str, str | None, str | None] | None = None
         self._watching = False  # a look at the latest run is under way
+        self.ui = UiThread()
         self.nav = {
             key: pn.widgets.Button(name=title, button_type="light", margin=(4, 2))
             for key, title in PAGES.items()
@@ -65,7 +66,6 @@ class Shell(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         self._apply_url_args()
-        self.ui = UiThread()
         self.url = UrlSync(page=self.state.page, model=self.state.model_id)
         self.state.param.watch(self._to_url, ["page", "model_id"])
         self.url.param.watch(self._from_url, ["page", "model"])
@@ -128,10 +128,14 @@ class Shell(pn.viewable.Viewer):
 
         def done(seen: tuple[str, str | None, str | None, Any] | None) -> None:
             self._watching = False
-            if seen is not None and self.state.model_id == seen[0]:
-                self._announce(*seen)
+            self.announce(seen)
 
         self.ui.background(lambda: self._read_latest_run(model_id), done=done)
+
+    def look_at_latest_run(self) -> None:
+        """`_watch_runs` in this thread (tests, and anyone who wants the look now)."""
+        if self.state.model_id:
+            self.announce(self._read_latest_run(self.state.model_id))
 
     def _read_latest_run(self, model_id: str) -> tuple[str, str | None, str | None, Any] | None:
         """(model, latest run id, its status, the run if it moved); None when the store is
@@ -151,13 +155,17 @@ class Shell(pn.viewable.Viewer):
         run, status = None, tag_status
         if run_id:
             try:
-                run = self.state.lab.tracking.client.get_run(run_id)
+                run = self.state.lab.tracking.get_run(run_id)
             except Exception:
                 return None
             status = run.info.status
         return model_id, run_id, status, run
 
-    def _announce(self, model_id: str, run_id: str | None, status: str | None, run: Any) -> None:
+    def announce(self, seen: tuple[str, str | None, str | None, Any] | None) -> None:
+        """Record what a look saw; notify when the model's latest run has ended since."""
+        if seen is None or seen[0] != self.state.model_id:
+            return  # the store was away, or the person moved to another model meanwhile
+        model_id, run_id, status, run = seen
         before = self._last_run
         if run is None and before is not None and before[:2] == (model_id, run_id):
             return  # nothing moved

@@ -197,16 +197,16 @@ def test_a_run_is_announced_by_its_own_status_not_by_a_tag_set_beside_it(local_l
     client.set_experiment_tag(model.id, keys.LATEST_RUN_STATUS, "FINISHED")
     state = AppState(AppContext(local_lab), model_id=model.id)
     shell = Shell(state)
-    shell._watch_runs()  # the first look
+    shell.look_at_latest_run()  # the first look
     assert state.notices == 0
 
     failed = client.create_run(model.id, run_name="second", tags={keys.RUN_KIND: "train"})
     client.set_tag(failed.info.run_id, keys.ERROR, "out of memory")
     client.set_terminated(failed.info.run_id, "FAILED")
     client.set_experiment_tag(model.id, keys.LATEST_RUN, failed.info.run_id)
-    shell._watch_runs()  # a look between the two tags: the status tag is still the old run's
+    shell.look_at_latest_run()  # a look between the two tags: the status tag is still the old run's
     client.set_experiment_tag(model.id, keys.LATEST_RUN_STATUS, "FAILED")
-    shell._watch_runs()
+    shell.look_at_latest_run()
     assert state.notices == 1
     assert (state.notice.kind, state.notice.text) == (
         "error",
