@@ -16,7 +16,14 @@ TASK_FILES = Path(__file__).parent / "tasks"
 ACTIVELAB = str(Path(sys.executable).with_name("activelab"))  # the console script
 
 # A small network so a real training run on digits takes a second or two.
-FAST = {"trainer.hidden_dims": "[32]", "trainer.batch_size": "256", "trainer.recon_images": "4"}
+# A small network, and no logged model at the end (its export and MLflow's environment check
+# cost a fresh worker ~5 s of CPU per run); test_a_run_reads_well_in_mlflow checks that one.
+FAST = {
+    "trainer.hidden_dims": "[32]",
+    "trainer.batch_size": "256",
+    "trainer.recon_images": "4",
+    "trainer.log_model": "false",
+}
 
 
 def wait_until(

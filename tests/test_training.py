@@ -18,9 +18,10 @@ from activelab.errors import InvalidConfigError, RunNotFoundError
 from activelab.tasks.datasets import Digits
 
 
-def train_two_epochs(lab, name, in_process=False):
+def train_two_epochs(lab, name, in_process=False, log_model=False):
     """A model with 60 labels and one finished 2-epoch run."""
-    model = lab.create_model(name, config={**FAST, "trainer.checkpoint_every": "1"})
+    config = {**FAST, "trainer.checkpoint_every": "1", "trainer.log_model": str(log_model)}
+    model = lab.create_model(name, config=config)
     model.set_labels({i: i % 10 for i in range(60)})
     handle = model.launch(epochs=2, wait=True, in_process=in_process)
     return model, handle
@@ -38,7 +39,7 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
 
 def test_a_run_reads_well_in_mlflow(lab, unique):
     """The same on the local store and through the server (artifacts served by it)."""
-    model, handle = train_two_epochs(lab, unique)
+    model, handle = train_two_epochs(lab, unique, log_model=True)
     assert handle.status == "FINISHED"
     client = MlflowClient(lab.settings.tracking_uri)
     run = client.get_run(handle.run_id)
@@ -467,6 +468,17 @@ def test_the_device_is_checked_when_set_and_cpu_trains(local_lab, unique):
     model.set_labels({i: i % 10 for i in range(20)})
     handle = model.launch(epochs=1, wait=True, in_process=True)
     assert handle.status == "FINISHED", handle.summary.error
+
+
+def test_log_model_off_ends_the_run_with_checkpoints_and_no_logged_model(local_lab, unique):
+    model = local_lab.create_model(unique, config=FAST)  # FAST turns trainer.log_model off
+    model.set_labels({i: i % 10 for i in range(20)})
+    handle = model.launch(epochs=1, wait=True, in_process=True)
+    assert handle.status == "FINISHED", handle.summary.error
+    client = MlflowClient(local_lab.settings.tracking_uri)
+    assert client.search_logged_models(experiment_ids=[model.id]) == []
+    assert client.get_run(handle.run_id).data.params["trainer.log_model"] == "False"
+    assert handle.summary.last_checkpoint
 
 
 def test_bf16_mixed_precision_learns_as_well_as_fp32(local_lab, unique):
