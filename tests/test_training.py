@@ -481,20 +481,26 @@ def test_log_model_off_ends_the_run_with_checkpoints_and_no_logged_model(local_l
     assert handle.summary.last_checkpoint
 
 
+def accuracy_after_two_epochs(lab, name: str, setting: str, value: str) -> float:
+    """The unlabeled accuracy of a 2-epoch run (60 labels) with `trainer.<setting>=value`."""
+    model = lab.create_model(name, config={**FAST, f"trainer.{setting}": value})
+    model.set_labels({i: i % 10 for i in range(60)})
+    handle = model.launch(epochs=2, wait=True, in_process=True)
+    assert handle.status == "FINISHED", handle.summary.error
+    run = MlflowClient(lab.settings.tracking_uri).get_run(handle.run_id)
+    assert run.data.params[f"trainer.{setting}"] == value
+    return run.data.metrics["eval/classification/unlabeled_accuracy"]
+
+
 def test_bf16_mixed_precision_learns_as_well_as_fp32(local_lab, unique):
     """bf16 autocast (weights and optimizer in fp32) ends near the fp32 run of the same
     seed; fp16 asked for on the CPU fails at once saying what to use instead."""
-    figures = {}
-    for precision in ("fp32", "bf16"):
-        model = local_lab.create_model(
-            f"{unique}-{precision}", config={**FAST, "trainer.precision": precision}
+    figures = {
+        precision: accuracy_after_two_epochs(
+            local_lab, f"{unique}-{precision}", "precision", precision
         )
-        model.set_labels({i: i % 10 for i in range(60)})
-        handle = model.launch(epochs=2, wait=True, in_process=True)
-        assert handle.status == "FINISHED", handle.summary.error
-        run = MlflowClient(local_lab.settings.tracking_uri).get_run(handle.run_id)
-        assert run.data.params["trainer.precision"] == precision
-        figures[precision] = run.data.metrics["eval/classification/unlabeled_accuracy"]
+        for precision in ("fp32", "bf16")
+    }
     assert abs(figures["fp32"] - figures["bf16"]) < 0.05, figures
 
     with pytest.raises(InvalidConfigError, match="precision"):
@@ -519,14 +525,8 @@ def test_a_gpu_asked_for_on_a_worker_without_one_fails_saying_what_to_use(local_
 
 @pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU; this machine has none")
 def test_training_on_the_gpu_logs_the_same_figures_as_on_the_cpu(local_lab, unique):
-    figures = {}
-    for device in ("cpu", "cuda"):
-        model = local_lab.create_model(
-            f"{unique}-{device}", config={**FAST, "trainer.device": device}
-        )
-        model.set_labels({i: i % 10 for i in range(60)})
-        handle = model.launch(epochs=2, wait=True, in_process=True)
-        assert handle.status == "FINISHED", handle.summary.error
-        run = MlflowClient(local_lab.settings.tracking_uri).get_run(handle.run_id)
-        figures[device] = run.data.metrics["eval/classification/unlabeled_accuracy"]
+    figures = {
+        device: accuracy_after_two_epochs(local_lab, f"{unique}-{device}", "device", device)
+        for device in ("cpu", "cuda")
+    }
     assert abs(figures["cpu"] - figures["cuda"]) < 0.05  # same seed; kernels differ slightly
