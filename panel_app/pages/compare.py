@@ -84,7 +84,7 @@ class ComparePage(pn.viewable.Viewer):
             name="Metrics", options=["loss/total"], value=["loss/total"], width=340
         )
         self.x_axis = pn.widgets.RadioButtonGroup(
-            options={v: k for k, v in X_AXES.items()}, value="step", button_type="light"
+            options={v: k for k, v in X_AXES.items()}, value="step", color="light"
         )
         self.smoothing = pn.widgets.FloatSlider(
             name="Smoothing", start=0, end=0.99, step=0.01, value=0.0, width=160
@@ -99,7 +99,7 @@ class ComparePage(pn.viewable.Viewer):
         self.params = FrameTable(height=260)
         self.csv = pn.widgets.FileDownload(
             callback=self._csv, filename="compare.csv", label="Curves as CSV",
-            button_type="light", width=140, align="end",
+            color="light", width=140, align="end",
         )  # fmt: skip
         for widget in (self.models, self.status, self.tag):
             widget.param.watch(lambda e: self._find(), "value")

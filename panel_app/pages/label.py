@@ -102,7 +102,7 @@ class LabelPage(pn.viewable.Viewer):
 
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
         self.color_by = pn.widgets.RadioButtonGroup(
-            options={v: k for k, v in COLOR_MODES.items()}, value="label", button_type="light"
+            options={v: k for k, v in COLOR_MODES.items()}, value="label", color="light"
         )
         self.color_by.param.watch(lambda e: setattr(self.vm, "color_by", e.new), "value")
         self.strategy = pn.widgets.Select(
@@ -129,7 +129,7 @@ class LabelPage(pn.viewable.Viewer):
         self.redo_button.on_click(lambda e: self._act(self.vm.redo, "redone"))
         self.export_csv = pn.widgets.FileDownload(
             callback=self._labels_csv, filename="labels.csv", label="Export CSV",
-            button_type="light", width=110,
+            color="light", width=110,
         )  # fmt: skip
         # wide enough for the browser's "Choose File  No file chosen" in full
         self.import_csv = pn.widgets.FileInput(accept=".csv", multiple=False, width=250)

@@ -147,7 +147,7 @@ class TrainPage(pn.viewable.Viewer):
             callback=self._csv,
             filename="curves.csv",
             label="Curves as CSV",
-            button_type="light",
+            color="light",
             align="end",
             width=140,
         )
