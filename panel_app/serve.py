@@ -91,6 +91,7 @@ def serve(
 
     from activelab.panel_app.app import TITLE, build_app, configure_panel
     from activelab.panel_app.context import AppContext, set_context
+    from activelab.panel_app.pages.common import process_stopping
 
     # refused before anything starts: unnamed origins, a bad users file, half an OAuth setup
     origins = websocket_origins(host, port, allowed_origins or [])
@@ -155,6 +156,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
+        process_stopping.set()
         context.stop()
         if ui is not None:
             ui.stop()

@@ -212,3 +212,28 @@ def test_a_run_is_announced_by_its_own_status_not_by_a_tag_set_beside_it(local_l
         "error",
         "Training run “second” failed. out of memory",
     )
+
+
+def test_a_poll_failing_while_the_server_stops_leaves_no_traceback(caplog):
+    """While the app's process exits, a poll still running in a thread can fail (a thread pool
+    refuses new work after its shutdown): nobody is left to see it, so it is not logged as a
+    fault; the same failure while serving is."""
+    from activelab.panel_app.pages.common import UiThread, process_stopping
+
+    def refused() -> None:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    failures: list[BaseException] = []
+    ui = UiThread()
+    with caplog.at_level("DEBUG", logger="activelab.panel_app.pages.common"):
+        ui.background(refused, failed=failures.append).join(timeout=10)
+        assert len(failures) == 1, "while serving, the page hears of the failure"
+        assert any(r.levelname == "WARNING" and r.exc_info for r in caplog.records)
+        caplog.clear()
+        process_stopping.set()
+        try:
+            ui.background(refused, failed=failures.append).join(timeout=10)
+        finally:
+            process_stopping.clear()
+    assert len(failures) == 1, "once stopping, nobody is told"
+    assert [r.levelname for r in caplog.records] == ["DEBUG"], caplog.text

@@ -17,6 +17,11 @@ from activelab.humanize import number as fmt  # noqa: F401
 
 log = logging.getLogger(__name__)
 
+# Set once the server has stopped serving. While the interpreter exits, a poll still running
+# in a daemon thread can fail in odd ways (a thread pool refuses new work after its shutdown):
+# no one is left to see the result, so that is not a fault worth a traceback.
+process_stopping = threading.Event()
+
 
 def esc(value: Any) -> str:
     """User-provided text shown in HTML is always escaped."""
@@ -70,6 +75,9 @@ class UiThread:
             try:
                 result = work()
             except BaseException as exc:
+                if process_stopping.is_set():
+                    log.debug("Background work ended by the server stopping: %s", exc)
+                    return
                 # our own errors are messages for the person (shown by `failed`), not bugs
                 expected = isinstance(exc, ActivelabError)
                 log.warning("Background work failed: %s", exc, exc_info=not expected)
