@@ -67,6 +67,9 @@ def start_auth_server(root: Path) -> AuthServer:
         f"admin_username = {ADMIN[0]}\n"
         f"admin_password = {ADMIN[1]}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # each request checks the password (PBKDF2, tens of ms): cache a good check a minute,
+        # as MLflow advises for request-heavy use
+        "auth_cache_ttl_seconds = 60\n"
     )
     server = start_mlflow_server(
         f"sqlite:///{root / 'store.db'}",
