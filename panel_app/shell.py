@@ -50,7 +50,7 @@ class Shell(pn.viewable.Viewer):
         self._watching = False  # a look at the latest run is under way
         self.ui = UiThread()
         self.nav = {
-            key: pn.widgets.Button(name=title, button_type="light", margin=(4, 2))
+            key: pn.widgets.Button(name=title, color="light", margin=(4, 2))
             for key, title in PAGES.items()
         }
         for key, button in self.nav.items():
@@ -210,7 +210,7 @@ class Shell(pn.viewable.Viewer):
     def _show(self) -> None:
         key = self.state.page
         for name, button in self.nav.items():
-            button.button_type = "primary" if name == key else "light"
+            button.color = "primary" if name == key else "light"
         if self.current is not None:
             self.current.deactivate()
         if key not in self.pages:

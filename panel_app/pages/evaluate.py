@@ -86,7 +86,7 @@ class EvaluatePage(pn.viewable.Viewer):
         self.run = pn.widgets.Select(name="Run", options={}, width=320)
         self.checkpoint = pn.widgets.Select(name="Checkpoint", options={}, width=200)
         self.evaluate_button = pn.widgets.Button(
-            name="Evaluate checkpoint", button_type="primary", align="end"
+            name="Evaluate checkpoint", color="primary", align="end"
         )
         self.link = pn.pane.HTML("", align="end")
         self.metrics = pn.pane.HTML("", sizing_mode="stretch_width")

@@ -34,8 +34,8 @@ class HomePage(pn.viewable.Viewer):
 
         self.search = pn.widgets.TextInput(placeholder="Search by name, data set or tag", width=260)
         self.search.param.watch(lambda e: setattr(self.vm, "query", e.new), "value_input")
-        self.new_button = pn.widgets.Button(name="New model", button_type="primary")
-        self.quick_button = pn.widgets.Button(name="Quick start", button_type="success")
+        self.new_button = pn.widgets.Button(name="New model", color="primary")
+        self.quick_button = pn.widgets.Button(name="Quick start", color="success")
         self.new_button.on_click(lambda e: self._open_create())
         self.quick_button.on_click(lambda e: self._quick_start())
         self.banner = pn.Row(visible=False, sizing_mode="stretch_width")
@@ -130,8 +130,8 @@ class HomePage(pn.viewable.Viewer):
         self.system.object = self._system_html()
 
     def _empty_state(self) -> pn.viewable.Viewable:
-        first = pn.widgets.Button(name="Create your first model", button_type="primary")
-        quick = pn.widgets.Button(name="Quick start on digits", button_type="success")
+        first = pn.widgets.Button(name="Create your first model", color="primary")
+        quick = pn.widgets.Button(name="Quick start on digits", color="success")
         first.on_click(lambda e: self._open_create())
         quick.on_click(lambda e: self._quick_start())
         return pn.Column(
@@ -166,9 +166,9 @@ class HomePage(pn.viewable.Viewer):
 
     def _card(self, card_id: str) -> tuple[pn.viewable.Viewable, pn.pane.HTML]:
         text = pn.pane.HTML("", sizing_mode="stretch_width")
-        open_button = pn.widgets.Button(name="Open", button_type="primary", width=70)
+        open_button = pn.widgets.Button(name="Open", color="primary", width=70)
         rename_button = pn.widgets.Button(name="Rename", width=80)
-        delete_button = pn.widgets.Button(name="Delete", button_type="danger", width=75)
+        delete_button = pn.widgets.Button(name="Delete", color="danger", width=75)
         open_button.on_click(lambda e: self.state.open_model(card_id))
         rename_button.on_click(lambda e: self._open_rename(self._latest[card_id]))
         delete_button.on_click(lambda e: self._open_delete(self._latest[card_id]))
@@ -255,7 +255,7 @@ class HomePage(pn.viewable.Viewer):
             lambda e: setattr(self.f_path, "visible", e.new == "image-folder"), "value"
         )
         self.f_error = pn.pane.HTML("", styles={"color": "#c92a2a"})
-        create = pn.widgets.Button(name="Create", button_type="primary")
+        create = pn.widgets.Button(name="Create", color="primary")
         create.on_click(lambda e: self._create())
         create_dialog = pn.Modal(
             pn.pane.HTML("<h3>New model</h3>"),
@@ -271,14 +271,14 @@ class HomePage(pn.viewable.Viewer):
 
         self.r_name = pn.widgets.TextInput(name="New name")
         self.r_error = pn.pane.HTML("", styles={"color": "#c92a2a"})
-        save = pn.widgets.Button(name="Save name", button_type="primary")
+        save = pn.widgets.Button(name="Save name", color="primary")
         save.on_click(lambda e: self._rename())
         rename_dialog = pn.Modal(
             pn.pane.HTML("<h3>Rename model</h3>"), self.r_name, self.r_error, save, width=340
         )
 
         self.d_text = pn.pane.HTML("")
-        confirm = pn.widgets.Button(name="Delete model", button_type="danger")
+        confirm = pn.widgets.Button(name="Delete model", color="danger")
         cancel = pn.widgets.Button(name="Cancel")
         confirm.on_click(lambda e: self._delete())
         cancel.on_click(lambda e: self.delete_dialog.hide())
@@ -347,7 +347,7 @@ class HomePage(pn.viewable.Viewer):
         except Exception as exc:
             self.state.notify(describe_error(exc), "error")
             return
-        undo = pn.widgets.Button(name="Undo", button_type="primary", width=80)
+        undo = pn.widgets.Button(name="Undo", color="primary", width=80)
         close = pn.widgets.Button(name="✕", width=40)
         undo.on_click(lambda e: self._restore(card))
         close.on_click(lambda e: setattr(self.banner, "visible", False))

@@ -111,7 +111,7 @@ class LabelPage(pn.viewable.Viewer):
         self.strategy.param.watch(lambda e: setattr(self.vm, "strategy", e.new), "value")
         self.next_count = pn.widgets.IntInput(value=10, start=1, end=1000, width=70)
         self.next_count.param.watch(lambda e: setattr(self.vm, "next_count", e.new), "value")
-        self.next_button = pn.widgets.Button(name="Next to label", button_type="primary")
+        self.next_button = pn.widgets.Button(name="Next to label", color="primary")
         self.next_button.on_click(lambda e: self._next())
         self.plot_area = pn.Column(sizing_mode="stretch_both", min_height=460)
         self.legend = pn.pane.HTML("", css_classes=["al-legend"], width=170)

@@ -38,7 +38,7 @@ class SettingsPage(pn.viewable.Viewer):
         self.dataset = pn.widgets.Select(
             name="Data set for new models", options=datasets, value=prefs.get("dataset", "digits")
         )
-        self.save = pn.widgets.Button(name="Save defaults", button_type="primary")
+        self.save = pn.widgets.Button(name="Save defaults", color="primary")
         self.save.on_click(lambda e: self._save())
         self.info = pn.pane.HTML("", sizing_mode="stretch_width")
 

@@ -89,7 +89,7 @@ class TrainPage(pn.viewable.Viewer):
         self.new_name = pn.widgets.TextInput(name="Name", placeholder="as the class", width=120)
         self.new_weight = pn.widgets.FloatInput(name="Weight", value=1.0, start=0, width=90)
         self.new_slice = pn.widgets.TextInput(name="Latent slice", placeholder="all", width=90)
-        self.add_button = pn.widgets.Button(name="Add task", button_type="primary", align="end")
+        self.add_button = pn.widgets.Button(name="Add task", color="primary", align="end")
         self.add_button.on_click(lambda e: self._add_task())
         self.load_errors = pn.pane.HTML("", sizing_mode="stretch_width")
         # --- launch ---
@@ -99,7 +99,7 @@ class TrainPage(pn.viewable.Viewer):
         self.epochs.param.watch(self._epochs_changed, "value")
         self.run_name = pn.pane.HTML("", sizing_mode="stretch_width")
         self.problems = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.start_button = pn.widgets.Button(name="Start training", button_type="success")
+        self.start_button = pn.widgets.Button(name="Start training", color="success")
         # where the worker runs: this machine, a Ray cluster, a plugin's backend
         self.backend = pn.widgets.Select(name="Run on", options=["local"], width=100)
         self.backend.param.watch(self._backend_picked, "value")
@@ -120,7 +120,7 @@ class TrainPage(pn.viewable.Viewer):
             value=0, max=1000, sizing_mode="stretch_width", height=14, bar_color="primary"
         )
         self.figures = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.stop_button = pn.widgets.Button(name="Stop", button_type="danger", visible=False)
+        self.stop_button = pn.widgets.Button(name="Stop", color="danger", visible=False)
         self.stop_button.on_click(lambda e: self._stop())
         self.checkpoint = pn.widgets.Select(name="Checkpoint", options=[], width=220, visible=False)
         self.continue_button = pn.widgets.Button(
@@ -311,7 +311,7 @@ class TrainPage(pn.viewable.Viewer):
             body = self._form(
                 task, lambda *events, name=spec.name: self._task_changed(name, events)
             )
-        remove = pn.widgets.Button(name="Remove", button_type="light", width=80)
+        remove = pn.widgets.Button(name="Remove", color="light", width=80)
         remove.on_click(
             lambda e, name=spec.name: self._edit(
                 lambda: self.vm.remove_task(name), rebuild=True, done=f"Removed task {name!r}."
