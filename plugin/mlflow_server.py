@@ -101,12 +101,14 @@ def start_mlflow_server(
     log_path: Path | None = None,
     app_name: str | None = None,
     extra_env: dict[str, str] | None = None,
+    die_with_parent: bool = True,
 ) -> MlflowServer:
     """Start `mlflow server` on host:port (a free port if None); call `wait_ready()` next.
 
     One worker and no job execution: it starts in ~10 s instead of ~30 s (DESIGN.md).
     `app_name="basic-auth"` turns MLflow's authentication on (configured by `extra_env`'s
-    MLFLOW_AUTH_CONFIG_PATH).
+    MLFLOW_AUTH_CONFIG_PATH). With `die_with_parent` off it outlives this process: whoever
+    started it stops its process group.
     """
     port = port or free_port(host)
     command = [
@@ -132,6 +134,8 @@ def start_mlflow_server(
         stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=(
+            _die_with_parent if die_with_parent and sys.platform.startswith("linux") else None
+        ),
     )
     return MlflowServer(f"http://{host}:{port}", process, log_path, log if log_path else None)

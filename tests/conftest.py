@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,35 +48,82 @@ def forget_test_task_folders(tmp_path: Path):
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real `mlflow server` on 127.0.0.1 as MLflow advises teams to run one: its backend
-    store on PostgreSQL, artifacts proxied by the server (started once). Servers on sqlite
-    are started by the tests of outages and of `activelab serve`."""
+    store on PostgreSQL, artifacts proxied by the server (one per test run, shared by the
+    xdist workers). Servers on sqlite are started by the tests of outages and of `serve`."""
     from postgres import postgres_missing, start_postgres
 
     problem = postgres_missing()
     if problem:
         pytest.fail(problem)
-    root = tmp_path_factory.mktemp("mlflow-server")
-    database = start_postgres(root / "postgres")
-    server = start_mlflow_server(
-        database.uri,
-        artifacts_destination=str(root / "artifacts"),
-        log_path=root / "server.log",
-    )
-    try:
-        yield server.wait_ready(timeout=180)
-    finally:
-        server.stop()
-        database.stop()
+
+    def start(root: Path, shared: bool) -> tuple[Any, Any]:
+        database = start_postgres(root / "postgres")
+        try:
+            server = start_mlflow_server(
+                database.uri,
+                artifacts_destination=str(root / "artifacts"),
+                log_path=root / "server.log",
+                die_with_parent=not shared,
+            ).wait_ready(timeout=180)
+        except BaseException:
+            database.stop()
+            raise
+        return database, server
+
+    yield from _session_service(tmp_path_factory, "mlflow-server", start)
 
 
 @pytest.fixture(scope="session")
 def auth_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `mlflow server --app-name basic-auth` with users alice and bob (started once)."""
-    from team_auth import start_auth_server
+    """A real `mlflow server --app-name basic-auth` with users alice and bob (one per run)."""
+    from team_auth import AuthServer, start_auth_server
 
-    server = start_auth_server(tmp_path_factory.mktemp("auth-server"))
-    yield server
-    server.server.stop()
+    def start(root: Path, shared: bool) -> tuple[Any, Any]:
+        return None, start_auth_server(root, die_with_parent=not shared).server
+
+    for served in _session_service(tmp_path_factory, "auth-server", start):
+        yield AuthServer(served.url, None)
+
+
+class _Served:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def _session_service(tmp_path_factory: pytest.TempPathFactory, name: str, start):
+    """Start a session's server once per test run: shared by the xdist workers (the
+    controller stops it, `pytest_sessionfinish` below), or this session's own without xdist."""
+    from shared_services import distributed, shared_service
+
+    if not distributed():
+        database, server = start(tmp_path_factory.mktemp(name), False)
+        try:
+            yield _Served(server.url)
+        finally:
+            server.stop()
+            if database is not None:
+                database.stop()
+        return
+
+    def start_shared(root: Path) -> dict[str, Any]:
+        root.mkdir(parents=True, exist_ok=True)
+        database, server = start(root, True)
+        record: dict[str, Any] = {"url": server.url, "process_groups": [server.process.pid]}
+        if database is not None:
+            record["postgres"] = {
+                "folder": str(database.folder), "port": database.port, "run_as": database.run_as
+            }  # fmt: skip
+        return record
+
+    yield _Served(shared_service(tmp_path_factory.getbasetemp().parent, name, start_shared)["url"])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The xdist controller stops the servers its workers shared, once they have all ended."""
+    from shared_services import distributed, stop_shared_services
+
+    if not distributed() and session.config.pluginmanager.hasplugin("dsession"):
+        stop_shared_services(session.config._tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
