@@ -75,14 +75,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def auth_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `mlflow server --app-name basic-auth` with users alice and bob (one per run)."""
-    from team_auth import AuthServer, start_auth_server
+    """A real `mlflow server --app-name basic-auth` with users alice and bob (one per xdist
+    worker: its tests grant and test permissions, so one worker's grants stay its own)."""
+    from team_auth import start_auth_server
 
-    def start(root: Path, shared: bool) -> tuple[Any, Any]:
-        return None, start_auth_server(root, die_with_parent=not shared).server
-
-    for served in _session_service(tmp_path_factory, "auth-server", start):
-        yield AuthServer(served.url, None)
+    server = start_auth_server(tmp_path_factory.mktemp("auth-server"))
+    yield server
+    server.server.stop()
 
 
 class _Served:

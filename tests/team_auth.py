@@ -23,7 +23,7 @@ CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 @dataclass
 class AuthServer:
     url: str
-    server: MlflowServer | None  # None where another process started (and stops) it
+    server: MlflowServer
 
     def credentials(self, user: str) -> dict[str, str]:
         password = ADMIN[1] if user == ADMIN[0] else PASSWORDS[user]
@@ -57,7 +57,7 @@ class AuthServer:
                 client.grant_user_permission(user, "experiment", model_id, permission)
 
 
-def start_auth_server(root: Path, die_with_parent: bool = True) -> AuthServer:
+def start_auth_server(root: Path) -> AuthServer:
     root.mkdir(parents=True, exist_ok=True)
     config = root / "basic_auth.ini"
     config.write_text(
@@ -80,7 +80,6 @@ def start_auth_server(root: Path, die_with_parent: bool = True) -> AuthServer:
             "MLFLOW_AUTH_CONFIG_PATH": str(config),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
         },
-        die_with_parent=die_with_parent,
     ).wait_ready()
     auth = AuthServer(server.url, server)
     from mlflow.server.auth.client import AuthServiceClient

@@ -49,6 +49,7 @@ class UiThread:
         self.session_thread = threading.get_ident()
         # once the browser has left (reload, navigation), late results of threads are dropped
         self.closed = threading.Event()
+        self._serial = threading.RLock()
         if self.doc is not None and self.doc.session_context is not None:
             self.doc.on_session_destroyed(lambda context: self.closed.set())
 
@@ -57,7 +58,10 @@ class UiThread:
         on its next tick. (Panel's `curdoc` can name the session from a worker thread too,
         so it does not tell whether the lock is held; the thread does.)"""
         doc = self.doc
-        if doc is None or (threading.get_ident() == self.session_thread and pn.state.curdoc is doc):
+        if doc is None:  # no session (a script, a test): results still apply one at a time
+            with self._serial:
+                fn()
+        elif threading.get_ident() == self.session_thread and pn.state.curdoc is doc:
             fn()
         elif not self.closed.is_set():
             try:

@@ -71,6 +71,7 @@ class ComparePage(pn.viewable.Viewer):
         self.state = state
         self.vm = CompareViewModel(state)
         self.ui = UiThread()
+        self._loads = 0  # curve reads started; only the latest one draws
         # the first visit with a model in use starts from its latest runs, not a blank page
         self.preselect_latest = False
         self.message = pn.pane.HTML("", sizing_mode="stretch_width")
@@ -192,8 +193,17 @@ class ComparePage(pn.viewable.Viewer):
 
     def _load(self) -> None:
         self.vm.param.update(metrics=list(self.metrics.value), x_axis=self.x_axis.value)
+        self._loads += 1
+        this_load = self._loads
+        if not self.vm.selected or not self.vm.metrics:  # nothing to read: clear at once
+            self.vm.curves = []
+            self._draw()
+            self._tables()
+            return
 
         def done(_: Any) -> None:
+            if this_load != self._loads:
+                return  # the selection changed while this read ran: a newer one draws
             self._draw()
             self._tables()
 

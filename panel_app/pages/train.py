@@ -613,8 +613,10 @@ class TrainPage(pn.viewable.Viewer):
             rows.append(row)
         frame = pd.DataFrame(rows)
         # The history is re-read on every poll. Replacing the table re-renders it in the
-        # browser, and a click landing during that re-render is lost: the same runs in the
-        # same order get only their changed cells patched.
+        # browser, and a click landing during that re-render is lost: while the same runs keep
+        # their statuses, only their changed cells (duration, epochs) are patched. A status
+        # change, which is rare, replaces the table (once, under load, a finished run stayed
+        # "training" in the browser after its status cell was patched).
         if self._patch_history(frame):
             return
         hidden = ["run_id", "open"] + ([] if any(r.get("MLflow") for r in rows) else ["MLflow"])
@@ -622,12 +624,14 @@ class TrainPage(pn.viewable.Viewer):
         self.history.value = frame
 
     def _patch_history(self, frame: pd.DataFrame) -> bool:
-        """Patch the shown history's changed cells; False when rows or columns differ."""
+        """Patch the shown history's changed cells; False when rows, columns or statuses
+        differ."""
         shown = self.history.value
         if (
             shown is None
             or list(shown.columns) != list(frame.columns)
             or list(shown.get("run_id", [])) != list(frame.get("run_id", []))
+            or list(shown.get("status", [])) != list(frame.get("status", []))
         ):
             return False
         changes: dict[str, list[tuple[int, Any]]] = {}

@@ -139,19 +139,29 @@ class CompareViewModel(param.Parameterized):
     # --- curves -----------------------------------------------------------------------------
 
     def load_curves(self, max_points: int = COMPARE_POINTS) -> list[Curve]:
-        """The chosen metrics of the selected runs: one bulk, downsampled read per metric."""
+        """The chosen metrics of the selected runs: one bulk, downsampled read per metric.
+
+        Reads may overlap (a person changes the selection while the last one loads): each
+        builds its own list, and only a read of what is still asked for becomes `curves`."""
         self.refresh_selected()  # the table's status and figures as of now
-        run_ids = list(self.selected)
-        self.curves = []
-        if not run_ids or not self.metrics:
-            return self.curves
+        asked = (list(self.selected), list(self.metrics), self.x_axis)
+        run_ids, metrics, _ = asked
+        curves: list[Curve] = []
+        if run_ids and metrics:
+            curves = self._read_curves(run_ids, metrics, max_points)
+        if asked == (list(self.selected), list(self.metrics), self.x_axis):
+            self.curves = curves
+        return curves
+
+    def _read_curves(self, run_ids: list[str], metrics: list[str], max_points: int) -> list[Curve]:
         tracking = self.lab.tracking
         runs = {run_id: self.candidate(run_id).run for run_id in run_ids}
         by_epoch = self.x_axis == "epoch"  # needs each run's step -> epoch marks
-        wanted = list(dict.fromkeys([*self.metrics, *([EPOCH_METRIC] if by_epoch else [])]))
+        wanted = list(dict.fromkeys([*metrics, *([EPOCH_METRIC] if by_epoch else [])]))
         every = tracking.metric_histories_many(run_ids, wanted, max_points, runs=runs)
         epochs: dict[str, MetricSeries] = every[EPOCH_METRIC] if by_epoch else {}
-        for metric in self.metrics:
+        curves = []
+        for metric in metrics:
             histories = every[metric]
             for run_id in run_ids:
                 series = histories[run_id]
@@ -161,11 +171,11 @@ class CompareViewModel(param.Parameterized):
                 step = np.asarray(series.steps, dtype=np.int64)
                 stamps = np.asarray(series.timestamps, dtype=np.int64)
                 x = self._x(step, stamps, metric, candidate, epochs.get(run_id))
-                self.curves.append(
+                curves.append(
                     Curve(run_id, candidate.label, metric, x,
                           np.asarray(series.values, dtype=np.float64), step, stamps)
                 )  # fmt: skip
-        return self.curves
+        return curves
 
     def _x(
         self,
