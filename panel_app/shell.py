@@ -50,7 +50,7 @@ class Shell(pn.viewable.Viewer):
         self._watching = False  # a look at the latest run is under way
         self.ui = UiThread()
         self.nav = {
-            key: pn.widgets.Button(name=title, color="light", margin=(4, 2))
+            key: pn.widgets.Button(label=title, color="light", margin=(4, 2))
             for key, title in PAGES.items()
         }
         for key, button in self.nav.items():

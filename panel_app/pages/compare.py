@@ -75,23 +75,23 @@ class ComparePage(pn.viewable.Viewer):
         # the first visit with a model in use starts from its latest runs, not a blank page
         self.preselect_latest = False
         self.message = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.models = pn.widgets.MultiChoice(name="Models (all if empty)", options={}, width=260)
-        self.status = pn.widgets.Select(name="Status", options=STATUSES, width=130)
-        self.tag = pn.widgets.TextInput(name="Tag", placeholder="key=value", width=150)
+        self.models = pn.widgets.MultiChoice(label="Models (all if empty)", options={}, width=260)
+        self.status = pn.widgets.Select(label="Status", options=STATUSES, width=130)
+        self.tag = pn.widgets.TextInput(label="Tag", placeholder="key=value", width=150)
         self.runs = pn.widgets.MultiChoice(
-            name="Runs to compare", options={}, sizing_mode="stretch_width", min_width=300
+            label="Runs to compare", options={}, sizing_mode="stretch_width", min_width=300
         )
         self.metrics = pn.widgets.MultiChoice(
-            name="Metrics", options=["loss/total"], value=["loss/total"], width=340
+            label="Metrics", options=["loss/total"], value=["loss/total"], width=340
         )
         self.x_axis = pn.widgets.RadioButtonGroup(
             options={v: k for k, v in X_AXES.items()}, value="step", color="light"
         )
         self.smoothing = pn.widgets.FloatSlider(
-            name="Smoothing", start=0, end=0.99, step=0.01, value=0.0, width=160
+            label="Smoothing", start=0, end=0.99, step=0.01, value=0.0, width=160
         )
-        self.log_scale = pn.widgets.Checkbox(name="Log scale", align="end")
-        self.only_differing = pn.widgets.Checkbox(name="Only params that differ", value=True)
+        self.log_scale = pn.widgets.Checkbox(label="Log scale", align="end")
+        self.only_differing = pn.widgets.Checkbox(label="Only params that differ", value=True)
         self.plot = pn.pane.Bokeh(None, sizing_mode="stretch_width", height=360, visible=False)
         self.figures = FrameTable(
             height=200,

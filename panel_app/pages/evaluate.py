@@ -83,21 +83,21 @@ class EvaluatePage(pn.viewable.Viewer):
         self._plugins_seen = -1
         self._plugin_watch: Any = None
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.run = pn.widgets.Select(name="Run", options={}, width=320)
-        self.checkpoint = pn.widgets.Select(name="Checkpoint", options={}, width=200)
+        self.run = pn.widgets.Select(label="Run", options={}, width=320)
+        self.checkpoint = pn.widgets.Select(label="Checkpoint", options={}, width=200)
         self.evaluate_button = pn.widgets.Button(
-            name="Evaluate checkpoint", color="primary", align="end"
+            label="Evaluate checkpoint", color="primary", align="end"
         )
         self.link = pn.pane.HTML("", align="end")
         self.metrics = pn.pane.HTML("", sizing_mode="stretch_width")
         self.trend = pn.pane.HTML("", sizing_mode="stretch_width")
         self.grid = pn.pane.PNG(None, visible=False)
         self.grid_note = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.refresh_grid = pn.widgets.Button(name="Other samples")
-        self.difference = pn.widgets.Checkbox(name="Show the difference", align="center")
+        self.refresh_grid = pn.widgets.Button(label="Other samples")
+        self.difference = pn.widgets.Checkbox(label="Show the difference", align="center")
         self.summary = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.analyzer = pn.widgets.Select(name="Analyzer", options={}, width=420)
-        self.analyze_button = pn.widgets.Button(name="Run analyzer", align="end")
+        self.analyzer = pn.widgets.Select(label="Analyzer", options={}, width=420)
+        self.analyze_button = pn.widgets.Button(label="Run analyzer", align="end")
         self.analysis = pn.pane.HTML("", sizing_mode="stretch_width")
         self.analysis_progress = pn.indicators.Progress(
             value=0, max=100, width=320, visible=False, bar_color="primary"

@@ -34,8 +34,8 @@ class HomePage(pn.viewable.Viewer):
 
         self.search = pn.widgets.TextInput(placeholder="Search by name, data set or tag", width=260)
         self.search.param.watch(lambda e: setattr(self.vm, "query", e.new), "value_input")
-        self.new_button = pn.widgets.Button(name="New model", color="primary")
-        self.quick_button = pn.widgets.Button(name="Quick start", color="success")
+        self.new_button = pn.widgets.Button(label="New model", color="primary")
+        self.quick_button = pn.widgets.Button(label="Quick start", color="success")
         self.new_button.on_click(lambda e: self._open_create())
         self.quick_button.on_click(lambda e: self._quick_start())
         self.banner = pn.Row(visible=False, sizing_mode="stretch_width")
@@ -130,8 +130,8 @@ class HomePage(pn.viewable.Viewer):
         self.system.object = self._system_html()
 
     def _empty_state(self) -> pn.viewable.Viewable:
-        first = pn.widgets.Button(name="Create your first model", color="primary")
-        quick = pn.widgets.Button(name="Quick start on digits", color="success")
+        first = pn.widgets.Button(label="Create your first model", color="primary")
+        quick = pn.widgets.Button(label="Quick start on digits", color="success")
         first.on_click(lambda e: self._open_create())
         quick.on_click(lambda e: self._quick_start())
         return pn.Column(
@@ -166,9 +166,9 @@ class HomePage(pn.viewable.Viewer):
 
     def _card(self, card_id: str) -> tuple[pn.viewable.Viewable, pn.pane.HTML]:
         text = pn.pane.HTML("", sizing_mode="stretch_width")
-        open_button = pn.widgets.Button(name="Open", color="primary", width=70)
-        rename_button = pn.widgets.Button(name="Rename", width=80)
-        delete_button = pn.widgets.Button(name="Delete", color="danger", width=75)
+        open_button = pn.widgets.Button(label="Open", color="primary", width=70)
+        rename_button = pn.widgets.Button(label="Rename", width=80)
+        delete_button = pn.widgets.Button(label="Delete", color="danger", width=75)
         open_button.on_click(lambda e: self.state.open_model(card_id))
         rename_button.on_click(lambda e: self._open_rename(self._latest[card_id]))
         delete_button.on_click(lambda e: self._open_delete(self._latest[card_id]))
@@ -240,22 +240,22 @@ class HomePage(pn.viewable.Viewer):
     # --- dialogs --------------------------------------------------------------------------------
 
     def _dialogs(self) -> tuple[pn.Modal, pn.Modal, pn.Modal]:
-        self.f_name = pn.widgets.TextInput(name="Name", placeholder="model-001 if empty")
+        self.f_name = pn.widgets.TextInput(label="Name", placeholder="model-001 if empty")
         self.f_description = pn.widgets.TextAreaInput(
-            name="Description (shown in MLflow)", height=70
+            label="Description (shown in MLflow)", height=70
         )
-        self.f_preset = pn.widgets.Select(name="Preset", options=self.vm.presets, value="default")
+        self.f_preset = pn.widgets.Select(label="Preset", options=self.vm.presets, value="default")
         self.f_dataset = pn.widgets.Select(
-            name="Data set", options=self.vm.datasets, value="digits"
+            label="Data set", options=self.vm.datasets, value="digits"
         )
         self.f_path = pn.widgets.TextInput(
-            name="Image folder", placeholder="/path/to/images", visible=False
+            label="Image folder", placeholder="/path/to/images", visible=False
         )
         self.f_dataset.param.watch(
             lambda e: setattr(self.f_path, "visible", e.new == "image-folder"), "value"
         )
         self.f_error = pn.pane.HTML("", styles={"color": "#c92a2a"})
-        create = pn.widgets.Button(name="Create", color="primary")
+        create = pn.widgets.Button(label="Create", color="primary")
         create.on_click(lambda e: self._create())
         create_dialog = pn.Modal(
             pn.pane.HTML("<h3>New model</h3>"),
@@ -269,17 +269,17 @@ class HomePage(pn.viewable.Viewer):
             width=380,
         )
 
-        self.r_name = pn.widgets.TextInput(name="New name")
+        self.r_name = pn.widgets.TextInput(label="New name")
         self.r_error = pn.pane.HTML("", styles={"color": "#c92a2a"})
-        save = pn.widgets.Button(name="Save name", color="primary")
+        save = pn.widgets.Button(label="Save name", color="primary")
         save.on_click(lambda e: self._rename())
         rename_dialog = pn.Modal(
             pn.pane.HTML("<h3>Rename model</h3>"), self.r_name, self.r_error, save, width=340
         )
 
         self.d_text = pn.pane.HTML("")
-        confirm = pn.widgets.Button(name="Delete model", color="danger")
-        cancel = pn.widgets.Button(name="Cancel")
+        confirm = pn.widgets.Button(label="Delete model", color="danger")
+        cancel = pn.widgets.Button(label="Cancel")
         confirm.on_click(lambda e: self._delete())
         cancel.on_click(lambda e: self.delete_dialog.hide())
         delete_dialog = pn.Modal(self.d_text, pn.Row(confirm, cancel), width=380)
@@ -347,8 +347,8 @@ class HomePage(pn.viewable.Viewer):
         except Exception as exc:
             self.state.notify(describe_error(exc), "error")
             return
-        undo = pn.widgets.Button(name="Undo", color="primary", width=80)
-        close = pn.widgets.Button(name="✕", width=40)
+        undo = pn.widgets.Button(label="Undo", color="primary", width=80)
+        close = pn.widgets.Button(label="✕", width=40)
         undo.on_click(lambda e: self._restore(card))
         close.on_click(lambda e: setattr(self.banner, "visible", False))
         self.banner[:] = [

@@ -106,12 +106,12 @@ class LabelPage(pn.viewable.Viewer):
         )
         self.color_by.param.watch(lambda e: setattr(self.vm, "color_by", e.new), "value")
         self.strategy = pn.widgets.Select(
-            name="", options=list(self.vm.param.strategy.objects), value=self.vm.strategy, width=160
+            label="", options=list(self.vm.param.strategy.objects), value=self.vm.strategy, width=160
         )
         self.strategy.param.watch(lambda e: setattr(self.vm, "strategy", e.new), "value")
         self.next_count = pn.widgets.IntInput(value=10, start=1, end=1000, width=70)
         self.next_count.param.watch(lambda e: setattr(self.vm, "next_count", e.new), "value")
-        self.next_button = pn.widgets.Button(name="Next to label", color="primary")
+        self.next_button = pn.widgets.Button(label="Next to label", color="primary")
         self.next_button.on_click(lambda e: self._next())
         self.plot_area = pn.Column(sizing_mode="stretch_both", min_height=460)
         self.legend = pn.pane.HTML("", css_classes=["al-legend"], width=170)
@@ -121,9 +121,9 @@ class LabelPage(pn.viewable.Viewer):
         # A FlexBox of the side panel's width wraps the buttons inside it (a wrapping Row
         # takes the page's width and pushes buttons off to the right).
         self.class_buttons = pn.FlexBox(gap="4px", sizing_mode="stretch_width")
-        self.clear_button = pn.widgets.Button(name="Clear label")
-        self.undo_button = pn.widgets.Button(name="Undo", disabled=True)
-        self.redo_button = pn.widgets.Button(name="Redo", disabled=True)
+        self.clear_button = pn.widgets.Button(label="Clear label")
+        self.undo_button = pn.widgets.Button(label="Undo", disabled=True)
+        self.redo_button = pn.widgets.Button(label="Redo", disabled=True)
         self.clear_button.on_click(lambda e: self._act(self.vm.clear_selection, "cleared"))
         self.undo_button.on_click(lambda e: self._act(self.vm.undo, "undone"))
         self.redo_button.on_click(lambda e: self._act(self.vm.redo, "redone"))
@@ -137,7 +137,7 @@ class LabelPage(pn.viewable.Viewer):
         self.selection_info = pn.pane.HTML("", sizing_mode="stretch_width")
         self.stats = pn.pane.HTML("", sizing_mode="stretch_width")
         self.saved = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.model_picker = pn.widgets.Select(name="Model", options={}, width=260)
+        self.model_picker = pn.widgets.Select(label="Model", options={}, width=260)
         self.model_picker.param.watch(self._picked, "value")
         self.keys = KeyListener()
         self.keys.param.watch(self._key, "presses")
@@ -424,7 +424,7 @@ class LabelPage(pn.viewable.Viewer):
         for i, name in enumerate(self._classes[:40]):
             hint = f"{i}: " if i < 10 and name != str(i) else ""
             button = pn.widgets.Button(
-                name=f"{hint}{name}",
+                label=f"{hint}{name}",
                 width=60 if len(hint + name) < 6 else 130,
                 styles={"border-left": f"6px solid {class_palette(len(self._classes))[i]}"},
             )

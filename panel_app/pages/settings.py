@@ -31,14 +31,14 @@ class SettingsPage(pn.viewable.Viewer):
         prefs = load_preferences(state)
         datasets = sorted(state.lab.plugins.registry("datasets"))
         self.preset = pn.widgets.Select(
-            name="Preset for new models",
+            label="Preset for new models",
             options=list(PRESETS),
             value=prefs.get("preset", "default"),
         )
         self.dataset = pn.widgets.Select(
-            name="Data set for new models", options=datasets, value=prefs.get("dataset", "digits")
+            label="Data set for new models", options=datasets, value=prefs.get("dataset", "digits")
         )
-        self.save = pn.widgets.Button(name="Save defaults", color="primary")
+        self.save = pn.widgets.Button(label="Save defaults", color="primary")
         self.save.on_click(lambda e: self._save())
         self.info = pn.pane.HTML("", sizing_mode="stretch_width")
 

@@ -71,10 +71,10 @@ class TrainPage(pn.viewable.Viewer):
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
         self.message = pn.pane.HTML("", sizing_mode="stretch_width")
         # --- trainer ---
-        self.trainer = pn.widgets.Select(name="Trainer", options=[], width=200)
+        self.trainer = pn.widgets.Select(label="Trainer", options=[], width=200)
         self.trainer.param.watch(self._trainer_picked, "value")
-        self.preset = pn.widgets.Select(name="Preset", options=list(PRESETS), width=150)
-        self.apply_preset = pn.widgets.Button(name="Apply preset", align="end")
+        self.preset = pn.widgets.Select(label="Preset", options=list(PRESETS), width=150)
+        self.apply_preset = pn.widgets.Button(label="Apply preset", align="end")
         self.apply_preset.on_click(
             lambda e: self._edit(
                 lambda: self.vm.apply_preset(self.preset.value),
@@ -85,33 +85,33 @@ class TrainPage(pn.viewable.Viewer):
         self.trainer_form = pn.Column(sizing_mode="stretch_width")
         # --- tasks ---
         self.tasks = pn.Column(sizing_mode="stretch_width")
-        self.new_kind = pn.widgets.Select(name="Task class", options=[], width=160)
-        self.new_name = pn.widgets.TextInput(name="Name", placeholder="as the class", width=120)
-        self.new_weight = pn.widgets.FloatInput(name="Weight", value=1.0, start=0, width=90)
-        self.new_slice = pn.widgets.TextInput(name="Latent slice", placeholder="all", width=90)
-        self.add_button = pn.widgets.Button(name="Add task", color="primary", align="end")
+        self.new_kind = pn.widgets.Select(label="Task class", options=[], width=160)
+        self.new_name = pn.widgets.TextInput(label="Name", placeholder="as the class", width=120)
+        self.new_weight = pn.widgets.FloatInput(label="Weight", value=1.0, start=0, width=90)
+        self.new_slice = pn.widgets.TextInput(label="Latent slice", placeholder="all", width=90)
+        self.add_button = pn.widgets.Button(label="Add task", color="primary", align="end")
         self.add_button.on_click(lambda e: self._add_task())
         self.load_errors = pn.pane.HTML("", sizing_mode="stretch_width")
         # --- launch ---
         self.epochs = pn.widgets.IntInput(
-            name="Epochs", value=10, start=1, end=100_000, width=100, css_classes=["al-epochs"]
+            label="Epochs", value=10, start=1, end=100_000, width=100, css_classes=["al-epochs"]
         )
         self.epochs.param.watch(self._epochs_changed, "value")
         self.run_name = pn.pane.HTML("", sizing_mode="stretch_width")
         self.problems = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.start_button = pn.widgets.Button(name="Start training", color="success")
+        self.start_button = pn.widgets.Button(label="Start training", color="success")
         # where the worker runs: this machine, a Ray cluster, a plugin's backend
-        self.backend = pn.widgets.Select(name="Run on", options=["local"], width=100)
+        self.backend = pn.widgets.Select(label="Run on", options=["local"], width=100)
         self.backend.param.watch(self._backend_picked, "value")
         self.backend_address = pn.widgets.TextInput.from_param(
-            self.vm.param.backend_address, name="Address", placeholder="http://HEAD:8265",
+            self.vm.param.backend_address, label="Address", placeholder="http://HEAD:8265",
             width=170, visible=False,
         )  # fmt: skip
         self.backend_cpus = pn.widgets.FloatInput.from_param(
-            self.vm.param.backend_cpus, name="CPUs", placeholder="1", width=60, visible=False
+            self.vm.param.backend_cpus, label="CPUs", placeholder="1", width=60, visible=False
         )
         self.backend_gpus = pn.widgets.FloatInput.from_param(
-            self.vm.param.backend_gpus, name="GPUs", placeholder="0", width=60, visible=False
+            self.vm.param.backend_gpus, label="GPUs", placeholder="0", width=60, visible=False
         )
         self.start_button.on_click(lambda e: self._launch(self.vm.start, "Started"))
         # --- monitor ---
@@ -120,25 +120,25 @@ class TrainPage(pn.viewable.Viewer):
             value=0, max=1000, sizing_mode="stretch_width", height=14, bar_color="primary"
         )
         self.figures = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.stop_button = pn.widgets.Button(name="Stop", color="danger", visible=False)
+        self.stop_button = pn.widgets.Button(label="Stop", color="danger", visible=False)
         self.stop_button.on_click(lambda e: self._stop())
-        self.checkpoint = pn.widgets.Select(name="Checkpoint", options=[], width=220, visible=False)
+        self.checkpoint = pn.widgets.Select(label="Checkpoint", options=[], width=220, visible=False)
         self.continue_button = pn.widgets.Button(
-            name="Continue from checkpoint", visible=False, align="end"
+            label="Continue from checkpoint", visible=False, align="end"
         )
         self.continue_button.on_click(
             lambda e: self._launch(
                 lambda: self.vm.continue_from(self.vm.run_id, self.checkpoint.value), "Continued"
             )
         )
-        self.retry_button = pn.widgets.Button(name="Retry", visible=False, align="end")
+        self.retry_button = pn.widgets.Button(label="Retry", visible=False, align="end")
         self.retry_button.on_click(
             lambda e: self._launch(lambda: self.vm.retry(self.vm.run_id), "Retried")
         )
         self.smoothing = pn.widgets.FloatSlider(
-            name="Smoothing", start=0, end=0.99, step=0.01, value=0.6, width=180
+            label="Smoothing", start=0, end=0.99, step=0.01, value=0.6, width=180
         )
-        self.log_scale = pn.widgets.Checkbox(name="Log scale", value=False, align="end")
+        self.log_scale = pn.widgets.Checkbox(label="Log scale", value=False, align="end")
         self.step_plot = CurvePlot("Loss per step", "step", "train-steps")
         self.epoch_plot = CurvePlot("Per epoch", "epoch", "train-epochs")
         self.smoothing.param.watch(lambda e: self._restyle(), "value")
@@ -311,7 +311,7 @@ class TrainPage(pn.viewable.Viewer):
             body = self._form(
                 task, lambda *events, name=spec.name: self._task_changed(name, events)
             )
-        remove = pn.widgets.Button(name="Remove", color="light", width=80)
+        remove = pn.widgets.Button(label="Remove", color="light", width=80)
         remove.on_click(
             lambda e, name=spec.name: self._edit(
                 lambda: self.vm.remove_task(name), rebuild=True, done=f"Removed task {name!r}."
