@@ -247,9 +247,7 @@ def wait_for_end(
             continue
         if run.info.status not in ACTIVE:
             return run.info.status
-        reason = dead_reason(run)
-        if reason:
-            mark_failed(tracking, run, reason)
+        if reap_dead_runs(tracking, [run]):
             return "FAILED"
         if time.monotonic() >= deadline:
             raise TrainingError(
@@ -265,7 +263,12 @@ def reap_dead_runs(tracking: Tracking, runs: list[Run]) -> list[str]:
     reaped = []
     for run in runs:
         reason = dead_reason(run)
-        if reason is not None:
+        if reason is None:
+            continue
+        # `run` was read before its trainer was seen gone: a trainer that ended its run
+        # (a stop, the last epoch) and then exited in between is not dead. Read it again.
+        run = get_run(tracking, run.info.run_id)
+        if run.info.status in ACTIVE:
             mark_failed(tracking, run, reason)
             reaped.append(run.info.run_id)
     return reaped

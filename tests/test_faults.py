@@ -268,3 +268,34 @@ def test_a_run_whose_artifact_folder_turns_read_only_fails_keeping_its_checkpoin
     kept = Path(error.split("is kept at ")[1].split(". ")[0])
     assert kept.exists(), "the checkpoint that could not be stored is kept on local disk"
     assert set(before) <= set(model.checkpoints(handle.run_id)), "earlier checkpoints survive"
+
+
+def test_a_trainer_that_ends_its_run_and_exits_between_two_looks_is_not_called_dead(
+    local_lab, unique
+):
+    """Whoever looks reads the run, then sees its trainer gone. A trainer that ended its run
+    (stopped, KILLED) and exited between those two looks is not dead: the run stays KILLED.
+    (Under a CPU hog a stop from the Train page was once turned into FAILED this way.)"""
+    import socket
+
+    from activelab.runs import reap_dead_runs
+
+    model = local_lab.create_model(unique)
+    tracking = local_lab.tracking
+    trainer = subprocess.Popen([sys.executable, "-c", "pass"])
+    run = tracking.create_run(
+        model.id, "stopped-between-looks",
+        {keys.PID: str(trainer.pid), keys.HOST: socket.gethostname()},
+    )  # fmt: skip
+    looked = tracking.get_run(run.info.run_id)  # the first look: RUNNING
+    assert looked.info.status == "RUNNING"
+    tracking.end_run(run.info.run_id, "KILLED")  # the trainer ends its run...
+    trainer.wait(timeout=30)  # ...and exits
+    assert reap_dead_runs(tracking, [looked]) == []
+    assert tracking.get_run(run.info.run_id).info.status == "KILLED"
+    # a trainer that exits with its run still RUNNING is dead, and said so
+    gone = tracking.create_run(
+        model.id, "killed-trainer", {keys.PID: str(trainer.pid), keys.HOST: socket.gethostname()}
+    )
+    assert reap_dead_runs(tracking, [gone]) == [gone.info.run_id]
+    assert tracking.get_run(gone.info.run_id).info.status == "FAILED"
