@@ -236,7 +236,17 @@ def read_only(folder: Path):
     if mounted.returncode != 0:
         pytest.skip(f"cannot make a folder read-only as root here: {mounted.stderr.strip()}")
     try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+        # "mount point is busy" while the trainer has a file there open for writing (a
+        # checkpoint being stored): try again until it is closed, bounded
+        def remounted() -> bool:
+            done = subprocess.run(
+                ["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True, text=True
+            )
+            if done.returncode != 0 and "busy" not in done.stderr:
+                raise RuntimeError(f"cannot make {folder} read-only: {done.stderr.strip()}")
+            return done.returncode == 0
+
+        wait_until(remounted, timeout=60, message=f"{folder} remounted read-only")
         yield
     finally:
         subprocess.run(["umount", str(folder)], check=True)
