@@ -72,7 +72,7 @@ class AppContext:
         self.predictions = LruCache(size=16)
         self.registry: TaskRegistry | None = None
         self._lock = threading.Lock()
-        # A warm worker for the first training launched from the app (see standby.py).
+        # A warm worker forks the app's trainings: each starts in a second (see standby.py).
         from activelab import standby
 
         standby.ensure(lab.settings.home)

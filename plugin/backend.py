@@ -62,17 +62,18 @@ class Backend(Component):
 
 
 class LocalJob(Job):
-    """The worker as a child process (or the warm worker) of this process."""
+    """The worker as a child process of this process, or forked by the warm worker."""
 
-    def __init__(self, process: subprocess.Popen, log_path: Path) -> None:
+    def __init__(self, process: subprocess.Popen | standby.ForkedWorker, log_path: Path) -> None:
         self.process = process
         self.log_path = log_path
 
     def exit_reason(self) -> str | None:
         if self.process.poll() is None:
             return None
-        reason = f"The trainer exited with code {self.process.returncode} before ending its run"
-        return reason + f"; see {self.log_path}." + self._log_tail()
+        code = self.process.returncode
+        reason = "The trainer exited" + (f" with code {code}" if code != -1 else "")
+        return reason + " before ending its run" + f"; see {self.log_path}." + self._log_tail()
 
     def _log_tail(self, lines: int = 5) -> str:
         if not self.log_path.exists():
@@ -81,8 +82,7 @@ class LocalJob(Job):
         return "\n" + "\n".join(tail) if tail else ""
 
     def wait(self, timeout: float) -> None:
-        if not standby.is_warm(self.process):  # the warm worker outlives its runs
-            self.process.wait(timeout=timeout)
+        self.process.wait(timeout=timeout)
 
 
 class LocalBackend(Backend):
@@ -96,9 +96,9 @@ class LocalBackend(Backend):
         spec_path = folder / "spec.json"
         spec_path.write_text(spec.to_json())
         log_path = folder / "worker.log"
-        process = standby.take(spec_path)  # a warm worker, when one is waiting
+        env = {**os.environ, "MLFLOW_TRACKING_URI": spec.tracking_uri, "PYTHONUNBUFFERED": "1"}
+        process = standby.take(spec_path, env)  # forked by the warm worker, when one is ready
         if process is None:
-            env = {**os.environ, "MLFLOW_TRACKING_URI": spec.tracking_uri, "PYTHONUNBUFFERED": "1"}
             with log_path.open("ab") as log:
                 # Its own session: Ctrl-C in a terminal reaches the launcher, which asks for a
                 # graceful stop, instead of killing the trainer mid-step.
@@ -106,8 +106,8 @@ class LocalBackend(Backend):
                     [sys.executable, "-m", "activelab.worker", str(spec_path)],
                     stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 )  # fmt: skip
+            standby.ensure_after(process, Path(spec.home))
         record_process(tracking, spec.run_id, process.pid)
-        standby.ensure_after(process, Path(spec.home))
         return LocalJob(process, log_path)
 
 

@@ -1,45 +1,87 @@
-"""A warm trainer: one worker process kept ready between runs.
+"""A warm trainer: one process with everything imported that forks a worker per run.
 
-Starting a worker costs ~5 s before its first step (Python, torch, MLflow, scikit-learn and
-torch's optimizer machinery import). The warm worker pays that once: it imports everything,
-says `activelab-ready` on its stdout and waits on its stdin for the path of a launch spec;
-after each run it says ready again. A launch hands the spec to it when it is idle (`take`);
-otherwise (busy with another run, gone, or started under other settings) the launch starts a
-worker of its own as before. The app starts the warm worker when it starts; a script's first
-launch starts one once its own worker has exited, so the import work never competes with a
-running training. `ACTIVELAB_WARM_WORKER=0` turns it off.
+Starting a worker costs ~5 s and ~9 CPU-s before its first step (Python, torch, MLflow,
+scikit-learn and torch's optimizer machinery import). The warm worker pays that once: it
+imports those libraries (and nothing of a model's or a plugin's), says `activelab-ready` on
+its stdout and waits on its stdin for launches, one JSON line each: the spec's path and the
+launcher's environment and folder. For each it forks a child that takes that environment,
+becomes a worker of its own (own session, own pid recorded on the run, its output in the
+run's worker.log) and runs the spec; the warm worker answers `pid N` and waits for the next
+launch. So runs launched at once all start warm, and one warm worker serves launches made
+under any settings (a test's home, another tracking server).
+
+The app starts the warm worker when it starts; a script's first launch starts one once its
+own worker has exited, so the import work never competes with a running training. It runs at
+its launcher's priority, so each forked worker can take the `ACTIVELAB_WORKER_NICE` of its
+own launch (a process may lower its priority, not raise it again).
+`ACTIVELAB_WARM_WORKER=0` turns that off (`start` still starts one on request).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import queue
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import psutil
+
 READY = b"activelab-ready"
-FINISHING = b"activelab-finishing"  # its run has ended; the evaluation after it follows
-# A launch waits this long for a warm worker that is finishing (it is seconds from idle;
-# a cold start costs ~5 s and competes with it for the cores).
-FINISHING_WAIT_S = 30.0
+PID_PREFIX = b"pid "
 ENABLED_ENV = "ACTIVELAB_WARM_WORKER"
-# Environment variables that change what a worker loads: a warm worker started under other
-# values is not used.
-_ENV_PREFIXES = ("ACTIVELAB_", "MLFLOW_", "PYTHON")
+# What the warm worker imported with: a launcher under other values starts a worker of its own.
+_IMPORT_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH")
+# How long a launch waits for the warm worker to answer with its child's pid (a fork takes
+# milliseconds; a warm worker still importing does not answer before it is ready).
+ANSWER_TIMEOUT_S = 10.0
 
 
 def enabled() -> bool:
     return os.environ.get(ENABLED_ENV, "1") != "0"
 
 
-def _relevant_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+def _import_env() -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in _IMPORT_ENV}
+
+
+class ForkedWorker:
+    """A run's worker forked by the warm worker, seen as a `subprocess.Popen` is seen (it is
+    the warm worker's child, not ours: its exit code is not known here)."""
+
+    returncode: int | None = None
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            self._process: psutil.Process | None = psutil.Process(pid)
+        except psutil.NoSuchProcess:  # it ended before we looked
+            self._process = None
+
+    def poll(self) -> int | None:
+        """None while it runs; then -1 (the code is its parent's to know)."""
+        if self._process is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if self._process.status() != psutil.STATUS_ZOMBIE:
+                    return None
+        self.returncode = -1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self._process is not None:
+            try:
+                self._process.wait(timeout)
+            except psutil.TimeoutExpired as exc:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout) from exc
+        self.returncode = -1
+        return self.returncode
 
 
 class WarmWorker:
-    """The worker process, whether it is idle, and the environment it was started in."""
+    """The warm worker's process and the answers it gives."""
 
     def __init__(self, home: Path) -> None:
         folder = Path(home) / "runs"
@@ -48,46 +90,45 @@ class WarmWorker:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "activelab.worker", "--standby"],
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,  # only READY lines: its output goes to each run's log
+                stdout=subprocess.PIPE,  # READY and pid lines only: runs log to their folders
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,
             )
-        self.env = _relevant_env()
-        self.idle = threading.Event()
-        self.finishing = threading.Event()
+        self.import_env = _import_env()
+        self.ready = threading.Event()
+        self._answers: queue.Queue[int] = queue.Queue()
         threading.Thread(target=self._listen, name="activelab-warm-worker", daemon=True).start()
 
     def _listen(self) -> None:
         for line in self.process.stdout:
-            if line.strip() == FINISHING:
-                self.finishing.set()
-            elif line.strip() == READY:
-                self.finishing.clear()
-                self.idle.set()
+            line = line.strip()
+            if line == READY:
+                self.ready.set()
+            elif line.startswith(PID_PREFIX):
+                self._answers.put(int(line[len(PID_PREFIX) :]))
 
     @property
     def usable(self) -> bool:
-        return self.process.poll() is None and self.env == _relevant_env()
+        return (
+            self.ready.is_set() and self.process.poll() is None and self.import_env == _import_env()
+        )
 
-    def hand(self, spec_path: Path) -> bool:
-        """Give it a run if it is idle (or finishing one); False if it is busy or gone."""
+    def fork(self, spec_path: Path, env: dict[str, str]) -> ForkedWorker | None:
+        """Have it fork a worker for `spec_path` under `env`; None if it cannot."""
         if not self.usable:
-            return False
-        if not self.idle.is_set() and not (
-            self.finishing.is_set() and self.idle.wait(FINISHING_WAIT_S)
-        ):
-            return False
-        self.idle.clear()
+            return None
+        request = {"spec": str(spec_path), "env": env, "cwd": os.getcwd()}
         try:
-            self.process.stdin.write(f"{spec_path}\n".encode())
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
-        except OSError:
-            return False
-        return True
+            return ForkedWorker(self._answers.get(timeout=ANSWER_TIMEOUT_S))
+        except (OSError, queue.Empty):
+            self.close()  # it did not answer: no later launch waits on it again
+            return None
 
     def close(self) -> None:
-        """Closing its stdin ends it once its current run (if any) is done."""
+        """Closing its stdin ends it; the runs it forked go on."""
         with contextlib.suppress(OSError):
             self.process.stdin.close()
 
@@ -96,35 +137,35 @@ _lock = threading.Lock()
 _warm: WarmWorker | None = None
 
 
-def ensure(home: Path) -> None:
-    """Start the warm worker unless a usable one exists (or warm workers are off)."""
+def start(home: Path) -> WarmWorker:
+    """Start the warm worker unless a usable or starting one exists; return it."""
     global _warm
-    if not enabled():
-        return
     with _lock:
-        if _warm is not None and _warm.usable:
-            return
-        if _warm is not None:
-            _warm.close()
+        if _warm is not None and _warm.process.poll() is None:
+            if _warm.usable or not _warm.ready.is_set():
+                return _warm
+            _warm.close()  # started under other import settings
         _warm = WarmWorker(home)
+        return _warm
 
 
-def take(spec_path: Path) -> subprocess.Popen | None:
-    """The warm worker's process, now running `spec_path`; None if it cannot take it."""
-    with _lock:
-        if _warm is not None and _warm.hand(spec_path):
-            return _warm.process
+def ensure(home: Path) -> None:
+    """Start the warm worker unless one exists or warm workers are off."""
+    if enabled():
+        start(home)
+
+
+def take(spec_path: Path, env: dict[str, str]) -> ForkedWorker | None:
+    """A worker forked for `spec_path` by the warm worker; None if none is ready."""
+    with _lock:  # one launch at a time reads the answers
+        if _warm is not None:
+            return _warm.fork(spec_path, env)
     return None
-
-
-def is_warm(process: subprocess.Popen | None) -> bool:
-    """True for the warm worker's process (it outlives its runs)."""
-    return process is not None and _warm is not None and process is _warm.process
 
 
 def ensure_after(process: subprocess.Popen, home: Path) -> None:
     """Once `process` (a worker of its own) exits, make sure the warm worker exists."""
-    if not enabled() or is_warm(process):
+    if not enabled():
         return
 
     def wait_then_warm() -> None:
@@ -144,7 +185,8 @@ def shutdown() -> None:
 
 
 def warm_up() -> None:
-    """Import what a training run needs, in the warm worker, before any spec arrives."""
+    """Import what a training run needs, in the warm worker, before any launch arrives.
+    Libraries only: a model's settings and plugins are loaded by each forked worker."""
     import mlflow
     import mlflow.pytorch
     import pandas

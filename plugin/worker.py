@@ -19,7 +19,7 @@ import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from activelab import keys
 from activelab.connectivity import fail_fast_http, wait_until_reachable
@@ -308,10 +308,10 @@ def _yield_to_the_person() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--standby"]:
+        return serve_warm()  # each forked worker yields as its launcher's settings say
     if args != ["-"]:  # a cluster's job runs on a machine of its own
         _yield_to_the_person()
-    if args == ["--standby"]:
-        return serve_warm()
     if len(args) != 1:
         print(USAGE, file=sys.stderr)
         return 2
@@ -355,33 +355,57 @@ def _fail_unstarted(spec_path: Path, exc: Exception) -> None:
 
 
 def serve_warm() -> int:
-    """The warm worker (see activelab.standby): import everything, then run one spec per
-    line of stdin, each with its output in the run's worker.log; ends at EOF."""
-    from activelab.standby import FINISHING, READY, warm_up
+    """The warm worker (see activelab.standby): import everything, then fork a worker per
+    launch read from stdin (a JSON line: spec, env, cwd), answering its pid; ends at EOF."""
+    from activelab.standby import PID_PREFIX, READY, warm_up
 
-    control = os.fdopen(os.dup(1), "wb", buffering=0)  # READY lines for the launcher
+    control = os.fdopen(os.dup(1), "wb", buffering=0)  # READY and pid lines for the launcher
     os.dup2(2, 1)  # anything else printed goes where stderr goes
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # its own session: stops come as tags
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the forked workers
     warm_up()
-    _configure_logging()
-    while True:
-        control.write(READY + b"\n")
-        line = sys.stdin.readline().strip()
-        if not line:
-            return 0
-        spec_path = Path(line)
-        fd = os.open(spec_path.parent / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(fd, 2)
-        os.close(fd)
+    control.write(READY + b"\n")
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            _run_forked(request)  # never returns
+        control.write(PID_PREFIX + str(pid).encode() + b"\n")
+    return 0
+
+
+def _run_forked(request: dict[str, Any]) -> NoReturn:
+    """In a child of the warm worker: become the launcher's worker for one spec, then exit."""
+    code = 1
+    try:
+        os.setsid()  # its own session, as a worker of its own has
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        spec_path = Path(request["spec"])
+        log_fd = os.open(
+            spec_path.parent / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+        )
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        _yield_to_the_person()
+        _configure_logging()
         try:
-            run_spec(
-                LaunchSpec.from_json(spec_path.read_text()),
-                on_ended=lambda: control.write(FINISHING + b"\n"),
-            )
-        except Exception as exc:  # failed before its run started: end it, keep serving
+            code = run_spec(LaunchSpec.from_json(spec_path.read_text()))
+        except Exception as exc:  # failed before its run started: end it
             log.exception("the run from %s failed before it started", spec_path)
             _fail_unstarted(spec_path, exc)
+    except BaseException:
+        traceback.print_exc()
+    # The interpreter's own exit, as a worker of its own ends: threads joined, exit handlers
+    # run; nothing above catches it (the warm worker's loop lives on in the parent only).
+    sys.exit(code)
 
 
 if __name__ == "__main__":

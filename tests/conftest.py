@@ -22,8 +22,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("ACTIVELAB_TASKS_DIRS", raising=False)
     monkeypatch.delenv("ACTIVELAB_ARTIFACT_ROOT", raising=False)
-    # Each test has its own home, so a warm worker (kept per settings) would serve no second
-    # test: it would only import torch beside the test's own worker. Tests of it turn it on.
+    # The session's warm worker (below) serves this process's launches; the apps and CLIs
+    # that tests start as processes of their own start none (its imports would compete).
     monkeypatch.setenv("ACTIVELAB_WARM_WORKER", "0")
     # Workers yield to the person beside them (nice 10); here the "person" is the other
     # tests, which mostly wait on workers: the same priority keeps the suite fast.
@@ -31,6 +31,18 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACTIVELAB_WORKER_NICE", "0")
     # MLflow samples CPU/memory every 10 s; tests' runs are shorter than that.
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_worker(tmp_path_factory: pytest.TempPathFactory):
+    """One warm worker per test process forks the workers of its tests' launches, each under
+    its test's environment (as the app's does for its users): ~9 CPU-s of imports saved per
+    launch, the suite's largest cost."""
+    from activelab import standby
+
+    standby.start(tmp_path_factory.mktemp("warm-worker"))
+    yield
+    standby.shutdown()
 
 
 @pytest.fixture(autouse=True)

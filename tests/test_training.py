@@ -431,28 +431,38 @@ def test_an_in_process_run_that_cannot_start_fails_instead_of_hanging(
     assert "active experiment ID" in handle.summary.error
 
 
-def test_the_next_launch_runs_in_the_warm_worker(local_lab, unique, monkeypatch):
-    """After a script's first run, a worker with everything imported takes the next one."""
+def test_launches_fork_from_the_warm_worker_under_their_own_settings(
+    local_lab, unique, monkeypatch, tmp_path
+):
+    """The warm worker (started here under another home) forks each launch a worker of its
+    own that takes the launcher's environment; two launches at once both start warm."""
+    import psutil
+
     from activelab import standby
 
-    monkeypatch.setenv(standby.ENABLED_ENV, "1")
+    monkeypatch.setenv("ACTIVELAB_HOME", str(tmp_path / "another-home"))
+    warm = standby.start(tmp_path / "another-home")
+    monkeypatch.setenv("ACTIVELAB_HOME", str(local_lab.settings.home))
+    wait_until(warm.ready.is_set, timeout=120, message="the warm worker to say it is ready")
+    monkeypatch.setenv("ACTIVELAB_WORKER_NICE", "3")  # the launcher's setting, not the worker's
     model = local_lab.create_model(unique, config=FAST)
     model.set_labels({i: i % 10 for i in range(20)})
+    handles = [model.launch(epochs=10_000), model.launch(epochs=10_000)]
+    workers = [psutil.Process(h.process.pid) for h in handles]
+    assert all(w.ppid() == warm.process.pid for w in workers), "forked by the warm worker"
+    expected = min(psutil.Process(warm.process.pid).nice() + 3, 19)
+    wait_until(lambda: all(w.nice() == expected for w in workers),
+               message=f"both workers at nice {expected}")  # fmt: skip
+    for handle in handles:
+        wait_until(lambda h=handle: (h.progress or {}).get("run_steps", 0) > 0, message="steps")
+        handle.stop(wait=False)
+    for handle in handles:
+        assert handle.wait(timeout=120) == "KILLED", handle.summary.error
+        log = local_lab.settings.home / "runs" / handle.run_id / "worker.log"
+        assert f"run {handle.run_id} ended: KILLED" in log.read_text()
     client = MlflowClient(local_lab.settings.tracking_uri)
-    first = model.launch(epochs=1, wait=True)
-    try:
-        warm = wait_until(
-            lambda: standby._warm if standby._warm and standby._warm.idle.is_set() else None,
-            timeout=120,
-            message="the warm worker to say it is ready",
-        )
-        second = model.launch(epochs=1, wait=True)
-        assert second.status == "FINISHED", second.summary.error
-        pids = [client.get_run(h.run_id).data.tags[keys.PID] for h in (first, second)]
-        assert pids[1] == str(warm.process.pid) != pids[0]
-    finally:
-        if standby._warm is not None:
-            standby._warm.close()
+    pids = {client.get_run(h.run_id).data.tags[keys.PID] for h in handles}
+    assert pids == {str(w.pid) for w in workers}, "each run names its own worker"
 
 
 def _cuda_available() -> bool:
