@@ -31,8 +31,10 @@ def browser():
 
 
 @pytest.fixture
-def app(tmp_path, request):
-    served = start_app(tmp_path / "home", "--no-mlflow-ui", "--log-level", "info")
+def app(tmp_path, request, empty_store):
+    served = start_app(
+        tmp_path / "home", "--no-mlflow-ui", "--log-level", "info", empty_store=empty_store
+    )
     yield served
     served.stop()
     report = getattr(request.node, "rep_call", None)

@@ -17,8 +17,8 @@ from served import http_ok, start_app
 from activelab.mlflow_server import free_port
 
 
-def test_serve_starts_the_app_and_the_mlflow_ui_and_stops_both(tmp_path):
-    app = start_app(tmp_path / "home", "--mlflow-port", str(free_port()))
+def test_serve_starts_the_app_and_the_mlflow_ui_and_stops_both(tmp_path, empty_store):
+    app = start_app(tmp_path / "home", "--mlflow-port", str(free_port()), empty_store=empty_store)
     try:
         with urllib.request.urlopen(app.url + "/") as response:
             page = response.read().decode()
@@ -47,8 +47,8 @@ def test_serve_starts_the_app_and_the_mlflow_ui_and_stops_both(tmp_path):
     )
 
 
-def test_the_app_answers_before_the_mlflow_ui_is_ready(tmp_path):
-    app = start_app(tmp_path / "home", "--mlflow-port", str(free_port()))
+def test_the_app_answers_before_the_mlflow_ui_is_ready(tmp_path, empty_store):
+    app = start_app(tmp_path / "home", "--mlflow-port", str(free_port()), empty_store=empty_store)
     try:
         output = app.output()
         ui_url = re.search(r"MLflow UI:\s+(http://\S+?)/", output).group(1)
@@ -131,14 +131,14 @@ def _websocket(port: int, origin: str, token: str) -> str:
         return pool.submit(lambda: asyncio.run(attempt())).result(timeout=60)
 
 
-def test_only_the_app_s_own_pages_and_names_can_drive_it(tmp_path):
+def test_only_the_app_s_own_pages_and_names_can_drive_it(tmp_path, empty_store):
     import urllib.error
 
     from click.testing import CliRunner
 
     from activelab.cli.main import cli
 
-    served = start_app(tmp_path / "home", "--no-mlflow-ui")
+    served = start_app(tmp_path / "home", "--no-mlflow-ui", empty_store=empty_store)
     try:
         port = int(served.url.rsplit(":", 1)[1])
         html = urllib.request.urlopen(served.url + "/").read().decode()
@@ -176,7 +176,7 @@ def test_only_the_app_s_own_pages_and_names_can_drive_it(tmp_path):
     assert out.exit_code == 1 and "not '*'" in out.output
 
 
-def test_a_login_guards_every_page_and_only_hashes_are_stored(tmp_path):
+def test_a_login_guards_every_page_and_only_hashes_are_stored(tmp_path, empty_store):
     import http.cookiejar
     import json
     import urllib.error
@@ -205,7 +205,9 @@ def test_a_login_guards_every_page_and_only_hashes_are_stored(tmp_path):
     )
     assert missing.exit_code == 1 and "activelab users add" in missing.output
 
-    served = start_app(tmp_path / "home", "--no-mlflow-ui", "--auth", str(users))
+    served = start_app(
+        tmp_path / "home", "--no-mlflow-ui", "--auth", str(users), empty_store=empty_store
+    )
     try:
 
         def opener() -> urllib.request.OpenerDirector:
