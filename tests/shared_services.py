@@ -9,6 +9,7 @@ run's temp folder says which process groups and clusters to stop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,10 +52,8 @@ def stop_shared_services(run_folder: Path, timeout: float = 30.0) -> None:
         members = []
         for group in info.get("process_groups", []):
             members += [p for p in psutil.process_iter() if _group_of(p) == group]
-            try:
+            with contextlib.suppress(ProcessLookupError):  # already gone
                 os.killpg(group, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         _, alive = psutil.wait_procs(members, timeout=timeout)
         for process in alive:  # did not stop within the bound: no server outlives the run
             process.kill()

@@ -106,7 +106,10 @@ class LabelPage(pn.viewable.Viewer):
         )
         self.color_by.param.watch(lambda e: setattr(self.vm, "color_by", e.new), "value")
         self.strategy = pn.widgets.Select(
-            label="", options=list(self.vm.param.strategy.objects), value=self.vm.strategy, width=160
+            label="",
+            options=list(self.vm.param.strategy.objects),
+            value=self.vm.strategy,
+            width=160,
         )
         self.strategy.param.watch(lambda e: setattr(self.vm, "strategy", e.new), "value")
         self.next_count = pn.widgets.IntInput(value=10, start=1, end=1000, width=70)

@@ -122,7 +122,9 @@ class TrainPage(pn.viewable.Viewer):
         self.figures = pn.pane.HTML("", sizing_mode="stretch_width")
         self.stop_button = pn.widgets.Button(label="Stop", color="danger", visible=False)
         self.stop_button.on_click(lambda e: self._stop())
-        self.checkpoint = pn.widgets.Select(label="Checkpoint", options=[], width=220, visible=False)
+        self.checkpoint = pn.widgets.Select(
+            label="Checkpoint", options=[], width=220, visible=False
+        )
         self.continue_button = pn.widgets.Button(
             label="Continue from checkpoint", visible=False, align="end"
         )
