@@ -565,21 +565,38 @@ def deliver_pending(home: str | Path, tracking_uri: str, client: MlflowClient) -
     if not root.is_dir():
         return counts
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        spool = Spool(folder)
-        try:
-            manifest = spool.manifest()
-        except (OSError, ValueError):
-            continue
-        if manifest.get("tracking_uri") != tracking_uri or not spool.acquire():
-            continue  # another store's, or its run is still live
-        try:
-            deliverer = Deliverer(client, manifest["run_id"], manifest["experiment_id"], spool)
-            counts["items"] += deliverer.deliver_backlog()
-            counts["runs"] += 1
-            spool.release()
-            spool.remove()
-        except Exception as exc:
+        sent = _deliver_spool(Spool(folder), tracking_uri, client)
+        if sent is False:
             counts["pending"] += 1
-            log.warning("Unsent items of run %s stay pending: %s", manifest.get("run_id"), exc)
-            spool.release()
+        elif sent is not None:
+            counts["runs"] += 1
+            counts["items"] += sent
     return counts
+
+
+def deliver_run(home: str | Path, tracking_uri: str, client: MlflowClient, run_id: str) -> bool:
+    """Send what the ended process of `run_id` left in this machine's spool (its last
+    metrics, checkpoints and its end, when it ended during an outage); True if it sent any."""
+    folder = outbox_root(home) / run_id
+    return folder.is_dir() and bool(_deliver_spool(Spool(folder), tracking_uri, client))
+
+
+def _deliver_spool(spool: Spool, tracking_uri: str, client: MlflowClient) -> int | bool | None:
+    """Items sent from one spool (then removed); None when it is not this store's or its run's
+    process still holds it; False when sending failed (it stays, for the next look)."""
+    try:
+        manifest = spool.manifest()
+    except (OSError, ValueError):
+        return None
+    if manifest.get("tracking_uri") != tracking_uri or not spool.acquire():
+        return None  # another store's, or its run is still live
+    try:
+        deliverer = Deliverer(client, manifest["run_id"], manifest["experiment_id"], spool)
+        sent = deliverer.deliver_backlog()
+    except Exception as exc:
+        log.warning("Unsent items of run %s stay pending: %s", manifest.get("run_id"), exc)
+        spool.release()
+        return False
+    spool.release()
+    spool.remove()
+    return sent

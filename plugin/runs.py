@@ -247,8 +247,8 @@ def wait_for_end(
             continue
         if run.info.status not in ACTIVE:
             return run.info.status
-        if reap_dead_runs(tracking, [run]):
-            return "FAILED"
+        if reap_dead_runs(tracking, [run]):  # its trainer is gone: FAILED, or ended meanwhile
+            return get_run(tracking, run_id).info.status
         if time.monotonic() >= deadline:
             raise TrainingError(
                 f"Run {run_id} is still {run.info.status} after {timeout_s:.0f} s: its trainer "
@@ -259,19 +259,32 @@ def wait_for_end(
 
 
 def reap_dead_runs(tracking: Tracking, runs: list[Run]) -> list[str]:
-    """Mark the presumed-dead RUNNING runs among `runs` FAILED; returns their ids."""
-    reaped = []
+    """Mark the presumed-dead RUNNING runs among `runs` FAILED. Returns the ids of the runs
+    whose trainer is gone, so changed since `runs` was read (now FAILED, or ended by what
+    their trainer left unsent): read those again."""
+    gone = []
     for run in runs:
         reason = dead_reason(run)
         if reason is None:
             continue
+        gone.append(run.info.run_id)
         # `run` was read before its trainer was seen gone: a trainer that ended its run
-        # (a stop, the last epoch) and then exited in between is not dead. Read it again.
+        # (a stop, the last epoch) and then exited in between is not dead; nor is one that
+        # ended it during an outage and left its end in this machine's spool. Send that
+        # spool, then read the run again.
+        _deliver_what_it_left(tracking, run.info.run_id)
         run = get_run(tracking, run.info.run_id)
         if run.info.status in ACTIVE:
             mark_failed(tracking, run, reason)
-            reaped.append(run.info.run_id)
-    return reaped
+    return gone
+
+
+def _deliver_what_it_left(tracking: Tracking, run_id: str) -> None:
+    from activelab.outbox import deliver_run
+
+    settings = tracking.settings
+    if deliver_run(settings.home, settings.tracking_uri, tracking.client, run_id):
+        log.info("Sent what the ended trainer of run %s had left unsent", run_id)
 
 
 def checked_run(tracking: Tracking, run_id: str) -> Run:

@@ -118,6 +118,32 @@ def test_a_server_outage_mid_run_loses_nothing(killable_server, tmp_path, unique
     assert not spool.folder.exists()
 
 
+def test_a_run_ended_during_an_outage_is_not_called_dead_once_the_server_is_back(
+    killable_server, tmp_path, unique, monkeypatch
+):
+    """Its trainer was stopped while the server was down: it ended the run KILLED into its
+    spool and exited after its outage wait. Whoever looks once the server is back sends that
+    spool and sees KILLED with every step, not a dead trainer's FAILED."""
+    monkeypatch.setenv("ACTIVELAB_OUTAGE_WAIT_S", "1")  # the trainer leaves at once
+    lab = Lab(tracking_uri=killable_server.url, home=tmp_path / "home")
+    model = lab.create_model(unique, config={**FAST, "trainer.checkpoint_every": "1"})
+    handle = model.launch(epochs=LONG)
+    wait_until(lambda: handle.run.data.tags.get(keys.LAST_CHECKPOINT), 120, message="a checkpoint")
+    killable_server.kill()
+    os.kill(handle.process.pid, signal.SIGTERM)  # a stop that MLflow cannot carry now
+    handle.process.wait(120)
+    spool = Spool(outbox_root(lab.settings.home) / handle.run_id)
+    assert any(e["kind"] == "end" for e in spool.pending()), "its end waits in the spool"
+    killable_server.start()
+
+    other = Lab(tracking_uri=killable_server.url, home=lab.settings.home)  # no handle
+    run = other.get_model(model.id).runs()[0]
+    assert run.status == "KILLED", run.error
+    assert not spool.folder.exists(), "the spool was sent"
+    steps = _step_history(lab.tracking.client, handle.run_id)
+    assert steps == list(range(1, steps[-1] + 1)), "no step's losses are missing"
+
+
 def test_the_cli_says_the_server_is_unreachable_and_gives_up_within_its_bound(
     killable_server, tmp_path
 ):
@@ -301,7 +327,7 @@ def test_a_trainer_that_ends_its_run_and_exits_between_two_looks_is_not_called_d
     assert looked.info.status == "RUNNING"
     tracking.end_run(run.info.run_id, "KILLED")  # the trainer ends its run...
     trainer.wait(timeout=30)  # ...and exits
-    assert reap_dead_runs(tracking, [looked]) == []
+    assert reap_dead_runs(tracking, [looked]) == [run.info.run_id], "changed: read it again"
     assert tracking.get_run(run.info.run_id).info.status == "KILLED"
     # a trainer that exits with its run still RUNNING is dead, and said so
     gone = tracking.create_run(
