@@ -72,7 +72,9 @@ class LocalJob(Job):
         if self.process.poll() is None:
             return None
         code = self.process.returncode
-        reason = "The trainer exited" + (f" with code {code}" if code != -1 else "")
+        reason = "The trainer exited" + (
+            f" with code {code}" if code != standby.UNKNOWN_EXIT_CODE else ""
+        )
         return reason + " before ending its run" + f"; see {self.log_path}." + self._log_tail()
 
     def _log_tail(self, lines: int = 5) -> str:

@@ -27,6 +27,7 @@ from activelab.runs import (
     mark_failed,
     request_stop,
     resolve_checkpoint,
+    settle_dead_run,
 )
 from activelab.version import __version__
 from activelab.worker import LaunchSpec, execute_run
@@ -296,11 +297,9 @@ class TrainingHandle:
                 )
             elif self.thread is None:  # a handle made for a run started elsewhere
                 reason = dead_reason(run)
-            if reason:
-                run = self.run  # a worker that ended its run and then exited: read it again
-                if run.info.status in ACTIVE:
-                    mark_failed(self._tracking, run, reason)
-                    return "FAILED"
+            if reason:  # ended meanwhile, or left its end unsent: else FAILED
+                settle_dead_run(self._tracking, self.run_id, reason)
+                run = self.run
         return run.info.status
 
     @property

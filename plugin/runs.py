@@ -268,23 +268,25 @@ def reap_dead_runs(tracking: Tracking, runs: list[Run]) -> list[str]:
         if reason is None:
             continue
         gone.append(run.info.run_id)
-        # `run` was read before its trainer was seen gone: a trainer that ended its run
-        # (a stop, the last epoch) and then exited in between is not dead; nor is one that
-        # ended it during an outage and left its end in this machine's spool. Send that
-        # spool, then read the run again.
-        _deliver_what_it_left(tracking, run.info.run_id)
-        run = get_run(tracking, run.info.run_id)
-        if run.info.status in ACTIVE:
-            mark_failed(tracking, run, reason)
+        settle_dead_run(tracking, run.info.run_id, reason)
     return gone
 
 
-def _deliver_what_it_left(tracking: Tracking, run_id: str) -> None:
+def settle_dead_run(tracking: Tracking, run_id: str, reason: str) -> None:
+    """The trainer of `run_id` is gone: end the run as it really ended, else FAILED.
+
+    The run was read before its trainer was seen gone: a trainer that ended its run (a stop,
+    the last epoch) and then exited in between is not dead; nor is one that ended it during
+    an outage and left its end in this machine's spool. Send that spool, read the run again,
+    and mark it FAILED only if it is still active."""
     from activelab.outbox import deliver_run
 
     settings = tracking.settings
     if deliver_run(settings.home, settings.tracking_uri, tracking.client, run_id):
         log.info("Sent what the ended trainer of run %s had left unsent", run_id)
+    run = get_run(tracking, run_id)
+    if run.info.status in ACTIVE:
+        mark_failed(tracking, run, reason)
 
 
 def checked_run(tracking: Tracking, run_id: str) -> Run:

@@ -31,13 +31,17 @@ from pathlib import Path
 import psutil
 
 READY = b"activelab-ready"
-PID_PREFIX = b"pid "
+PID_PREFIX = b"pid "  # `pid N`: the worker forked for a launch
+EXIT_PREFIX = b"exit "  # `exit N CODE`: that worker has ended
 ENABLED_ENV = "ACTIVELAB_WARM_WORKER"
 # What the warm worker imported with: a launcher under other values starts a worker of its own.
 _IMPORT_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH")
 # How long a launch waits for the warm worker to answer with its child's pid (a fork takes
 # milliseconds; a warm worker still importing does not answer before it is ready).
 ANSWER_TIMEOUT_S = 10.0
+# How long a look at an ended forked worker waits for the warm worker's word on its exit code.
+EXIT_CODE_WAIT_S = 2.0
+UNKNOWN_EXIT_CODE = -1  # that word did not come (the warm worker is gone)
 
 
 def enabled() -> bool:
@@ -49,25 +53,28 @@ def _import_env() -> dict[str, str | None]:
 
 
 class ForkedWorker:
-    """A run's worker forked by the warm worker, seen as a `subprocess.Popen` is seen (it is
-    the warm worker's child, not ours: its exit code is not known here)."""
+    """A run's worker forked by the warm worker, seen as a `subprocess.Popen` is seen. It is
+    the warm worker's child, not ours: its exit code is what the warm worker reports."""
 
     returncode: int | None = None
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, exit_codes: ExitCodes) -> None:
         self.pid = pid
+        self._exit_codes = exit_codes
         try:
             self._process: psutil.Process | None = psutil.Process(pid)
         except psutil.NoSuchProcess:  # it ended before we looked
             self._process = None
 
     def poll(self) -> int | None:
-        """None while it runs; then -1 (the code is its parent's to know)."""
-        if self._process is not None:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if self._process.status() != psutil.STATUS_ZOMBIE:
-                    return None
-        self.returncode = -1
+        """None while it runs, then its exit code."""
+        if self.returncode is None:
+            code = self._exit_codes.get(self.pid, 0)  # reported already?
+            if code is None:
+                if self._process is not None and self._process.is_running():
+                    return None  # (a pid reused since fails is_running: its start time differs)
+                code = self._exit_codes.get(self.pid, EXIT_CODE_WAIT_S)  # the report is on its way
+            self.returncode = code
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -76,8 +83,31 @@ class ForkedWorker:
                 self._process.wait(timeout)
             except psutil.TimeoutExpired as exc:
                 raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout) from exc
-        self.returncode = -1
+            except psutil.NoSuchProcess:
+                pass
+        self.returncode = self._exit_codes.get(self.pid, EXIT_CODE_WAIT_S)
         return self.returncode
+
+
+class ExitCodes:
+    """Exit codes of forked workers as the warm worker reports them, by pid."""
+
+    def __init__(self) -> None:
+        self._codes: dict[int, int] = {}
+        self._changed = threading.Condition()
+
+    def put(self, pid: int, code: int) -> None:
+        with self._changed:
+            self._codes[pid] = code
+            self._changed.notify_all()
+
+    def get(self, pid: int, wait_s: float) -> int | None:
+        """`pid`'s code, waiting up to `wait_s` for it (-1 if it does not come then;
+        None at once when `wait_s` is 0 and it has not come yet)."""
+        with self._changed:
+            if self._changed.wait_for(lambda: pid in self._codes, timeout=wait_s):
+                return self._codes[pid]
+        return None if wait_s == 0 else UNKNOWN_EXIT_CODE
 
 
 class WarmWorker:
@@ -98,6 +128,7 @@ class WarmWorker:
         self.import_env = _import_env()
         self.ready = threading.Event()
         self._answers: queue.Queue[int] = queue.Queue()
+        self._exit_codes = ExitCodes()
         threading.Thread(target=self._listen, name="activelab-warm-worker", daemon=True).start()
 
     def _listen(self) -> None:
@@ -107,6 +138,9 @@ class WarmWorker:
                 self.ready.set()
             elif line.startswith(PID_PREFIX):
                 self._answers.put(int(line[len(PID_PREFIX) :]))
+            elif line.startswith(EXIT_PREFIX):
+                pid, code = line[len(EXIT_PREFIX) :].split()
+                self._exit_codes.put(int(pid), int(code))
 
     @property
     def usable(self) -> bool:
@@ -122,7 +156,7 @@ class WarmWorker:
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
-            return ForkedWorker(self._answers.get(timeout=ANSWER_TIMEOUT_S))
+            return ForkedWorker(self._answers.get(timeout=ANSWER_TIMEOUT_S), self._exit_codes)
         except (OSError, queue.Empty):
             self.close()  # it did not answer: no later launch waits on it again
             return None

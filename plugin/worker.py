@@ -7,6 +7,7 @@ KILLED (stopped) or FAILED (with the error on the run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -356,14 +357,29 @@ def _fail_unstarted(spec_path: Path, exc: Exception) -> None:
 
 def serve_warm() -> int:
     """The warm worker (see activelab.standby): import everything, then fork a worker per
-    launch read from stdin (a JSON line: spec, env, cwd), answering its pid; ends at EOF."""
-    from activelab.standby import PID_PREFIX, READY, warm_up
+    launch read from stdin (a JSON line: spec, env, cwd), answering its pid, and its exit
+    code when it ends; ends at EOF (the workers it forked go on)."""
+    from activelab.standby import EXIT_PREFIX, PID_PREFIX, READY, warm_up
 
-    control = os.fdopen(os.dup(1), "wb", buffering=0)  # READY and pid lines for the launcher
+    control = os.fdopen(os.dup(1), "wb", buffering=0)  # answers for the launcher
     os.dup2(2, 1)  # anything else printed goes where stderr goes
     sys.stdout = sys.stderr
+
+    def reap(signum: int, frame: Any) -> None:
+        """A forked worker ended: reap it and tell its launcher how (killed: -9...)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            with contextlib.suppress(OSError):  # its launcher may be gone
+                control.write(EXIT_PREFIX + f"{pid} {code}".encode() + b"\n")
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # its own session: stops come as tags
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the forked workers
+    signal.signal(signal.SIGCHLD, reap)
     warm_up()
     control.write(READY + b"\n")
     for line in sys.stdin:

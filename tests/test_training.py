@@ -436,6 +436,9 @@ def test_launches_fork_from_the_warm_worker_under_their_own_settings(
 ):
     """The warm worker (started here under another home) forks each launch a worker of its
     own that takes the launcher's environment; two launches at once both start warm."""
+    import os
+    import signal
+
     import psutil
 
     from activelab import standby
@@ -463,6 +466,11 @@ def test_launches_fork_from_the_warm_worker_under_their_own_settings(
     client = MlflowClient(local_lab.settings.tracking_uri)
     pids = {client.get_run(h.run_id).data.tags[keys.PID] for h in handles}
     assert pids == {str(w.pid) for w in workers}, "each run names its own worker"
+    # a forked worker killed: its launcher hears how it ended from the warm worker
+    killed = model.launch(epochs=10_000)
+    os.kill(killed.process.pid, signal.SIGKILL)
+    assert killed.wait(timeout=120) == "FAILED"
+    assert "The trainer exited with code -9 before ending its run" in killed.summary.error
 
 
 def _cuda_available() -> bool:
