@@ -11,10 +11,11 @@ launch. So runs launched at once all start warm, and one warm worker serves laun
 under any settings (a test's home, another tracking server).
 
 The app starts the warm worker when it starts; a script's first launch starts one once its
-own worker has exited, so the import work never competes with a running training. It runs at
-its launcher's priority, so each forked worker can take the `ACTIVELAB_WORKER_NICE` of its
-own launch (a process may lower its priority, not raise it again).
-`ACTIVELAB_WARM_WORKER=0` turns that off (`start` still starts one on request).
+own worker has exited, so the import work never competes with a running training. It yields
+as a worker does (`ACTIVELAB_WORKER_NICE` of its own start); each forked worker then takes
+its launch's value (raising the priority again needs privileges: else it stays, with a warning).
+`ACTIVELAB_WARM_WORKER=0` turns that off (`start` still starts one on request). Linux only
+(see `supported`).
 """
 
 from __future__ import annotations
@@ -44,8 +45,15 @@ EXIT_CODE_WAIT_S = 2.0
 UNKNOWN_EXIT_CODE = -1  # that word did not come (the warm worker is gone)
 
 
+def supported() -> bool:
+    """Forking once torch and MLflow are loaded is safe on Linux. macOS's system libraries
+    are not fork-safe once loaded (why Python spawns workers there); Windows cannot fork.
+    Elsewhere every launch starts a worker of its own."""
+    return sys.platform.startswith("linux")
+
+
 def enabled() -> bool:
-    return os.environ.get(ENABLED_ENV, "1") != "0"
+    return supported() and os.environ.get(ENABLED_ENV, "1") != "0"
 
 
 def _import_env() -> dict[str, str | None]:
@@ -171,9 +179,12 @@ _lock = threading.Lock()
 _warm: WarmWorker | None = None
 
 
-def start(home: Path) -> WarmWorker:
-    """Start the warm worker unless a usable or starting one exists; return it."""
+def start(home: Path) -> WarmWorker | None:
+    """Start the warm worker unless a usable or starting one exists; return it (None where
+    it is not `supported`)."""
     global _warm
+    if not supported():
+        return None
     with _lock:
         if _warm is not None and _warm.process.poll() is None:
             if _warm.usable or not _warm.ready.is_set():

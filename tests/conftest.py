@@ -40,7 +40,9 @@ def warm_worker(tmp_path_factory: pytest.TempPathFactory):
     launch, the suite's largest cost."""
     from activelab import standby
 
-    standby.start(tmp_path_factory.mktemp("warm-worker"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACTIVELAB_WORKER_NICE", "0")  # as the tests' workers run (isolated_env)
+        standby.start(tmp_path_factory.mktemp("warm-worker"))
     yield
     standby.shutdown()
 
