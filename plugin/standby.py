@@ -109,6 +109,10 @@ class ExitCodes:
             self._codes[pid] = code
             self._changed.notify_all()
 
+    def forget(self, pid: int) -> None:
+        with self._changed:
+            self._codes.pop(pid, None)
+
     def get(self, pid: int, wait_s: float) -> int | None:
         """`pid`'s code, waiting up to `wait_s` for it (-1 if it does not come then;
         None at once when `wait_s` is 0 and it has not come yet)."""
@@ -145,7 +149,9 @@ class WarmWorker:
             if line == READY:
                 self.ready.set()
             elif line.startswith(PID_PREFIX):
-                self._answers.put(int(line[len(PID_PREFIX) :]))
+                pid = int(line[len(PID_PREFIX) :])
+                self._exit_codes.forget(pid)  # a code for that pid was an earlier worker's
+                self._answers.put(pid)
             elif line.startswith(EXIT_PREFIX):
                 pid, code = line[len(EXIT_PREFIX) :].split()
                 self._exit_codes.put(int(pid), int(code))

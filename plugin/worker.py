@@ -397,11 +397,16 @@ def serve_warm() -> int:
     control.write(READY + b"\n")
     for line in sys.stdin:
         request = json.loads(line)
+        # Its `pid` line goes before any `exit` line of it: reaping waits until it is written.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         pid = os.fork()
         if pid == 0:
             control.close()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             _run_forked(request, launcher_nice)  # never returns
-        control.write(PID_PREFIX + str(pid).encode() + b"\n")
+        with contextlib.suppress(OSError):  # its launcher may be gone; EOF ends the loop
+            control.write(PID_PREFIX + str(pid).encode() + b"\n")
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     return 0
 
 
