@@ -281,12 +281,18 @@ def _evaluate_after_training(model: Any, run_id: str, data: Any) -> None:
 
 
 def _install_stop_signals(stop: threading.Event) -> None:
-    """SIGTERM / SIGINT ask for a graceful stop; a second one ends the process at once."""
+    """SIGTERM / SIGINT ask for a graceful stop; a second signal ends the process at once.
+
+    Counted per signal, not from `stop`: `runs stop` sets the stop tag and then signals a
+    trainer on its machine, and a trainer that saw the tag first must take that signal as
+    the first one (it once died at once this way, FAILED without its checkpoint)."""
+    signalled = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
+        if signalled.is_set():
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
+        signalled.set()
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)

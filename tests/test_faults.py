@@ -50,6 +50,30 @@ def test_kill_9_of_the_trainer_is_found_by_whoever_looks(lab, unique):
     assert handle.status == "FAILED"
 
 
+def test_a_stop_seen_through_mlflow_and_then_signalled_stays_graceful():
+    """`runs stop` sets the stop tag, then signals a trainer on its machine. A trainer whose
+    poll saw the tag first took that SIGTERM for a second one and died at once (FAILED, no
+    checkpoint: caught beside a CPU hog). The signal is the first one: only a second ends
+    the process at once. A real process with the worker's handlers."""
+    script = textwrap.dedent(
+        """
+        import os, signal, threading
+        from activelab.worker import _install_stop_signals
+        stop = threading.Event()
+        _install_stop_signals(stop)
+        stop.set()  # the stop tag, seen by the worker's poll
+        os.kill(os.getpid(), signal.SIGTERM)  # then the signal of `runs stop`
+        print("stopping gracefully", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # a second signal
+        print("not reached", flush=True)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "stopping gracefully" in out.stdout, out.stderr
+    assert "not reached" not in out.stdout
+    assert out.returncode == -signal.SIGTERM
+
+
 def test_runs_stop_on_a_dead_run_returns_at_once_naming_its_checkpoint(local_lab, unique):
     lab = local_lab
     model = lab.create_model(unique, config={**FAST, "trainer.checkpoint_every": "1"})
