@@ -154,10 +154,9 @@ def execute_run(
     spec: LaunchSpec,
     on_progress: Callable[[Progress], None] | None = None,
     stop_event: threading.Event | None = None,
-    on_ended: Callable[[], None] | None = None,
 ) -> str:
-    """Run `spec` in this process; returns the final status. `on_ended` hears when the run
-    has its final status (the evaluation after training follows)."""
+    """Run `spec` in this process; returns the final status (the evaluation after training
+    follows the run's end)."""
     import mlflow
 
     from activelab.backend import record_process
@@ -246,8 +245,6 @@ def execute_run(
         log.info("run ended: %s", status)
         host.on_train_end(context, status, error)
         _end_fluent_run(spec.run_id, status)
-    if on_ended is not None:
-        on_ended()
     if status == "FINISHED" and session is not None and session.last_checkpoint:
         _evaluate_after_training(model, spec.run_id, data)
     return status
@@ -350,11 +347,11 @@ def _configure_logging() -> None:
     fail_fast_http()  # the outbox retries on its own terms
 
 
-def run_spec(spec: LaunchSpec, on_ended: Callable[[], None] | None = None) -> int:
+def run_spec(spec: LaunchSpec) -> int:
     log.info("worker for run %s started", spec.run_id)
     stop = threading.Event()
     _install_stop_signals(stop)
-    status = execute_run(spec, stop_event=stop, on_ended=on_ended)
+    status = execute_run(spec, stop_event=stop)
     print(f"run {spec.run_id} ended: {status}", file=sys.stderr, flush=True)
     return 0 if status in ("FINISHED", "KILLED") else 1
 
