@@ -427,7 +427,9 @@ def _run_forked(request: dict[str, Any], launcher_nice: int) -> NoReturn:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        null_fd = os.open(os.devnull, os.O_RDONLY)  # not the warm worker's launch pipe
+        os.dup2(null_fd, 0)
+        os.close(null_fd)
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
