@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import panel as pn
 
 from activelab import keys
 from activelab.panel_app.context import get_context
-from activelab.panel_app.pages.common import UiThread, esc
+from activelab.panel_app.pages.common import Page, UiThread, esc
 from activelab.panel_app.vm.state import PAGES, AppState
 from activelab.panel_app.widgets import ConnectionWatch, UrlSync
 from activelab.runs import ACTIVE
@@ -32,10 +33,12 @@ PAGE_VIEWS = {
 }
 
 
-def make_page(key: str, state: AppState) -> Any:
+def make_page(key: str, state: AppState) -> Page:
     """The view of one page (pages are built when first visited)."""
     module, name = PAGE_VIEWS[key]
-    return getattr(importlib.import_module(f"activelab.panel_app.pages.{module}"), name)(state)
+    page_class = getattr(importlib.import_module(f"activelab.panel_app.pages.{module}"), name)
+    page: Page = page_class(state)
+    return page
 
 
 class Shell(pn.viewable.Viewer):
@@ -44,8 +47,8 @@ class Shell(pn.viewable.Viewer):
     def __init__(self, state: AppState, **params: Any) -> None:
         super().__init__(**params)
         self.state = state
-        self.pages: dict[str, Any] = {}
-        self.current: Any = None
+        self.pages: dict[str, Page] = {}
+        self.current: Page | None = None
         self._last_run: tuple[str, str | None, str | None] | None = None
         self._watching = False  # a look at the latest run is under way
         self.ui = UiThread()
@@ -54,7 +57,7 @@ class Shell(pn.viewable.Viewer):
             for key, title in PAGES.items()
         }
         for key, button in self.nav.items():
-            button.on_click(lambda e, page=key: setattr(self.state, "page", page))
+            button.on_click(functools.partial(self._go_to, key))
         self.model_label = pn.pane.HTML("", margin=(8, 12))
         self.mlflow_link = pn.pane.HTML("", margin=(8, 4))
         self.main = pn.Column(sizing_mode="stretch_both", margin=(8, 12))
@@ -63,6 +66,9 @@ class Shell(pn.viewable.Viewer):
         )
         state.param.watch(self._sync, ["page", "model_id"])
         state.param.watch(self._notice, "notices")
+
+    def _go_to(self, page: str, event: Any = None) -> None:
+        self.state.page = page
 
     def __panel__(self) -> pn.viewable.Viewable:
         self._apply_url_args()
@@ -147,7 +153,7 @@ class Shell(pn.viewable.Viewer):
         run_id, tag_status = tags.get(keys.LATEST_RUN), tags.get(keys.LATEST_RUN_STATUS)
         before = self._last_run
         same_run = before is not None and before[:2] == (model_id, run_id)
-        if same_run and (before[2] not in ACTIVE or tag_status == before[2]):
+        if before is not None and same_run and (before[2] not in ACTIVE or tag_status == before[2]):
             return model_id, run_id, before[2], None  # the same run: over already, or as it was
         # Something moved. The run's own status decides: the experiment's two tags are set
         # one after the other, and a look between them would pair a new run with the old
@@ -172,7 +178,7 @@ class Shell(pn.viewable.Viewer):
         self._last_run = (model_id, run_id, status)
         if before is None or before[0] != model_id or run is None or status in ACTIVE:
             return  # a first look at this model, or nothing has ended
-        name = run.info.run_name or run_id[:8]
+        name = run.info.run_name or (run_id or "")[:8]
         if status == "FINISHED":
             self.state.notify(f"Training run “{name}” finished.", "success")
         elif status == "KILLED":
@@ -204,7 +210,7 @@ class Shell(pn.viewable.Viewer):
             self._show()
         else:
             self._header()
-            if hasattr(self.current, "model_changed"):
+            if self.current is not None:
                 self.current.model_changed()
 
     def _show(self) -> None:

@@ -26,6 +26,7 @@ from activelab.version import __version__
 
 if TYPE_CHECKING:  # every lazy name below, visible to type checkers and editors
     import os
+    from collections.abc import Sequence
 
     from activelab.analyzer import AnalysisInput, Analyzer, AnalyzerResult
     from activelab.backend import Backend
@@ -116,7 +117,7 @@ _default_lock = threading.Lock()
 def configure(
     tracking_uri: str | None = None,
     home: str | os.PathLike | None = None,
-    tasks_dirs: list[str | os.PathLike] | None = None,
+    tasks_dirs: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Lab:
     """Point the module-level functions at a tracking store (and data directory)."""
     from activelab.models import Lab

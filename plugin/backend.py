@@ -99,16 +99,20 @@ class LocalBackend(Backend):
         spec_path.write_text(spec.to_json())
         log_path = folder / "worker.log"
         env = {**os.environ, "MLFLOW_TRACKING_URI": spec.tracking_uri, "PYTHONUNBUFFERED": "1"}
-        process = standby.take(spec_path, env)  # forked by the warm worker, when one is ready
+        # forked by the warm worker, when one is ready
+        process: subprocess.Popen[bytes] | standby.ForkedWorker | None = standby.take(
+            spec_path, env
+        )
         if process is None:
             with log_path.open("ab") as log:
                 # Its own session: Ctrl-C in a terminal reaches the launcher, which asks for a
                 # graceful stop, instead of killing the trainer mid-step.
-                process = subprocess.Popen(
+                spawned = subprocess.Popen(
                     [sys.executable, "-m", "activelab.worker", str(spec_path)],
                     stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 )  # fmt: skip
-            standby.ensure_after(process, Path(spec.home))
+            standby.ensure_after(spawned, Path(spec.home))
+            process = spawned
         record_process(tracking, spec.run_id, process.pid)
         return LocalJob(process, log_path)
 

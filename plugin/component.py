@@ -10,7 +10,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import param
 
@@ -73,6 +73,8 @@ class Component(param.Parameterized):
     """A pluggable part with a registry key (`kind`) and declared parameters."""
 
     kind: ClassVar[str] = ""
+    if TYPE_CHECKING:
+        name: str  # param's own `name`; the host always sets it (a task's name, else the kind)
     # Parameters handled by the host (e.g. a task's weight) rather than listed as the part's own.
     common_params: ClassVar[tuple[str, ...]] = ()
 

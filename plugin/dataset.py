@@ -52,7 +52,7 @@ class DatasetInfo:
             kind=raw["kind"],
             size=int(raw["size"]),
             classes=tuple(raw["classes"]),
-            image_shape=tuple(raw["image_shape"]),  # type: ignore[arg-type]
+            image_shape=tuple(raw["image_shape"]),
             has_true_labels=bool(raw["has_true_labels"]),
         )
 

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from activelab import keys
 from activelab.connectivity import explain_refusal
@@ -459,10 +459,12 @@ class LabelStore:
         self, labels: Mapping[int, Any] | Iterable[int], label: Any = None
     ) -> LabelEvent | None:
         """Label many samples in one change: a {index: label} mapping, or indices + one label."""
+        pairs: Iterable[tuple[int, Any]]
         if label is not None:
-            wanted = {self._check_index(i): self.resolve_label(label) for i in labels}
-        else:
-            wanted = {self._check_index(i): self.resolve_label(v) for i, v in dict(labels).items()}
+            pairs = ((i, label) for i in labels)
+        else:  # a mapping, or (index, label) pairs
+            pairs = dict(cast("Mapping[int, Any]", labels)).items()
+        wanted = {self._check_index(i): self.resolve_label(v) for i, v in pairs}
         return self._change(SET, wanted)
 
     def clear(self, indices: int | Iterable[int]) -> LabelEvent | None:

@@ -126,7 +126,7 @@ def launch(
         tags.update(
             {
                 keys.PARENT_RUN: parent_run,
-                keys.PARENT_CHECKPOINT: parent_checkpoint,
+                keys.PARENT_CHECKPOINT: parent_checkpoint or "",
                 keys.MLFLOW_PARENT_RUN_ID: parent_run,  # nests the run under its parent in the UI
             }
         )

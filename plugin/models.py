@@ -44,6 +44,7 @@ from activelab.version import __version__
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Sequence
 
     import pandas as pd
     from mlflow.entities import Experiment
@@ -516,7 +517,7 @@ class Lab:
         self,
         tracking_uri: str | None = None,
         home: str | os.PathLike | None = None,
-        tasks_dirs: list[str | os.PathLike] | None = None,
+        tasks_dirs: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
         self.settings = Settings.resolve(tracking_uri, home, tasks_dirs)
         # the drop-in folder exists from the start, so `cp my_task.py` into it just works

@@ -351,7 +351,7 @@ class Outbox:
         self,
         name: str,
         artifact_dir: str,
-        write: Callable[[Path], None],
+        write: Callable[[Path], object],
         tags: dict[str, str] | None = None,
     ) -> None:
         """A file for `<artifact_dir>/<name>`, written by `write(path)` into the spool; `tags`

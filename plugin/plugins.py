@@ -151,7 +151,7 @@ class PluginHost:
         self.conflicts: list[str] = []
         self._lock = threading.RLock()
         self._generation = 0
-        self._cache: dict[str, tuple[int, dict[str, type]]] = {}
+        self._cache: dict[str, tuple[int, dict[str, type[Any]]]] = {}
         self._listeners: list[Any] = []
         self._loaded = False
         self._folders_read: set[Path] = set()
@@ -304,7 +304,7 @@ class PluginHost:
         """Grows each time the set of plugins changes (for caches and the app)."""
         return self._generation
 
-    def registry(self, category: str) -> dict[str, type]:
+    def registry(self, category: str) -> dict[str, type[Any]]:
         """kind -> class for one category ("tasks", "trainers", ...), first registration wins."""
         with self._lock:
             cached = self._cache.get(category)
@@ -312,8 +312,8 @@ class PluginHost:
                 return cached[1]
             hook_name, base_module, base_name = CATEGORIES[category]
             base = getattr(importlib.import_module(base_module), base_name)
-            found: dict[str, type] = {}
-            collected: list[type] = []
+            found: dict[str, type[Any]] = {}
+            collected: list[type[Any]] = []
             for plugin_name, error in self._call_each(hook_name, register=collected.append):
                 if error is not None:
                     self.errors[plugin_name] = error_from_exception(
@@ -345,17 +345,18 @@ class PluginHost:
             return found
 
     @staticmethod
-    def _registration_problem(cls: Any, base: type, hook_name: str) -> str | None:
+    def _registration_problem(cls: Any, base: type[Any], hook_name: str) -> str | None:
         """Why a registered class cannot be used, or None."""
-        if not (isinstance(cls, type) and issubclass(cls, base) and cls.kind):
+        kind = getattr(cls, "kind", None)
+        if not (isinstance(cls, type) and issubclass(cls, base) and kind):
             return (
                 f"{hook_name} registered {cls!r}, which is not a {base.__name__} subclass "
                 "with a `kind`."
             )
-        if not KIND_NAME.fullmatch(str(cls.kind)):
+        if not KIND_NAME.fullmatch(str(kind)):
             # kinds become config keys, metric names and file names: plain names
             return (
-                f"{base.__name__} kind {str(cls.kind)[:60]!r} is not a plain name; use letters, "
+                f"{base.__name__} kind {str(kind)[:60]!r} is not a plain name; use letters, "
                 "digits and _ (e.g. 'my_task')."
             )
         return None
@@ -364,7 +365,7 @@ class PluginHost:
         record = self.records.get(plugin_name)
         return record.source if record else "unknown"
 
-    def get(self, category: str, kind: str) -> type:
+    def get(self, category: str, kind: str) -> type[Any]:
         """The class registered as `kind`, or a PluginError listing what exists."""
         found = self.registry(category)
         if kind not in found:

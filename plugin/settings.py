@@ -7,6 +7,7 @@ then the embedded default: a sqlite database and an artifact folder under the da
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -59,7 +60,7 @@ class Settings:
         cls,
         tracking_uri: str | None = None,
         home: str | os.PathLike | None = None,
-        tasks_dirs: list[str | os.PathLike] | None = None,
+        tasks_dirs: Sequence[str | os.PathLike[str]] | None = None,
     ) -> Settings:
         root = data_dir(home)
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri(root)

@@ -77,7 +77,7 @@ class ForkedWorker:
     def poll(self) -> int | None:
         """None while it runs, then its exit code."""
         if self.returncode is None:
-            code = self._exit_codes.get(self.pid, 0)  # reported already?
+            code = self._exit_codes.reported(self.pid)
             if code is None:
                 if self._process is not None and self._process.is_running():
                     return None  # (a pid reused since fails is_running: its start time differs)
@@ -90,7 +90,7 @@ class ForkedWorker:
             try:
                 self._process.wait(timeout)
             except psutil.TimeoutExpired as exc:
-                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout) from exc
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0) from exc
             except psutil.NoSuchProcess:
                 pass
         self.returncode = self._exit_codes.get(self.pid, EXIT_CODE_WAIT_S)
@@ -113,13 +113,17 @@ class ExitCodes:
         with self._changed:
             self._codes.pop(pid, None)
 
-    def get(self, pid: int, wait_s: float) -> int | None:
-        """`pid`'s code, waiting up to `wait_s` for it (-1 if it does not come then;
-        None at once when `wait_s` is 0 and it has not come yet)."""
+    def reported(self, pid: int) -> int | None:
+        """`pid`'s code if the warm worker has reported it, else None."""
+        with self._changed:
+            return self._codes.get(pid)
+
+    def get(self, pid: int, wait_s: float) -> int:
+        """`pid`'s code, waiting up to `wait_s` for it (-1 if it does not come then)."""
         with self._changed:
             if self._changed.wait_for(lambda: pid in self._codes, timeout=wait_s):
                 return self._codes[pid]
-        return None if wait_s == 0 else UNKNOWN_EXIT_CODE
+        return UNKNOWN_EXIT_CODE
 
 
 class WarmWorker:
@@ -144,6 +148,7 @@ class WarmWorker:
         threading.Thread(target=self._listen, name="activelab-warm-worker", daemon=True).start()
 
     def _listen(self) -> None:
+        assert self.process.stdout is not None  # a pipe: Popen(stdout=PIPE)
         for line in self.process.stdout:
             line = line.strip()
             if line == READY:
@@ -153,8 +158,8 @@ class WarmWorker:
                 self._exit_codes.forget(pid)  # a code for that pid was an earlier worker's
                 self._answers.put(pid)
             elif line.startswith(EXIT_PREFIX):
-                pid, code = line[len(EXIT_PREFIX) :].split()
-                self._exit_codes.put(int(pid), int(code))
+                ended, code = line[len(EXIT_PREFIX) :].split()
+                self._exit_codes.put(int(ended), int(code))
 
     @property
     def usable(self) -> bool:
@@ -167,6 +172,7 @@ class WarmWorker:
         if not self.usable:
             return None
         request = {"spec": str(spec_path), "env": env, "cwd": os.getcwd()}
+        assert self.process.stdin is not None  # a pipe: Popen(stdin=PIPE)
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
@@ -177,8 +183,9 @@ class WarmWorker:
 
     def close(self) -> None:
         """Closing its stdin ends it; the runs it forked go on."""
-        with contextlib.suppress(OSError):
-            self.process.stdin.close()
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
 
 
 _lock = threading.Lock()

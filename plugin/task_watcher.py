@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 if TYPE_CHECKING:
     from activelab.plugins import PluginHost
@@ -41,7 +42,7 @@ class TaskRegistry:
     def __init__(self, host: PluginHost, folders: list[Path] | tuple[Path, ...]) -> None:
         self.host = host
         self.folders = [Path(f).expanduser().resolve() for f in folders]
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
         self._timers: dict[Path, threading.Timer] = {}
         self._lock = threading.Lock()
 

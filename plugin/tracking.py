@@ -21,6 +21,8 @@ from activelab.ended_histories import EndedRunHistories
 from activelab.errors import ModelExistsError, StorageError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from mlflow.entities import Experiment, Run
 
     from activelab.settings import Settings
@@ -427,7 +429,7 @@ class ArtifactFolder:
             pass
         return removed
 
-    def read_many(self, paths: list[str], workers: int = 8) -> dict[str, bytes | None]:
+    def read_many(self, paths: Sequence[str], workers: int = 8) -> dict[str, bytes | None]:
         """Several files at once; remote reads run in parallel."""
         if self.local is not None or len(paths) <= 1:
             return {p: self.read(p) for p in paths}

@@ -73,6 +73,7 @@ def _log_labels(model: Model, client: Any, run_id: str) -> tuple[Any, str, int]:
     """Snapshot the labels this run trains on: artifact, dataset input and tags."""
     import mlflow
     import pandas as pd
+    from mlflow.data.pandas_dataset import from_pandas
 
     store = model.labels
     store.refresh()
@@ -85,9 +86,7 @@ def _log_labels(model: Model, client: Any, run_id: str) -> tuple[Any, str, int]:
     client.log_text(run_id, store.to_csv(), "labels/labels.csv")
     with warnings.catch_warnings():  # MLflow's hint about integer columns does not apply
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(
-            frame, name=f"{model.name}-labels", digest=digest, targets="label"
-        )
+        dataset = from_pandas(frame, name=f"{model.name}-labels", digest=digest, targets="label")
     mlflow.log_input(dataset, context="training", tags={"labeled": str(len(indices))})
     return labels, digest, len(indices)
 
@@ -194,7 +193,8 @@ def execute_run(
         outbox.stop_requested = stop_event
     mlflow.set_tracking_uri(spec.tracking_uri)
     note = RunNote(model.name, spec.epochs, config, spec.resume_run, spec.resume_checkpoint)
-    status, error, session, data = "FAILED", None, None, None
+    status, session, data = "FAILED", None, None
+    error: BaseException | None = None
     try:
         # nested: a run another thread of this process left active must not stop this one
         mlflow.start_run(run_id=spec.run_id, nested=True, log_system_metrics=spec.system_metrics)

@@ -62,7 +62,9 @@ class _IdxDataset(Dataset):
     root = param.String(
         default=None, allow_None=True, doc="Folder for the files (default: <data dir>/datasets)."
     )
-    split = param.Selector(default="train", objects=["train", "test"], doc="Which split.")
+    split: param.Selector[str] = param.Selector(
+        default="train", objects=["train", "test"], doc="Which split."
+    )
     download = param.Boolean(True, doc="Download the files when they are missing.")
 
     def _root(self) -> Path:

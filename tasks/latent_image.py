@@ -3,6 +3,7 @@ needs no browser or plotting server to be made, logged to MLflow and looked at t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ def to_2d(latent: np.ndarray) -> np.ndarray:
 
 
 def draw_panels(
-    panels: list[ScatterPanel], classes: list[str] = (), columns: int = 3, seed: int = 0
+    panels: list[ScatterPanel], classes: Sequence[str] = (), columns: int = 3, seed: int = 0
 ) -> np.ndarray:
     """One image (height x width x 3, uint8) with a scatter per panel, each scaled to its own
     points, titled, classes colored as on the Label page and named in a legend below."""
@@ -57,8 +58,8 @@ def draw_panels(
     for index, name in enumerate(classes):
         x = MARGIN_PX // 2 + (index % per_row) * LEGEND_ITEM_PX
         y = rows * cell + (index // per_row) * 18 + 4
-        color = tuple(int(c) for c in CLASS_COLORS[index % len(CLASS_COLORS)])
-        draw.rectangle((x, y + 2, x + 9, y + 11), fill=color)
+        rgb = CLASS_COLORS[index % len(CLASS_COLORS)]
+        draw.rectangle((x, y + 2, x + 9, y + 11), fill=(int(rgb[0]), int(rgb[1]), int(rgb[2])))
         draw.text((x + 14, y), str(name)[:12], fill=(40, 40, 40))
     rng = np.random.default_rng(seed)
     for index, panel in enumerate(panels):
@@ -70,18 +71,19 @@ def draw_panels(
         if len(keep) > MAX_POINTS:  # a sample draws the same picture much faster
             keep = np.sort(rng.choice(keep, MAX_POINTS, replace=False))
         xy = np.asarray(panel.xy, dtype=np.float64)[keep]
-        classes = np.asarray(panel.classes)[keep]
+        point_classes = np.asarray(panel.classes)[keep]
         finite = np.isfinite(xy).all(axis=1)
-        xy, classes = xy[finite], classes[finite]
+        xy, point_classes = xy[finite], point_classes[finite]
         if not len(xy):
             continue
         low, high = np.percentile(xy, 0.5, axis=0), np.percentile(xy, 99.5, axis=0)
         span = np.where(high > low, high - low, 1.0)
         pixels = (np.clip((xy - low) / span, 0, 1) * (PANEL_PX - 8) + 4).astype(int)
         # unlabeled first, so classes are drawn on top
-        for cls in [-1, *sorted(set(classes.tolist()) - {-1})]:
-            color = NO_CLASS if cls < 0 else CLASS_COLORS[cls % len(CLASS_COLORS)]
-            for x, y in pixels[classes == cls]:
+        for cls in [-1, *sorted(set(point_classes.tolist()) - {-1})]:
+            rgb = NO_CLASS if cls < 0 else CLASS_COLORS[cls % len(CLASS_COLORS)]
+            fill = (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+            for x, y in pixels[point_classes == cls]:
                 px, py = left + x, top + PANEL_PX - y
-                draw.rectangle((px - 1, py - 1, px + 1, py + 1), fill=tuple(int(c) for c in color))
+                draw.rectangle((px - 1, py - 1, px + 1, py + 1), fill=fill)
     return np.asarray(image)

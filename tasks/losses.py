@@ -23,7 +23,7 @@ class Reconstruction(Task):
     kind = "reconstruction"
     metric_thresholds = {"mse": (0.02, 0.06, False)}
 
-    loss_type = param.Selector(
+    loss_type: param.Selector[str] = param.Selector(
         default="mse", objects=["mse", "bce"], doc="Mean squared error or binary cross-entropy."
     )
 
@@ -80,12 +80,12 @@ class Classification(Task):
 
     hidden = param.Integer(64, bounds=(0, 4096), doc="Hidden units of the head (0 = linear).")
     label_smoothing = param.Number(0.0, bounds=(0, 0.5), doc="Cross-entropy label smoothing.")
-    propagated_weight = param.Number(
+    propagated_weight: param.Number[float] = param.Number(
         1.0,
         bounds=(0, None),
         doc="Weight of the propagated labels of unlabeled samples (0 = labeled samples only).",
     )
-    min_certainty = param.Number(
+    min_certainty: param.Number[float] = param.Number(
         0.0, bounds=(0, 1), doc="Propagated labels less certain than this are not used."
     )
 
@@ -112,9 +112,10 @@ class Classification(Task):
             loss = F.cross_entropy(
                 logits, batch.labels[labeled], label_smoothing=self.label_smoothing
             )
-        if self.propagated_weight > 0 and batch.propagated is not None:
-            weights = batch.propagated_certainty * (~labeled).float()
-            weights = weights * (batch.propagated_certainty >= self.min_certainty).float()
+        certainty = batch.propagated_certainty
+        if self.propagated_weight > 0 and batch.propagated is not None and certainty is not None:
+            weights = certainty * (~labeled).float()
+            weights = weights * (certainty >= self.min_certainty).float()
             if bool((weights > 0).any()):
                 per_sample = F.cross_entropy(
                     module(self.latent(out.mu)), batch.propagated, reduction="none"
@@ -184,7 +185,7 @@ class NeighbourMap(Task):
         """Mean -log q over pairs of rows of one class, each pair weighted by both certainties."""
         import torch
 
-        if batch.propagated is not None:
+        if batch.propagated is not None and batch.propagated_certainty is not None:
             classes, certainty = batch.propagated, batch.propagated_certainty
         else:
             classes = batch.labels

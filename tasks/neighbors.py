@@ -70,7 +70,7 @@ def neighbours_of(images: np.ndarray, k: int) -> np.ndarray:
 def _digest(images: np.ndarray) -> bytes:
     import hashlib
 
-    return hashlib.blake2b(np.ascontiguousarray(images).view(np.uint8), digest_size=16).digest()
+    return hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).digest()
 
 
 def propagate_labels(

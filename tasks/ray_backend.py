@@ -92,7 +92,7 @@ class RayBackend(Backend):
         url = self.url()
         parsed = urlparse(url)
         try:  # a bounded probe first: Ray's client waits on a silent address without end
-            socket.create_connection((parsed.hostname, parsed.port), CONNECT_TIMEOUT_S).close()
+            socket.create_connection((parsed.hostname, parsed.port or 0), CONNECT_TIMEOUT_S).close()
         except OSError as exc:
             raise InvalidConfigError(
                 f"Cannot reach the Ray cluster at {url} ({exc}). Start one with "

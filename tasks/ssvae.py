@@ -200,7 +200,7 @@ class SSVAETrainer(Trainer):
         doc="Where to train: auto (a CUDA GPU when the worker has one, else the CPU), cpu, "
         "cuda or cuda:N.",
     )
-    precision = param.Selector(
+    precision: param.Selector[str] = param.Selector(
         default="fp32",
         objects=list(PRECISIONS),
         doc="Number format of the network's forward pass: fp32, or bf16 mixed precision "
@@ -579,7 +579,8 @@ class SSVAETrainer(Trainer):
                 latents.append(out.mu.cpu().numpy())
                 if predictor is not None:
                     logits = predictor.predict(out, heads[predictor.name])
-                    probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
+                    if logits is not None:  # a predicting task returns logits
+                        probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
         points = np.concatenate(maps).astype(np.float32)
         latent = np.concatenate(latents).astype(np.float32)
         columns = {f"z{i}": points[:, i] for i in range(points.shape[1])}

@@ -1,12 +1,14 @@
-"""Helpers every page uses: escaping, small HTML pieces, running work off the request path."""
+"""What every page shares: the `Page` base (shown/left, a poll while shown), escaping, small HTML
+pieces (banners, saved/failed notes), and running work off the request path (`UiThread`)."""
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import panel as pn
 
@@ -14,6 +16,12 @@ import panel as pn
 from activelab.errors import ActivelabError
 from activelab.humanize import duration, relative_time  # noqa: F401
 from activelab.humanize import number as fmt  # noqa: F401
+from activelab.panel_app.vm.home import describe_error
+
+if TYPE_CHECKING:
+    from panel.io.callbacks import PeriodicCallback
+
+    from activelab.panel_app.vm.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +34,21 @@ process_stopping = threading.Event()
 def esc(value: Any) -> str:
     """User-provided text shown in HTML is always escaped."""
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def banner(text: Any) -> str:
+    """A message across the page (an error, a notice); `text` is escaped."""
+    return f"<div class='al-banner'>{esc(text)}</div>"
+
+
+def error_banner(exc: BaseException) -> str:
+    """An error as the person reads it (the same wording as the CLI), across the page."""
+    return banner(describe_error(exc))
+
+
+def note(text: Any, ok: bool = True) -> str:
+    """A one-line outcome beside the control that caused it ("Saved ...", an error)."""
+    return f"<span class='{'al-ok' if ok else 'al-error'}'>{esc(text)}</span>"
 
 
 def status_badge(status: str | None) -> str:
@@ -86,7 +109,7 @@ class UiThread:
                 expected = isinstance(exc, ActivelabError)
                 log.warning("Background work failed: %s", exc, exc_info=not expected)
                 if failed is not None:
-                    self.call(lambda error=exc: failed(error))
+                    self.call(functools.partial(failed, exc))
                 return
             if done is not None:
                 self.call(lambda: done(result))
@@ -99,3 +122,43 @@ class UiThread:
         else:
             thread.start()
         return thread
+
+
+class Page(pn.viewable.Viewer):
+    """One page of the app: the shell shows it (`activate`) and leaves it (`deactivate`).
+
+    A page overrides `shown` (bring what it displays up to date) and, if it sets `poll_ms`,
+    `poll`, which runs every `poll_ms` while the page is shown and never after it was left.
+    `model_changed` is called when the model in use changes while the page is shown.
+    """
+
+    poll_ms: ClassVar[int | None] = None
+
+    def __init__(self, state: AppState, **params: Any) -> None:
+        super().__init__(**params)
+        self.state = state
+        self.ui = UiThread()
+        self.active = False
+        self._periodic: PeriodicCallback | None = None
+
+    def activate(self) -> None:
+        self.active = True
+        self.ui = UiThread()  # the session that shows the page now
+        self.shown()
+        if self.poll_ms and self._periodic is None:
+            self._periodic = pn.state.add_periodic_callback(self.poll, period=self.poll_ms)
+
+    def deactivate(self) -> None:
+        self.active = False
+        if self._periodic is not None:
+            self._periodic.stop()
+            self._periodic = None
+
+    def shown(self) -> None:
+        """The page is shown (again): refresh what it displays."""
+
+    def poll(self) -> None:
+        """Every `poll_ms` while shown: pick up what changed elsewhere."""
+
+    def model_changed(self) -> None:
+        """The model in use changed while this page is shown."""

@@ -3,8 +3,10 @@ final and best figures and the labels they trained on."""
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -13,7 +15,7 @@ from bokeh.models import HoverTool
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
-from activelab.panel_app.pages.common import UiThread, esc
+from activelab.panel_app.pages.common import Page, esc
 from activelab.panel_app.vm.compare import X_AXES, CompareViewModel
 from activelab.panel_app.vm.home import describe_error
 from activelab.panel_app.vm.monitor import smooth
@@ -53,7 +55,7 @@ class FrameTable(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         return self.holder
 
-    def show(self, frame: pd.DataFrame, hidden: list[str] | None = None) -> None:
+    def set_frame(self, frame: pd.DataFrame, hidden: list[str] | None = None) -> None:
         if list(frame.columns) == list(self.table.value.columns):
             self.table.param.update(value=frame, hidden_columns=hidden or [])
             return
@@ -65,12 +67,14 @@ class FrameTable(pn.viewable.Viewer):
         self.holder[:] = [self.table]
 
 
-class ComparePage(pn.viewable.Viewer):
+def _ignore_event(react: Callable[[], None], event: Any) -> None:
+    react()
+
+
+class ComparePage(Page):
     def __init__(self, state: AppState, **params: Any) -> None:
-        super().__init__(**params)
-        self.state = state
+        super().__init__(state, **params)
         self.vm = CompareViewModel(state)
-        self.ui = UiThread()
         self._loads = 0  # curve reads started; only the latest one draws
         # the first visit with a model in use starts from its latest runs, not a blank page
         self.preselect_latest = False
@@ -102,13 +106,14 @@ class ComparePage(pn.viewable.Viewer):
             callback=self._csv, filename="compare.csv", label="Curves as CSV",
             color="light", width=140, align="end",
         )  # fmt: skip
-        for widget in (self.models, self.status, self.tag):
-            widget.param.watch(lambda e: self._find(), "value")
-        self.runs.param.watch(lambda e: self._runs_changed(), "value")
-        for widget in (self.metrics, self.x_axis):
-            widget.param.watch(lambda e: self._load(), "value")
-        for widget in (self.smoothing, self.log_scale):
-            widget.param.watch(lambda e: self._draw(), "value")
+        watched: list[tuple[Any, Callable[[], None]]] = [
+            (self.models, self._find), (self.status, self._find), (self.tag, self._find),
+            (self.runs, self._runs_changed),
+            (self.metrics, self._load), (self.x_axis, self._load),
+            (self.smoothing, self._draw), (self.log_scale, self._draw),
+        ]  # fmt: skip
+        for widget, react in watched:
+            widget.param.watch(functools.partial(_ignore_event, react), "value")
         self.only_differing.param.watch(lambda e: self._tables(), "value")
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -128,8 +133,7 @@ class ComparePage(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )  # fmt: skip
 
-    def activate(self) -> None:
-        self.ui = UiThread()
+    def shown(self) -> None:
         try:
             self.models.options = picker_options(self.vm.models())
             if self.state.model_id and not self.models.value:
@@ -139,12 +143,6 @@ class ComparePage(pn.viewable.Viewer):
                 self._find()
         except Exception as exc:
             self._say(describe_error(exc))
-
-    def deactivate(self) -> None:
-        pass
-
-    def model_changed(self) -> None:
-        pass
 
     # --- picking runs -------------------------------------------------------------------------
 
@@ -225,9 +223,9 @@ class ComparePage(pn.viewable.Viewer):
         plot.xaxis.axis_label = X_AXES[self.vm.x_axis]
         run_colors = {run_id: Category10_10[i % 10] for i, run_id in enumerate(self.vm.selected)}
         metric_dashes = {m: DASHES[i % len(DASHES)] for i, m in enumerate(self.vm.metrics)}
-        renderers = []
+        renderers: list[Any] = []  # (Bokeh's HoverTool wants DataRenderers)
         for curve in curves:
-            values = smooth(list(curve.y), self.smoothing.value)
+            values = smooth(list(curve.y), self.smoothing.value or 0.0)
             renderers.append(
                 plot.line(
                     x=curve.x,
@@ -257,8 +255,8 @@ class ComparePage(pn.viewable.Viewer):
             figures["MLflow"] = [self.vm.run_url(r) or "" for r in figures["run_id"]]
             figures["open"] = ["open ↗" if u else "" for u in figures["MLflow"]]
             hidden = ["run_id", "open"] + ([] if figures["MLflow"].any() else ["MLflow"])
-        self.figures.show(figures.round(5) if not figures.empty else figures, hidden)
-        self.params.show(self.vm.params_table())
+        self.figures.set_frame(figures.round(5) if not figures.empty else figures, hidden)
+        self.params.set_frame(self.vm.params_table())
 
     def _say(self, text: str) -> None:
         self.message.object = f"<p class='al-muted'>{esc(text)}</p>" if text else ""

@@ -3,6 +3,8 @@ log scale, a hover of step / value / time / elapsed, and the toolbar's PNG save.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource, HoverTool
@@ -71,7 +73,7 @@ class CurvePlot:
         plot.xaxis.axis_label = self.x_label
         colors = palette(len(curves))
         self.sources = {}
-        renderers = []
+        renderers: list[Any] = []  # (Bokeh's HoverTool wants DataRenderers)
         for color, (key, series) in zip(colors, sorted(curves.items()), strict=False):
             source = ColumnDataSource(self._columns(series, started_ms, series.values))
             self.sources[key] = source

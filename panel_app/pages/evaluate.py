@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import panel as pn
 
-from activelab.panel_app.pages.common import UiThread, duration, esc, fmt
+from activelab.panel_app.pages.common import Page, duration, error_banner, esc, fmt
 from activelab.panel_app.pages.label import png
 from activelab.panel_app.vm.evaluate import EvaluateViewModel
 from activelab.panel_app.vm.home import describe_error
@@ -73,15 +73,14 @@ def eta_text(elapsed_s: float, done: int, total: int) -> str:
     return f" · about {duration(elapsed_s / done * (total - done))} left"
 
 
-class EvaluatePage(pn.viewable.Viewer):
+class EvaluatePage(Page):
+    poll_ms = PLUGIN_WATCH_MS
+
     def __init__(self, state: AppState, **params: Any) -> None:
-        super().__init__(**params)
-        self.state = state
+        super().__init__(state, **params)
         self.vm = EvaluateViewModel(state)
-        self.ui = UiThread()
         self._loaded_model = ""
         self._plugins_seen = -1
-        self._plugin_watch: Any = None
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
         self.run = pn.widgets.Select(label="Run", options={}, width=320)
         self.checkpoint = pn.widgets.Select(label="Checkpoint", options={}, width=200)
@@ -155,25 +154,14 @@ class EvaluatePage(pn.viewable.Viewer):
 
     # --- page life ----------------------------------------------------------------------------
 
-    def activate(self) -> None:
-        self.ui = UiThread()
+    def shown(self) -> None:
         model_id = self.state.model_id
         if not model_id:
             self.status.object = (
                 "<div class='al-empty'><p>Pick a model on the Home page to evaluate it.</p></div>"
             )
-            return
-        if model_id != self._loaded_model:
+        elif model_id != self._loaded_model:
             self._load(model_id)
-        if self._plugin_watch is None:
-            self._plugin_watch = pn.state.add_periodic_callback(
-                self._watch_plugins, period=PLUGIN_WATCH_MS
-            )
-
-    def deactivate(self) -> None:
-        if self._plugin_watch is not None:
-            self._plugin_watch.stop()
-            self._plugin_watch = None
 
     def model_changed(self) -> None:
         if self.state.model_id and self.state.model_id != self._loaded_model:
@@ -188,7 +176,8 @@ class EvaluatePage(pn.viewable.Viewer):
         if self.analyzer.value not in self.analyzer.options.values() and self.analyzer.options:
             self.analyzer.value = next(iter(self.analyzer.options.values()))
 
-    def _watch_plugins(self) -> None:
+    def poll(self) -> None:
+        """An analyzer dropped into a task folder shows up in the picker."""
         if self._loaded_model and self.vm.lab.plugins.generation != self._plugins_seen:
             self._refresh_analyzers()
 
@@ -198,7 +187,7 @@ class EvaluatePage(pn.viewable.Viewer):
             runs = self.vm.load(model_id)
             self._refresh_analyzers()
         except Exception as exc:
-            self.status.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+            self.status.object = error_banner(exc)
             return
         if not runs:
             self.status.object = (
@@ -269,7 +258,7 @@ class EvaluatePage(pn.viewable.Viewer):
 
         def failed(exc: BaseException) -> None:
             self.evaluate_button.disabled = False
-            self.metrics.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+            self.metrics.object = error_banner(exc)
 
         self.ui.background(self.vm.evaluate, done=done, failed=failed)
 
@@ -343,7 +332,7 @@ class EvaluatePage(pn.viewable.Viewer):
 
         def failed(exc: BaseException) -> None:
             self.grid.visible = False
-            self.grid_note.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+            self.grid_note.object = error_banner(exc)
 
         self.ui.background(self.vm.reconstruction_grid, done=done, failed=failed)
 
@@ -409,6 +398,6 @@ class EvaluatePage(pn.viewable.Viewer):
 
         def failed(exc: BaseException) -> None:
             self.analysis_progress.visible = False
-            self.analysis.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+            self.analysis.object = error_banner(exc)
 
         self.ui.background(lambda: self.vm.analyze(kind, show), done=done, failed=failed)

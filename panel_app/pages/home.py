@@ -8,10 +8,12 @@ from urllib.parse import quote
 import panel as pn
 
 from activelab.panel_app.pages.common import (
-    UiThread,
+    Page,
+    banner,
     duration,
     esc,
     fmt,
+    note,
     relative_time,
     status_badge,
 )
@@ -21,16 +23,14 @@ from activelab.panel_app.vm.state import AppState
 REFRESH_MS = 4000
 
 
-class HomePage(pn.viewable.Viewer):
+class HomePage(Page):
+    poll_ms = REFRESH_MS
+
     def __init__(self, state: AppState, **params: Any) -> None:
-        super().__init__(**params)
-        self.state = state
+        super().__init__(state, **params)
         self.vm = HomeViewModel(state)
-        self.ui = UiThread()
-        self._periodic = None
         self._card_views: dict[str, tuple[Any, Any]] = {}  # model id -> (card, its text)
         self._latest: dict[str, Any] = {}  # model id -> the card data last shown
-        self._active = False
 
         self.search = pn.widgets.TextInput(placeholder="Search by name, data set or tag", width=260)
         self.search.param.watch(lambda e: setattr(self.vm, "query", e.new), "value_input")
@@ -88,28 +88,18 @@ class HomePage(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
 
-    def activate(self) -> None:
-        self._active = True
-        self.ui = UiThread()
+    def shown(self) -> None:
         self._render_now()
         self.ui.background(self.vm.refresh)
-        if self._periodic is None:
-            self._periodic = pn.state.add_periodic_callback(self._tick, period=REFRESH_MS)
 
-    def deactivate(self) -> None:
-        self._active = False
-        if self._periodic is not None:
-            self._periodic.stop()
-            self._periodic = None
-
-    def _tick(self) -> None:
+    def poll(self) -> None:
         self.ui.background(self.vm.refresh)
 
     # --- rendering ----------------------------------------------------------------------------
 
     def _render(self) -> None:
         # A refresh that lands after the page was left would update detached views.
-        if self._active:
+        if self.active:
             self.ui.call(self._render_now)
 
     def _render_now(self) -> None:
@@ -117,7 +107,7 @@ class HomePage(pn.viewable.Viewer):
         if not self.vm.loaded:
             self.cards[:] = [pn.indicators.LoadingSpinner(value=True, size=40)]
         elif self.vm.error and not self.vm.cards:
-            self.cards[:] = [pn.pane.HTML(f"<div class='al-banner'>{esc(self.vm.error)}</div>")]
+            self.cards[:] = [pn.pane.HTML(banner(self.vm.error))]
         elif not self.vm.cards:
             self.cards[:] = [self._empty_state()]
         elif not cards:
@@ -254,7 +244,7 @@ class HomePage(pn.viewable.Viewer):
         self.f_dataset.param.watch(
             lambda e: setattr(self.f_path, "visible", e.new == "image-folder"), "value"
         )
-        self.f_error = pn.pane.HTML("", styles={"color": "#c92a2a"})
+        self.f_error = pn.pane.HTML("")
         create = pn.widgets.Button(label="Create", color="primary")
         create.on_click(lambda e: self._create())
         create_dialog = pn.Modal(
@@ -270,7 +260,7 @@ class HomePage(pn.viewable.Viewer):
         )
 
         self.r_name = pn.widgets.TextInput(label="New name")
-        self.r_error = pn.pane.HTML("", styles={"color": "#c92a2a"})
+        self.r_error = pn.pane.HTML("")
         save = pn.widgets.Button(label="Save name", color="primary")
         save.on_click(lambda e: self._rename())
         rename_dialog = pn.Modal(
@@ -304,14 +294,14 @@ class HomePage(pn.viewable.Viewer):
         params = {"path": self.f_path.value} if self.f_dataset.value == "image-folder" else {}
         try:
             card = self.vm.create(
-                self.f_name.value,
-                self.f_description.value,
+                self.f_name.value or "",
+                self.f_description.value or "",
                 self.f_preset.value,
                 self.f_dataset.value,
                 params,
             )
         except Exception as exc:
-            self.f_error.object = esc(describe_error(exc))
+            self.f_error.object = note(describe_error(exc), ok=False)
             return
         self.create_dialog.hide()
         self.state.notify(f"Created model “{card.name}”.", "success")
@@ -324,9 +314,9 @@ class HomePage(pn.viewable.Viewer):
 
     def _rename(self) -> None:
         try:
-            card = self.vm.rename(self._target.id, self.r_name.value)
+            card = self.vm.rename(self._target.id, self.r_name.value or "")
         except Exception as exc:
-            self.r_error.object = esc(describe_error(exc))
+            self.r_error.object = note(describe_error(exc), ok=False)
             return
         self.rename_dialog.hide()
         self.state.notify(f"Renamed to “{card.name}”.", "success")

@@ -6,6 +6,7 @@ points (DESIGN: patching one point ~1 ms vs ~470 ms to replace a HoloViews pane)
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import time
@@ -23,7 +24,7 @@ from bokeh.models import (
 from bokeh.palettes import Category10_10, Category20_20, Turbo256, Viridis256
 from bokeh.plotting import figure
 
-from activelab.panel_app.pages.common import UiThread, esc, fmt
+from activelab.panel_app.pages.common import Page, error_banner, esc, fmt, note
 from activelab.panel_app.vm.home import describe_error
 from activelab.panel_app.vm.label import COLOR_MODES, LabelViewModel
 from activelab.panel_app.vm.state import AppState
@@ -79,19 +80,20 @@ def png(image: np.ndarray, scale: int) -> bytes:
     array = np.clip(image, 0, 1)
     array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
     picture = Image.fromarray((array * 255).astype(np.uint8))
-    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    picture = picture.resize(
+        (picture.width * scale, picture.height * scale), Image.Resampling.NEAREST
+    )
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-class LabelPage(pn.viewable.Viewer):
+class LabelPage(Page):
+    poll_ms = POLL_MS
+
     def __init__(self, state: AppState, **params: Any) -> None:
-        super().__init__(**params)
-        self.state = state
+        super().__init__(state, **params)
         self.vm = LabelViewModel(state)
-        self.ui = UiThread()
-        self._periodic = None
         self._polling = False  # a poll's reads are under way
         self._loaded_model = ""
         self.source: ColumnDataSource | None = None
@@ -118,6 +120,7 @@ class LabelPage(pn.viewable.Viewer):
         self.next_button.on_click(lambda e: self._next())
         self.plot_area = pn.Column(sizing_mode="stretch_both", min_height=460)
         self.legend = pn.pane.HTML("", css_classes=["al-legend"], width=170)
+        self._classes: list[str] = []  # the classes the map's colours were built for
         self.detail = pn.pane.HTML("", sizing_mode="stretch_width")
         self.image = pn.pane.PNG(None, width=112, height=112, visible=False)
         self.recon = pn.pane.PNG(None, width=112, height=112, visible=False)
@@ -204,21 +207,13 @@ class LabelPage(pn.viewable.Viewer):
             sizing_mode="stretch_both",
         )
 
-    def activate(self) -> None:
-        self.ui = UiThread()
+    def shown(self) -> None:
         self._refresh_picker()
         model_id = self.state.model_id
         if model_id and model_id != self._loaded_model:
             self._load(model_id)
         elif not model_id:
             self.status.object = "<p class='al-muted'>Pick a model to label.</p>"
-        if self._periodic is None:
-            self._periodic = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
-
-    def deactivate(self) -> None:
-        if self._periodic is not None:
-            self._periodic.stop()
-            self._periodic = None
 
     def model_changed(self) -> None:
         """The model in use changed while this page is shown (e.g. back/forward in the URL)."""
@@ -263,11 +258,11 @@ class LabelPage(pn.viewable.Viewer):
 
         def failed(exc: BaseException) -> None:
             self.plot_area[:] = []
-            self.status.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+            self.status.object = error_banner(exc)
 
         self.ui.background(lambda: self.vm.load(model_id), failed=failed)
 
-    def _poll(self) -> None:
+    def poll(self) -> None:
         """Labels from elsewhere, and a finished run's new map, without a page reload.
 
         The reads run in a thread: on the event loop they would hold every click and key
@@ -286,7 +281,7 @@ class LabelPage(pn.viewable.Viewer):
         def done(outcome: bool | Exception) -> None:
             self._polling = False
             if isinstance(outcome, Exception):
-                self.status.object = f"<div class='al-banner'>{esc(describe_error(outcome))}</div>"
+                self.status.object = error_banner(outcome)
             elif outcome:
                 self.state.notify("The map now shows the latest training run.", "info")
 
@@ -431,18 +426,19 @@ class LabelPage(pn.viewable.Viewer):
                 width=60 if len(hint + name) < 6 else 130,
                 styles={"border-left": f"6px solid {class_palette(len(self._classes))[i]}"},
             )
-            button.on_click(
-                lambda e, cls=i: self._act(lambda: self.vm.label_selection(cls), "labeled")
-            )
+            button.on_click(functools.partial(self._label_selection, i))
             buttons.append(button)
         self.class_buttons[:] = buttons
+
+    def _label_selection(self, cls: int, event: Any = None) -> None:
+        self._act(lambda: self.vm.label_selection(cls), "labeled")
 
     def _act(self, action: Any, verb: str) -> None:
         start = time.perf_counter()
         try:
             changed = action()  # saves to MLflow, then patches the plot (watchers run inline)
         except Exception as exc:
-            self.saved.object = f"<span style='color:#c92a2a'>{esc(describe_error(exc))}</span>"
+            self.saved.object = note(describe_error(exc), ok=False)
             return
         if changed:
             took = (time.perf_counter() - start) * 1000
@@ -452,16 +448,14 @@ class LabelPage(pn.viewable.Viewer):
                 verb,
                 took,
             )
-            self.saved.object = (
-                f"<span style='color:#2f9e44'>✓ Saved: {changed} sample(s) {verb}.</span>"
-            )
+            self.saved.object = note(f"✓ Saved: {changed} sample(s) {verb}.")
         else:
             self.saved.object = (
                 "<span class='al-muted'>Select samples first (click, box or lasso).</span>"
             )
 
     def _labels_csv(self) -> io.StringIO:
-        if self.vm.model is not None:
+        if self.vm.has_model:
             self.export_csv.filename = f"{self.vm.model.name}-labels.csv"
         return io.StringIO(self.vm.labels_csv())
 
@@ -473,10 +467,10 @@ class LabelPage(pn.viewable.Viewer):
         try:
             changed = self.vm.import_csv(decode_csv(event.new, self.import_csv.filename or "file"))
         except Exception as exc:  # a malformed file: nothing changed, the line is named
-            self.saved.object = f"<span style='color:#c92a2a'>{esc(describe_error(exc))}</span>"
+            self.saved.object = note(describe_error(exc), ok=False)
             return
         self.saved.object = (
-            f"<span style='color:#2f9e44'>✓ Saved: {changed} sample(s) imported.</span>"
+            note(f"✓ Saved: {changed} sample(s) imported.")
             if changed
             else "<span class='al-muted'>Nothing to change: those labels are already set.</span>"
         )
@@ -528,7 +522,7 @@ class LabelPage(pn.viewable.Viewer):
         if self._images_for == (index, self.vm.source_run):
             return  # a label change: the images stay as they are
         shown = self._images_for = (index, self.vm.source_run)
-        original = self.vm.data.images[index]
+        original = self.vm.image(index)
         scale = max(1, 112 // original.shape[-1])
         self.image.param.update(object=png(original, scale), visible=True)
 

@@ -6,19 +6,18 @@ from typing import Any
 
 import panel as pn
 
-from activelab.panel_app.pages.common import UiThread, esc
+from activelab.panel_app.pages.common import Page, esc
 from activelab.panel_app.vm.plugins import PluginsViewModel
 from activelab.panel_app.vm.state import AppState
 
 
-class PluginsPage(pn.viewable.Viewer):
+class PluginsPage(Page):
+    poll_ms = 1000  # a file dropped into a task folder shows up within a second
+
     def __init__(self, state: AppState, **params: Any) -> None:
-        super().__init__(**params)
-        self.state = state
+        super().__init__(state, **params)
         self.vm = PluginsViewModel(state)
-        self.ui = UiThread()
         self.body = pn.pane.HTML("", sizing_mode="stretch_width")
-        self._periodic = None
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
@@ -27,17 +26,12 @@ class PluginsPage(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
 
-    def activate(self) -> None:
-        self.ui = UiThread()
+    def shown(self) -> None:
         self.state.context.start_watching()
         self._refresh(force=True)
-        if self._periodic is None:
-            self._periodic = pn.state.add_periodic_callback(self._refresh, period=1000)
 
-    def deactivate(self) -> None:
-        if self._periodic is not None:
-            self._periodic.stop()
-            self._periodic = None
+    def poll(self) -> None:
+        self._refresh()
 
     @staticmethod
     def _row(record: Any) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import panel as pn
 
-from activelab.panel_app.pages.common import esc
+from activelab.panel_app.pages.common import Page, esc
 from activelab.panel_app.vm.state import AppState
 from activelab.presets import PRESETS
 
@@ -24,10 +24,9 @@ def load_preferences(state: AppState) -> dict[str, Any]:
         return {}
 
 
-class SettingsPage(pn.viewable.Viewer):
+class SettingsPage(Page):
     def __init__(self, state: AppState, **params: Any) -> None:
-        super().__init__(**params)
-        self.state = state
+        super().__init__(state, **params)
         prefs = load_preferences(state)
         datasets = sorted(state.lab.plugins.registry("datasets"))
         self.preset = pn.widgets.Select(
@@ -53,7 +52,7 @@ class SettingsPage(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
 
-    def activate(self) -> None:
+    def shown(self) -> None:
         settings = self.state.lab.settings
         context = self.state.context
         folders = "".join(f"<code>{esc(f)}</code><br>" for f in settings.tasks_dirs)
@@ -72,9 +71,6 @@ class SettingsPage(pn.viewable.Viewer):
             f"<div><b>Task folders</b>{folders}</div>"
             f"<div><b>Version</b>activelab {esc(self.state.version)}</div></div>"
         )
-
-    def deactivate(self) -> None:
-        pass
 
     def _save(self) -> None:
         path = settings_path(self.state)

@@ -4,6 +4,7 @@ live monitor of any run of the model (it reads MLflow, so scripted runs show up 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import textwrap
@@ -15,10 +16,13 @@ import panel as pn
 import param
 
 from activelab.panel_app.pages.common import (
-    UiThread,
+    Page,
+    banner,
     duration,
+    error_banner,
     esc,
     fmt,
+    note,
     status_badge,
 )
 from activelab.panel_app.pages.curves import CurvePlot
@@ -55,14 +59,14 @@ def param_widgets(instance: Any, names: list[str]) -> dict[str, Any]:
     return widgets
 
 
-class TrainPage(pn.viewable.Viewer):
+class TrainPage(Page):
+    poll_ms = POLL_MS
+
     def __init__(self, state: AppState, **params: Any) -> None:
-        super().__init__(**params)
-        self.state = state
+        super().__init__(state, **params)
         self.vm = TrainViewModel(state)
-        self.ui = UiThread()
-        self._periodic = None
         self._loaded_model = ""
+        self._building = False  # the task forms are being (re)built: their events are ours
         self._polls = 0
         self._busy = False
         self.monitor: RunMonitor | None = None
@@ -75,13 +79,7 @@ class TrainPage(pn.viewable.Viewer):
         self.trainer.param.watch(self._trainer_picked, "value")
         self.preset = pn.widgets.Select(label="Preset", options=list(PRESETS), width=150)
         self.apply_preset = pn.widgets.Button(label="Apply preset", align="end")
-        self.apply_preset.on_click(
-            lambda e: self._edit(
-                lambda: self.vm.apply_preset(self.preset.value),
-                rebuild=True,
-                done=f"Applied preset {self.preset.value!r}.",
-            )
-        )
+        self.apply_preset.on_click(lambda e: self._apply_preset())
         self.trainer_form = pn.Column(sizing_mode="stretch_width")
         # --- tasks ---
         self.tasks = pn.Column(sizing_mode="stretch_width")
@@ -209,8 +207,7 @@ class TrainPage(pn.viewable.Viewer):
 
     # --- page life ------------------------------------------------------------------------------
 
-    def activate(self) -> None:
-        self.ui = UiThread()
+    def shown(self) -> None:
         model_id = self.state.model_id
         if not model_id:
             self.status.object = (
@@ -218,13 +215,6 @@ class TrainPage(pn.viewable.Viewer):
             )
         elif model_id != self._loaded_model:
             self._load(model_id)
-        if self._periodic is None:
-            self._periodic = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
-
-    def deactivate(self) -> None:
-        if self._periodic is not None:
-            self._periodic.stop()
-            self._periodic = None
 
     def model_changed(self) -> None:
         if self.state.model_id and self.state.model_id != self._loaded_model:
@@ -235,7 +225,7 @@ class TrainPage(pn.viewable.Viewer):
         try:
             self.vm.load(model_id)
         except Exception as exc:
-            self.status.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+            self.status.object = error_banner(exc)
             return
         self.status.object = ""
         self.vm.plugins_changed()
@@ -304,7 +294,7 @@ class TrainPage(pn.viewable.Viewer):
         try:
             task_cls = host.get("tasks", spec.kind)
         except Exception as exc:  # its file was deleted or broke: say so, keep the rest
-            body: Any = pn.pane.HTML(f"<div class='al-banner'>{esc(describe_error(exc))}</div>")
+            body: Any = pn.pane.HTML(error_banner(exc))
         else:
             task = task_cls(
                 name=spec.name, weight=spec.weight, enabled=spec.enabled,
@@ -314,11 +304,7 @@ class TrainPage(pn.viewable.Viewer):
                 task, lambda *events, name=spec.name: self._task_changed(name, events)
             )
         remove = pn.widgets.Button(label="Remove", color="light", width=80)
-        remove.on_click(
-            lambda e, name=spec.name: self._edit(
-                lambda: self.vm.remove_task(name), rebuild=True, done=f"Removed task {name!r}."
-            )
-        )
+        remove.on_click(functools.partial(self._remove_task, spec.name))
         title = f"{spec.name} ({spec.kind})" + ("" if spec.enabled else " — disabled")
         return pn.Card(
             pn.pane.HTML(f"<p class='al-muted'>{esc(kinds.get(spec.kind, ''))}</p>"),
@@ -339,24 +325,30 @@ class TrainPage(pn.viewable.Viewer):
             self._edit(lambda e=event: self.vm.set_task_field(task, e.name, e.new))
 
     def _trainer_picked(self, event: Any) -> None:
-        if (
-            getattr(self, "_building", False)
-            or not event.new
-            or event.new == self.vm.config.trainer
-        ):
+        if self._building or not event.new or event.new == self.vm.config.trainer:
             return
         self._edit(lambda: self.vm.set_trainer(event.new), rebuild=True,
                    done=f"Trainer set to {event.new!r}.")  # fmt: skip
 
     def _add_task(self) -> None:
-        if not self.new_kind.value:
+        kind = self.new_kind.value
+        if not kind:
             self._say("Pick a task class first.", error=True)
             return
         self._edit(
-            lambda: self.vm.add_task(self.new_kind.value, self.new_name.value,
-                                     self.new_weight.value or 0.0, self.new_slice.value),
-            rebuild=True, done=f"Added a {self.new_kind.value!r} task.",
+            lambda: self.vm.add_task(kind, self.new_name.value or "",
+                                     self.new_weight.value or 0.0, self.new_slice.value or ""),
+            rebuild=True, done=f"Added a {kind!r} task.",
         )  # fmt: skip
+
+    def _apply_preset(self) -> None:
+        preset = self.preset.value
+        self._edit(
+            lambda: self.vm.apply_preset(preset), rebuild=True, done=f"Applied preset {preset!r}."
+        )
+
+    def _remove_task(self, name: str, event: Any = None) -> None:
+        self._edit(lambda: self.vm.remove_task(name), rebuild=True, done=f"Removed task {name!r}.")
         self.new_name.value = ""
 
     def _edit(self, action: Any, rebuild: bool = False, done: str = "") -> bool:
@@ -392,18 +384,17 @@ class TrainPage(pn.viewable.Viewer):
 
     def _preflight(self) -> None:
         """Run name preview and what would stop a launch, before anything starts."""
-        if self.vm.model is None:
+        if not self.vm.has_model:
             return
         problems = self.vm.problems()
         self.run_name.object = (
             f"<p class='al-muted'>Next run: <b>{esc(self.vm.run_name_preview())}</b></p>"
         )
-        self.problems.object = "".join(f"<div class='al-banner'>{esc(p)}</div>" for p in problems)
+        self.problems.object = "".join(banner(p) for p in problems)
         self.start_button.disabled = bool(problems)
 
     def _say(self, text: str, error: bool = False) -> None:
-        color = "#c92a2a" if error else "#2f9e44"
-        self.message.object = f"<div style='color:{color};margin:4px 0'>{esc(text)}</div>"
+        self.message.object = f"<div style='margin:4px 0'>{note(text, ok=not error)}</div>"
 
     # --- launching ----------------------------------------------------------------------------
 
@@ -473,18 +464,19 @@ class TrainPage(pn.viewable.Viewer):
     def _draw_all(self) -> None:
         steps, epochs = self._split()
         started = self.monitor.started_ms if self.monitor else 0
-        options = {"smoothing": self.smoothing.value, "log": self.log_scale.value}
-        self.step_plot.show(steps, started, **options)
+        self.step_plot.show(
+            steps, started, smoothing=self.smoothing.value or 0.0, log=self.log_scale.value
+        )
         self.epoch_plot.show(epochs, started, smoothing=0.0, log=self.log_scale.value)
 
     def _restyle(self) -> None:
         if self.monitor is not None:
             self._draw_all()
 
-    def _poll(self) -> None:
+    def poll(self) -> None:
         """New points of a live run, its progress, and the history (in a thread)."""
         self._polls += 1
-        if self.vm.model is None or self._busy:
+        if not self.vm.has_model or self._busy:
             return
         monitor = self.monitor
         # live while the run is active, and until its final state has been shown once
@@ -498,7 +490,7 @@ class TrainPage(pn.viewable.Viewer):
         self._busy = True
 
         def work() -> tuple[Any, bool, bool, bool]:
-            fresh = monitor.poll() if live else {}
+            fresh = monitor.poll() if live and monitor is not None else {}
             history_changed = self._history_changed()
             config_changed = self.vm.refresh_config()
             plugins_changed = self.vm.plugins_changed()
@@ -529,7 +521,7 @@ class TrainPage(pn.viewable.Viewer):
 
         def failed(exc: BaseException) -> None:
             self._busy = False
-            self.status.object = f"<div class='al-banner'>{esc(describe_error(exc))}</div>"
+            self.status.object = error_banner(exc)
 
         self.ui.background(work, done=done, failed=failed)
 
@@ -542,7 +534,7 @@ class TrainPage(pn.viewable.Viewer):
         if not fresh:
             return
         steps, epochs = self._split()
-        started = self.monitor.started_ms
+        started = self.monitor.started_ms if self.monitor else 0
         for plot, curves in ((self.step_plot, steps), (self.epoch_plot, epochs)):
             new = {k: v for k, v in fresh.items() if k in curves}
             if new:
@@ -564,9 +556,8 @@ class TrainPage(pn.viewable.Viewer):
             f"<h3 class='al-h'>{esc(run.info.run_name)} {status_badge(f.status)}{link}</h3>"
         )
         self.progress.value = int(f.fraction * 1000)
-        self.progress.bar_color = {"FAILED": "danger", "KILLED": "warning"}.get(
-            f.status, "success" if f.status == "FINISHED" else "primary"
-        )
+        colors: dict[str, Any] = {"FAILED": "danger", "KILLED": "warning", "FINISHED": "success"}
+        self.progress.bar_color = colors.get(f.status, "primary")
         arrow = {"falling": "↘ falling", "flat": "→ flat", "rising": "↗ rising"}.get(f.trend, "")
         parts = [
             f"<b>{f.fraction * 100:.0f}%</b>",
@@ -582,7 +573,7 @@ class TrainPage(pn.viewable.Viewer):
             arrow,
         ]  # fmt: skip
         text = " · ".join(esc(p) if not p.startswith("<b>") else p for p in parts if p)
-        error = f"<div class='al-banner'>{esc(f.error)}</div>" if f.error else ""
+        error = banner(f.error) if f.error else ""
         self.figures.object = f"<div class='al-progress-line'>{text}</div>{error}"
         active = f.status in ACTIVE
         self.stop_button.param.update(visible=active, disabled=False)

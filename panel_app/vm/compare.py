@@ -62,7 +62,7 @@ class CompareViewModel(param.Parameterized):
     tag_filter = param.String(default="", doc="'key=value' a run's tags must hold.")
     selected = param.List(default=[], doc="Run ids being compared, in order.")
     metrics = param.List(default=["loss/total"], doc="Metric keys to overlay.")
-    x_axis = param.Selector(default="step", objects=list(X_AXES))
+    x_axis: param.Selector[str] = param.Selector(default="step", objects=list(X_AXES))
     only_differing = param.Boolean(default=True, doc="Show only params that differ.")
 
     def __init__(self, state: AppState, **params: Any) -> None:

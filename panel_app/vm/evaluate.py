@@ -15,6 +15,7 @@ from activelab.evaluation import (
     recent_evaluations,
     run_analyzer,
 )
+from activelab.panel_app.vm.loaded import LoadedModel
 from activelab.runs import RunSummary
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 PER_ROW = 8  # samples per class (or per row) in the reconstruction grid
 
 
-class EvaluateViewModel(param.Parameterized):
+class EvaluateViewModel(LoadedModel, param.Parameterized):
     model_id = param.String(default="")
     run_id = param.String(default="")
     checkpoint = param.String(default="", doc="'' = the run's last checkpoint.")
@@ -34,7 +35,6 @@ class EvaluateViewModel(param.Parameterized):
     def __init__(self, state: AppState, **params: Any) -> None:
         super().__init__(**params)
         self.state = state
-        self.model: Any = None
         self.runs: list[RunSummary] = []
 
     @property
@@ -64,7 +64,7 @@ class EvaluateViewModel(param.Parameterized):
 
     # --- reconstructions and the network --------------------------------------------------------
 
-    def reconstruction_grid(self) -> tuple[list[str], np.ndarray]:
+    def reconstruction_grid(self) -> tuple[list[str], list[np.ndarray]]:
         """(row names, images (rows, columns, C, H, W)): per class (true class, else your
         labels) or for the data set, 8 seeded random samples; originals, reconstructions and,
         with `difference`, their absolute difference."""
@@ -85,7 +85,8 @@ class EvaluateViewModel(param.Parameterized):
             picks.append(rng.choice(len(data.images), min(PER_ROW, len(data.images)), False))
         flat = [int(i) for chosen in picks for i in chosen]
         recon = ctx.trainer.reconstruct(data, ctx.tasks, ctx.state, flat)
-        rows, at = [], 0
+        rows: list[np.ndarray] = []
+        at = 0
         for chosen in picks:
             originals = data.images[np.asarray(chosen)]
             rebuilt = recon[at : at + len(chosen)]

@@ -11,6 +11,8 @@ import numpy as np
 import param
 
 from activelab import keys
+from activelab.errors import ModelNotFoundError
+from activelab.panel_app.vm.loaded import LoadedModel
 from activelab.runs import features_of, get_run, probabilities_of, read_checkpoint
 from activelab.runtime import build_tasks, build_trainer
 
@@ -39,14 +41,14 @@ def latest_predictions_run(model: Model) -> str | None:
     return latest(model.lab.tracking, model.id)
 
 
-class LabelViewModel(param.Parameterized):
+class LabelViewModel(LoadedModel, param.Parameterized):
     model_id = param.String(default="")
     status = param.String(default="", doc="What the page is doing, for people.")
     ready = param.Boolean(default=False)
-    color_by = param.Selector(default="label", objects=list(COLOR_MODES))
+    color_by: param.Selector[str] = param.Selector(default="label", objects=list(COLOR_MODES))
     selected = param.List(default=[], item_type=int, doc="Selected sample indices.")
     current = param.Integer(default=None, allow_None=True, doc="The sample shown in detail.")
-    strategy = param.Selector(default="auto", objects=["auto"])
+    strategy: param.Selector[str] = param.Selector(default="auto", objects=["auto"])
     next_count = param.Integer(default=10, bounds=(1, 1000))
     map_version = param.Integer(default=0, doc="Grows when the whole map is replaced.")
     labels_version = param.Integer(default=0, doc="Grows with every label change.")
@@ -61,7 +63,6 @@ class LabelViewModel(param.Parameterized):
     def __init__(self, state: AppState, **params: Any) -> None:
         super().__init__(**params)
         self.state = state
-        self.model: Model | None = None
         self.data: DataBundle | None = None
         self.frame: pd.DataFrame | None = None
         self.labels = np.empty(0, dtype=np.int64)
@@ -75,6 +76,12 @@ class LabelViewModel(param.Parameterized):
     @property
     def lab(self) -> Any:
         return self.state.lab
+
+    def _loaded(self) -> tuple[pd.DataFrame, DataBundle]:
+        """The map's predictions and the data set, once `load` has read them."""
+        if self.frame is None or self.data is None:
+            raise ModelNotFoundError("No map is loaded yet: pick a model to label.")
+        return self.frame, self.data
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -140,11 +147,11 @@ class LabelViewModel(param.Parameterized):
 
     def columns(self) -> dict[str, np.ndarray]:
         """Compact columns for the scatter: float32 coordinates, int8 classes."""
-        frame = self.frame
+        frame, data = self._loaded()
         n = len(self.labels)
         x = frame["z0"].to_numpy(np.float32)
         y = frame["z1"].to_numpy(np.float32) if "z1" in frame else np.zeros(n, np.float32)
-        truth = self.data.true_labels if self.data is not None else None
+        truth = data.true_labels
         # int8 classes keep 60,000 points small on the wire (DESIGN: 0.64 MB, 0.13 s)
         classes = np.int8 if len(self.classes) < 127 else np.int16
         return {
@@ -164,11 +171,11 @@ class LabelViewModel(param.Parameterized):
     def latent(self) -> np.ndarray:
         """(N, D) latent of every sample (what strategies measure distances in), as the
         map's predictions hold it."""
-        return features_of(self.frame)
+        return features_of(self._loaded()[0])
 
     @property
     def probabilities(self) -> np.ndarray:
-        return probabilities_of(self.frame, len(self.classes))
+        return probabilities_of(self._loaded()[0], len(self.classes))
 
     def label_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.classes))
@@ -176,10 +183,11 @@ class LabelViewModel(param.Parameterized):
 
     def describe(self, index: int) -> dict[str, Any]:
         """What the detail panel shows for one sample."""
-        row = self.frame.iloc[index]
+        frame, data = self._loaded()
+        row = frame.iloc[index]
         predicted = int(row["predicted"])
         label = int(self.labels[index])
-        truth = int(self.data.true_labels[index]) if self.has_truth else None
+        truth = int(data.true_labels[index]) if data.true_labels is not None else None
         return {
             "index": index,
             "label": self.classes[label] if label >= 0 else None,
@@ -188,15 +196,20 @@ class LabelViewModel(param.Parameterized):
             "true": self.classes[truth] if truth is not None else None,
         }
 
+    def image(self, index: int) -> np.ndarray:
+        """The sample's image (C, H, W in [0, 1])."""
+        return self._loaded()[1].images[index]
+
     def images(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The sample's image and its reconstruction by the map's model (C, H, W in [0, 1])."""
-        original = self.data.images[index]
+        data = self._loaded()[1]
+        original = data.images[index]
         try:
             config = self.model.config
             trainer = build_trainer(config, self.lab.plugins)
             state = self._source_weights()
             tasks = build_tasks(config, self.lab.plugins)
-            return original, trainer.reconstruct(self.data, tasks, state, [index])[0]
+            return original, trainer.reconstruct(data, tasks, state, [index])[0]
         except Exception:
             log.warning("No reconstruction for sample %d", index, exc_info=True)
             return original, None
@@ -244,7 +257,7 @@ class LabelViewModel(param.Parameterized):
     def import_csv(self, text: str) -> int:
         """Apply a labels CSV as one change (undo reverts all of it); a bad line changes
         nothing and says which line."""
-        if self.model is None:
+        if not self.has_model:
             return 0
         with self._lock:
             return self._apply(self.model.labels.import_csv(text))
@@ -275,7 +288,7 @@ class LabelViewModel(param.Parameterized):
     def refresh_labels(self) -> bool:
         """Pick up label changes made elsewhere (another session, the CLI)."""
         with self._lock:
-            if self.model is None or not self.ready or not self.model.labels.refresh():
+            if not self.has_model or not self.ready or not self.model.labels.refresh():
                 return False
             fresh = self.model.labels.as_array()
             changed = np.flatnonzero(fresh != self.labels)
@@ -300,7 +313,7 @@ class LabelViewModel(param.Parameterized):
     def check_for_new_run(self) -> bool:
         """Reload the map if a newer run with predictions finished; True if it did."""
         with self._lock:
-            if self.model is None or not self.ready:
+            if not self.has_model or not self.ready:
                 return False
             self.model.refresh()
             tags = self.model.experiment.tags

@@ -125,7 +125,7 @@ class RunMonitor:
             known = self.curves.get(key)
             # a new curve, or one grown too long, is read whole (downsampled); else the tail
             whole = known is None or len(known) == 0 or len(known) > MAX_SHOWN_POINTS
-            starts[key] = None if whole else known.steps[-1] + 1
+            starts[key] = None if whole or known is None else known.steps[-1] + 1
         read = self.tracking.metric_histories_many([self.run_id], wanted, self.max_points, starts)
         for key in wanted:
             series = read[key][self.run_id]

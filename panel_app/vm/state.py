@@ -25,7 +25,9 @@ PAGES = {
 class Notice(param.Parameterized):
     """One message for the person (shown as a toast by the view)."""
 
-    kind = param.Selector(default="info", objects=["info", "success", "warning", "error"])
+    kind: param.Selector[str] = param.Selector(
+        default="info", objects=["info", "success", "warning", "error"]
+    )
     text = param.String(default="")
     action_label = param.String(default="")
     action = param.Callable(default=None)
@@ -34,7 +36,7 @@ class Notice(param.Parameterized):
 class AppState(param.Parameterized):
     """Kept across pages and in the URL (`?page=label&model=3`)."""
 
-    page = param.Selector(default="home", objects=list(PAGES))
+    page: param.Selector[str] = param.Selector(default="home", objects=list(PAGES))
     model_id = param.String(default="", doc="The model in use ('' for none).")
     notice = param.ClassSelector(class_=Notice, default=None, allow_None=True)
     notices = param.Integer(default=0, doc="Grows with every new notice.")

@@ -10,19 +10,19 @@ import param
 from activelab import keys
 from activelab.config import apply_overrides, validate_config
 from activelab.errors import InvalidConfigError
+from activelab.panel_app.vm.loaded import LoadedModel
 from activelab.presets import PRESETS
 from activelab.runs import ACTIVE, RunSummary, request_stop
 
 if TYPE_CHECKING:
     from activelab.config import ModelConfig
     from activelab.launcher import TrainingHandle
-    from activelab.models import Model
     from activelab.panel_app.vm.state import AppState
 
 HISTORY_SIZE = 20
 
 
-class TrainViewModel(param.Parameterized):
+class TrainViewModel(LoadedModel, param.Parameterized):
     model_id = param.String(default="")
     config_version = param.Integer(default=0, doc="Grows whenever the model's config changes.")
     epochs = param.Integer(default=10, bounds=(1, 100_000), doc="Epochs of the next run.")
@@ -37,7 +37,6 @@ class TrainViewModel(param.Parameterized):
     def __init__(self, state: AppState, **params: Any) -> None:
         super().__init__(**params)
         self.state = state
-        self.model: Model | None = None
 
     @property
     def lab(self) -> Any:
@@ -183,10 +182,9 @@ class TrainViewModel(param.Parameterized):
             found.append(str(exc))
         except Exception as exc:  # e.g. a plugin that disappeared (its file was deleted)
             found.append(f"{exc}")
-        if self.running():
-            found.append(
-                f"Run {self.running().name!r} is still training; stop it or wait for it to end."
-            )
+        running = self.running()
+        if running is not None:
+            found.append(f"Run {running.name!r} is still training; stop it or wait for it to end.")
         return found
 
     def running(self) -> RunSummary | None:
