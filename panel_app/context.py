@@ -86,7 +86,7 @@ class AppContext:
 
         def deliver() -> None:
             try:
-                deliver_pending(settings.home, settings.tracking_uri, self.lab.tracking.client)
+                deliver_pending(settings.home, self.lab.tracking)
             except Exception:  # the next start tries again
                 log.warning("Delivering unsent run data failed", exc_info=True)
 

@@ -103,7 +103,7 @@ def serve(
         )
     # Create (migrate) the store before the MLflow UI opens it too: two processes migrating
     # one new sqlite file at once make the second fail ("_alembic_tmp_... already exists").
-    lab.tracking.client.search_experiments(max_results=1)
+    lab.tracking.ping()
     ui = start_mlflow_ui(lab, host, mlflow_port) if mlflow_ui else None
     ui_url = (
         ui.url

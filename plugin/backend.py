@@ -122,7 +122,11 @@ def record_process(tracking: Any, run_id: str, pid: int) -> None:
     import psutil
 
     started = psutil.Process(pid).create_time()
-    client = tracking.client
-    client.set_tag(run_id, keys.PID, str(pid))
-    client.set_tag(run_id, keys.HOST, socket.gethostname())
-    client.set_tag(run_id, keys.PROCESS_STARTED, f"{started:.3f}")
+    tracking.set_run_tags(
+        run_id,
+        {
+            keys.PID: str(pid),
+            keys.HOST: socket.gethostname(),
+            keys.PROCESS_STARTED: f"{started:.3f}",
+        },
+    )

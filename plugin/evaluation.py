@@ -131,12 +131,12 @@ def evaluate_run(
 
     path, ctx = open_checkpoint(model, run_id, checkpoint, data)
     figures = ctx.trainer.evaluate_state(ctx.data, ctx.tasks, ctx.state, ctx.labels)
-    client = model.lab.tracking.client
-    source = client.get_run(run_id)
-    eval_run = client.create_run(
+    tracking = model.lab.tracking
+    source = tracking.get_run(run_id)
+    eval_run = tracking.create_run(
         model.id,
-        run_name=f"eval · {source.info.run_name} · {path.rsplit('/', 1)[-1]}",
-        tags={
+        f"eval · {source.info.run_name} · {path.rsplit('/', 1)[-1]}",
+        {
             keys.RUN_KIND: "eval",
             keys.EVAL_OF: run_id,
             keys.EVAL_CHECKPOINT: path,
@@ -147,8 +147,8 @@ def evaluate_run(
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, 0) for k, v in figures.items() if v == v]
     for start in range(0, len(metrics), 900):
-        client.log_batch(eval_run.info.run_id, metrics=metrics[start : start + 900])
-    client.set_terminated(eval_run.info.run_id, "FINISHED")
+        tracking.log_batch(eval_run.info.run_id, metrics[start : start + 900])
+    tracking.end_run(eval_run.info.run_id, "FINISHED")
     return Evaluation(
         eval_run.info.run_id,
         run_id,
@@ -211,13 +211,12 @@ def run_analyzer(
         progress=progress or (lambda *_: None),
     )  # fmt: skip
     result = analyzer.analyze(inputs)
-    client = tracking.client
     if result.table is not None:
         csv = io.StringIO()
         result.table.to_csv(csv)
-        client.log_text(run_id, csv.getvalue(), f"analyzers/{kind}.csv")
+        tracking.log_text(run_id, csv.getvalue(), f"analyzers/{kind}.csv")
     if result.image is not None:
-        client.log_image(run_id, result.image, artifact_file=f"analyzers/{kind}.png")
+        tracking.log_image_file(run_id, result.image, f"analyzers/{kind}.png")
     if result.table is not None or result.image is not None:
-        client.log_text(run_id, result.html(), f"analyzers/{kind}.html")
+        tracking.log_text(run_id, result.html(), f"analyzers/{kind}.html")
     return result

@@ -284,7 +284,13 @@ class TrainingHandle:
 
     @property
     def status(self) -> str:
-        """MLflow's status; a trainer that died without a word is marked FAILED here."""
+        """MLflow's status of the run, as it is recorded (a read: it changes nothing).
+        `check_alive()` also settles a run whose trainer is gone."""
+        return str(self.run.info.status)
+
+    def check_alive(self) -> str:
+        """The run's status, after settling it if its trainer is gone without ending it: its
+        unsent end is delivered, else it is marked FAILED with the reason. `wait()` calls it."""
         run = self.run
         if run.info.status in ACTIVE:
             reason = None
@@ -327,7 +333,7 @@ class TrainingHandle:
         try:
             while True:
                 try:
-                    status = self.status
+                    status = self.check_alive()
                     if bar is not None:
                         bar.update()
                     outage.ok()

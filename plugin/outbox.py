@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import numpy as np
-    from mlflow import MlflowClient
+
+    from activelab.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,8 @@ class Spool:
 class Deliverer:
     """Sends spool entries to one run (used live by the Outbox and later by `deliver_pending`)."""
 
-    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str, spool: Spool):
-        self.client = client
+    def __init__(self, tracking: Tracking, run_id: str, experiment_id: str, spool: Spool):
+        self.tracking = tracking
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.spool = spool
@@ -249,27 +250,26 @@ class Deliverer:
             self.send_batch(batch["metrics"], batch["tags"], batch["experiment_tags"])
         elif kind == "artifact":
             folder = _relative_artifact_dir(entry["artifact_dir"]) or None
-            self.client.log_artifact(self.run_id, str(self.spool.file_of(entry)), folder)
+            self.tracking.log_artifact(self.run_id, self.spool.file_of(entry), folder)
             self.send_batch([], entry.get("tags", {}), {})
         elif kind == "image":
             import numpy as np
 
             image = np.load(self.spool.file_of(entry), allow_pickle=False)
-            self.client.log_image(
-                self.run_id, image, key=entry["key"], step=int(entry["step"]),
-                timestamp=int(entry["timestamp"]), synchronous=True,
-            )  # fmt: skip
+            self.tracking.log_image_step(
+                self.run_id, image, entry["key"], int(entry["step"]), int(entry["timestamp"])
+            )
         elif kind == "end":
             self._end(entry["status"], int(entry["end_time"]))
         else:
             raise ValueError(f"unknown spool entry {kind!r}")
 
     def _end(self, status: str, end_time: int) -> None:
-        run = self.client.get_run(self.run_id)
+        run = self.tracking.get_run(self.run_id)
         if run.info.status == "FAILED" and status != "FAILED" and run.data.tags.get(keys.ERROR):
             # a watcher presumed the run dead while its trainer could not reach the server
-            self.client.delete_tag(self.run_id, keys.ERROR)
-        self.client.set_terminated(self.run_id, status, end_time)
+            self.tracking.delete_run_tag(self.run_id, keys.ERROR)
+        self.tracking.end_run(self.run_id, status, end_time)
 
     def send_batch(
         self, metrics: list[Any], tags: dict[str, str], experiment_tags: dict[str, str]
@@ -283,11 +283,11 @@ class Deliverer:
         while run_tags or sent < len(metrics):
             chunk = metrics[sent : sent + MAX_METRICS_PER_BATCH]
             entities = [Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in chunk]
-            self.client.log_batch(self.run_id, metrics=entities, tags=run_tags[:MAX_TAGS_PER_BATCH])
+            self.tracking.log_batch(self.run_id, entities, run_tags[:MAX_TAGS_PER_BATCH])
             run_tags = run_tags[MAX_TAGS_PER_BATCH:]
             sent += len(chunk)
-        for key, value in experiment_tags.items():
-            self.client.set_experiment_tag(self.experiment_id, key, value)
+        if experiment_tags:
+            self.tracking.set_experiment_tags(self.experiment_id, experiment_tags)
 
 
 class Outbox:
@@ -295,23 +295,22 @@ class Outbox:
 
     def __init__(
         self,
-        client: MlflowClient,
-        tracking_uri: str,
+        tracking: Tracking,
         run_id: str,
         experiment_id: str,
         home: str | Path,
         interval: float = 1.0,
         stop_poll_interval: float = 3.0,
     ) -> None:
-        self.client = client
+        self.tracking = tracking
         self.run_id = run_id
         self.interval = interval
         self.stop_poll_interval = stop_poll_interval
         self.spool = Spool(outbox_root(home) / run_id)
         if not self.spool.acquire(blocking=True):  # pragma: no cover - blocking never refuses
             raise RuntimeError("could not hold the run's spool folder")
-        self.spool.write_manifest(tracking_uri, run_id, experiment_id)
-        self.deliverer = Deliverer(client, run_id, experiment_id, self.spool)
+        self.spool.write_manifest(tracking.uri, run_id, experiment_id)
+        self.deliverer = Deliverer(tracking, run_id, experiment_id, self.spool)
         self.stop_requested = threading.Event()
         self.unreachable_since: float | None = None
         self.sent = 0
@@ -508,7 +507,7 @@ class Outbox:
         if now - self._last_stop_poll < self.stop_poll_interval:
             return
         self._last_stop_poll = now
-        run = self.client.get_run(self.run_id)
+        run = self.tracking.get_run(self.run_id)
         if run.data.tags.get(keys.STOP_REQUESTED):
             self.stop_requested.set()
 
@@ -557,7 +556,7 @@ class Outbox:
         return len(self.spool.pending())
 
 
-def deliver_pending(home: str | Path, tracking_uri: str, client: MlflowClient) -> dict[str, int]:
+def deliver_pending(home: str | Path, tracking: Tracking) -> dict[str, int]:
     """Send what earlier runs left in the spool (runs whose process no longer holds it).
     Returns counts: runs delivered, items sent, runs still pending."""
     counts = {"runs": 0, "items": 0, "pending": 0}
@@ -565,7 +564,7 @@ def deliver_pending(home: str | Path, tracking_uri: str, client: MlflowClient) -
     if not root.is_dir():
         return counts
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        sent = _deliver_spool(Spool(folder), tracking_uri, client)
+        sent = _deliver_spool(Spool(folder), tracking)
         if sent is False:
             counts["pending"] += 1
         elif sent is not None:
@@ -574,24 +573,24 @@ def deliver_pending(home: str | Path, tracking_uri: str, client: MlflowClient) -
     return counts
 
 
-def deliver_run(home: str | Path, tracking_uri: str, client: MlflowClient, run_id: str) -> bool:
+def deliver_run(home: str | Path, tracking: Tracking, run_id: str) -> bool:
     """Send what the ended process of `run_id` left in this machine's spool (its last
     metrics, checkpoints and its end, when it ended during an outage); True if it sent any."""
     folder = outbox_root(home) / run_id
-    return folder.is_dir() and bool(_deliver_spool(Spool(folder), tracking_uri, client))
+    return folder.is_dir() and bool(_deliver_spool(Spool(folder), tracking))
 
 
-def _deliver_spool(spool: Spool, tracking_uri: str, client: MlflowClient) -> int | bool | None:
+def _deliver_spool(spool: Spool, tracking: Tracking) -> int | bool | None:
     """Items sent from one spool (then removed); None when it is not this store's or its run's
     process still holds it; False when sending failed (it stays, for the next look)."""
     try:
         manifest = spool.manifest()
     except (OSError, ValueError):
         return None
-    if manifest.get("tracking_uri") != tracking_uri or not spool.acquire():
+    if manifest.get("tracking_uri") != tracking.uri or not spool.acquire():
         return None  # another store's, or its run is still live
     try:
-        deliverer = Deliverer(client, manifest["run_id"], manifest["experiment_id"], spool)
+        deliverer = Deliverer(tracking, manifest["run_id"], manifest["experiment_id"], spool)
         sent = deliverer.deliver_backlog()
     except Exception as exc:
         log.warning("Unsent items of run %s stay pending: %s", manifest.get("run_id"), exc)

@@ -282,7 +282,7 @@ def settle_dead_run(tracking: Tracking, run_id: str, reason: str) -> None:
     from activelab.outbox import deliver_run
 
     settings = tracking.settings
-    if deliver_run(settings.home, settings.tracking_uri, tracking.client, run_id):
+    if deliver_run(settings.home, tracking, run_id):
         log.info("Sent what the ended trainer of run %s had left unsent", run_id)
     run = get_run(tracking, run_id)
     if run.info.status in ACTIVE:

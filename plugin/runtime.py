@@ -106,7 +106,6 @@ class TrainingSession:
     def __init__(
         self,
         context: RunContext,
-        client: Any,
         outbox: Outbox,
         host: PluginHost,
         data: DataBundle,
@@ -118,7 +117,6 @@ class TrainingSession:
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.context = context
-        self.client = client
         self.outbox = outbox
         self.host = host
         self.data = data

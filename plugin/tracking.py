@@ -64,7 +64,7 @@ class Tracking:
 
         self.settings = settings
         self.uri = settings.tracking_uri
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self._client = MlflowClient(tracking_uri=self.uri)
         self._history_pool: ThreadPoolExecutor | None = None
         self.ended_histories = EndedRunHistories()
 
@@ -77,7 +77,7 @@ class Tracking:
         if self.settings.artifact_root:
             location = _join_uri(self.settings.artifact_root, uuid.uuid4().hex)
         try:
-            return self.client.create_experiment(name, artifact_location=location, tags=tags)
+            return self._client.create_experiment(name, artifact_location=location, tags=tags)
         except MlflowException as exc:
             if _mlflow_exception_code(exc) == "RESOURCE_ALREADY_EXISTS":
                 raise ModelExistsError(
@@ -90,7 +90,7 @@ class Tracking:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_experiment(experiment_id)
+            return self._client.get_experiment(experiment_id)
         except MlflowException as exc:
             if _mlflow_exception_code(exc) in (
                 "RESOURCE_DOES_NOT_EXIST",
@@ -100,7 +100,7 @@ class Tracking:
             raise
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
-        return self.client.get_experiment_by_name(name)
+        return self._client.get_experiment_by_name(name)
 
     def search_experiments(
         self, filter_string: str, deleted: bool = False, order_by: list[str] | None = None
@@ -112,7 +112,7 @@ class Tracking:
         found: list[Experiment] = []
         token = None
         while True:
-            page = self.client.search_experiments(
+            page = self._client.search_experiments(
                 view_type=view,
                 max_results=PAGE_SIZE,
                 filter_string=filter_string,
@@ -131,7 +131,7 @@ class Tracking:
         names: list[str] = []
         token = None
         while True:
-            page = self.client.search_experiments(
+            page = self._client.search_experiments(
                 view_type=ViewType.ALL,
                 max_results=PAGE_SIZE,
                 filter_string=f"name LIKE '{pattern}'",
@@ -144,10 +144,10 @@ class Tracking:
 
     def set_experiment_tags(self, experiment_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self.client.set_experiment_tag(experiment_id, key, value)
+            self._client.set_experiment_tag(experiment_id, key, value)
 
     def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
-        self.client.delete_experiment_tag(experiment_id, key)
+        self._client.delete_experiment_tag(experiment_id, key)
 
     def rename_experiment(self, experiment_id: str, name: str) -> None:
         from mlflow.exceptions import MlflowException
@@ -156,11 +156,11 @@ class Tracking:
             f"The name {name!r} is taken by another model or MLflow experiment; "
             "choose another name."
         )
-        existing = self.client.get_experiment_by_name(name)
+        existing = self._client.get_experiment_by_name(name)
         if existing is not None and existing.experiment_id != experiment_id:
             raise taken
         try:
-            self.client.rename_experiment(experiment_id, name)
+            self._client.rename_experiment(experiment_id, name)
         except MlflowException as exc:
             text = str(exc)
             if _mlflow_exception_code(exc) == "RESOURCE_ALREADY_EXISTS" or (
@@ -170,24 +170,24 @@ class Tracking:
             raise
 
     def delete_experiment(self, experiment_id: str) -> None:
-        self.client.delete_experiment(experiment_id)
+        self._client.delete_experiment(experiment_id)
 
     def restore_experiment(self, experiment_id: str) -> None:
-        self.client.restore_experiment(experiment_id)
+        self._client.restore_experiment(experiment_id)
 
     # --- runs ---------------------------------------------------------------------------------
 
     def create_run(self, experiment_id: str, name: str, tags: dict[str, str]) -> Run:
-        return self.client.create_run(experiment_id, run_name=name, tags=tags)
+        return self._client.create_run(experiment_id, run_name=name, tags=tags)
 
     def get_run(self, run_id: str) -> Run:
-        return self.client.get_run(run_id)
+        return self._client.get_run(run_id)
 
     def search_runs(
         self, experiment_ids: list[str], filter_string: str, order_by: list[str], max_results: int
     ) -> list[Run]:
         return list(
-            self.client.search_runs(
+            self._client.search_runs(
                 experiment_ids=experiment_ids,
                 filter_string=filter_string,
                 order_by=order_by,
@@ -197,7 +197,7 @@ class Tracking:
 
     def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self.client.set_tag(run_id, key, value)
+            self._client.set_tag(run_id, key, value)
 
     def log_params(self, run_id: str, params: dict[str, str]) -> None:
         """In batches of MLflow's limit per request."""
@@ -205,18 +205,45 @@ class Tracking:
 
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+            self._client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
-    def end_run(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status)
+    def end_run(self, run_id: str, status: str, end_time: int | None = None) -> None:
+        self._client.set_terminated(run_id, status, end_time)
+
+    def delete_run_tag(self, run_id: str, key: str) -> None:
+        self._client.delete_tag(run_id, key)
+
+    def log_batch(self, run_id: str, metrics: Sequence[Any] = (), tags: Sequence[Any] = ()) -> None:
+        """One request of MLflow `Metric`s and `RunTag`s (callers keep to MLflow's limits)."""
+        self._client.log_batch(run_id, metrics=list(metrics), tags=list(tags))
+
+    def log_artifact(self, run_id: str, local_path: str | Path, folder: str | None) -> None:
+        self._client.log_artifact(run_id, str(local_path), folder)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self._client.log_text(run_id, text, artifact_file)
+
+    def log_image_file(self, run_id: str, image: Any, artifact_file: str) -> None:
+        """An image array as one artifact file (e.g. an analyzer's picture)."""
+        self._client.log_image(run_id, image, artifact_file=artifact_file)
+
+    def log_image_step(self, run_id: str, image: Any, key: str, step: int, timestamp: int) -> None:
+        """An image of a series the MLflow UI shows with a step slider."""
+        self._client.log_image(
+            run_id, image, key=key, step=step, timestamp=timestamp, synchronous=True
+        )
+
+    def ping(self) -> None:
+        """One cheap request: raises if the store does not answer."""
+        self._client.search_experiments(max_results=1)
 
     def list_run_artifacts(self, run_id: str, folder: str) -> list[str]:
         """Paths of the files directly under a run's artifact `folder`."""
-        return [info.path for info in self.client.list_artifacts(run_id, folder)]
+        return [info.path for info in self._client.list_artifacts(run_id, folder)]
 
     def download_run_artifact(self, run_id: str, path: str, folder: str) -> Path:
         """One artifact of a run, copied into the local `folder`; its local path."""
-        return Path(self.client.download_artifacts(run_id, path, folder))
+        return Path(self._client.download_artifacts(run_id, path, folder))
 
     # --- metric histories ------------------------------------------------------------------------
 
@@ -279,7 +306,7 @@ class Tracking:
         one bulk call per 100 runs instead of reading every point (~0.5 s per 10k points on
         sqlite, ~3 s over HTTP; DESIGN.md)."""
         end_step = None if start_step is None else 2**62
-        store = self.client._tracking_client.store
+        store = self._client._tracking_client.store
         points: dict[str, list[tuple[int, float, int]]] = {run_id: [] for run_id in run_ids}
         for first in range(0, len(run_ids), BULK_RUNS):
             chunk = run_ids[first : first + BULK_RUNS]
@@ -311,7 +338,7 @@ class Tracking:
                 for run_id in chunk:
                     points[run_id] = [
                         (m.step, m.value, m.timestamp)
-                        for m in self.client.get_metric_history(run_id, key)
+                        for m in self._client.get_metric_history(run_id, key)
                         if start_step is None or m.step >= start_step
                     ]
         result = {}

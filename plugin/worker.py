@@ -69,7 +69,7 @@ class LaunchSpec:
         return cls(**json.loads(text))
 
 
-def _log_labels(model: Model, client: Any, run_id: str) -> tuple[Any, str, int]:
+def _log_labels(model: Model, tracking: Any, run_id: str) -> tuple[Any, str, int]:
     """Snapshot the labels this run trains on: artifact, dataset input and tags."""
     import mlflow
     import pandas as pd
@@ -83,7 +83,7 @@ def _log_labels(model: Model, client: Any, run_id: str) -> tuple[Any, str, int]:
     frame = pd.DataFrame(
         {"sample_index": indices, "label": [store.info.classes[labels[i]] for i in indices]}
     )
-    client.log_text(run_id, store.to_csv(), "labels/labels.csv")
+    tracking.log_text(run_id, store.to_csv(), "labels/labels.csv")
     with warnings.catch_warnings():  # MLflow's hint about integer columns does not apply
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(frame, name=f"{model.name}-labels", digest=digest, targets="label")
@@ -135,12 +135,12 @@ def _end_fluent_run(run_id: str, status: str) -> None:
             monitor.finish()
 
 
-def _deliver_in_background(deliver: Any, spec: LaunchSpec, client: Any) -> None:
+def _deliver_in_background(deliver: Any, spec: LaunchSpec, tracking: Any) -> None:
     """Send what earlier runs left unsent (an outage outlasted them) without delaying this one."""
 
     def run() -> None:
         try:
-            counts = deliver(spec.home, spec.tracking_uri, client)
+            counts = deliver(spec.home, tracking)
             if counts["items"]:
                 log.info("delivered %(items)d item(s) left by %(runs)d earlier run(s)", counts)
         except Exception:
@@ -174,21 +174,21 @@ def execute_run(
     wait_until_reachable(spec.tracking_uri, outage_wait_s(), say=log.warning)
     lab = Lab(tracking_uri=spec.tracking_uri, home=spec.home or None, tasks_dirs=spec.tasks_dirs)
     spec.home = str(lab.settings.home)  # "" (a remote backend's worker): this machine's home
-    client = lab.tracking.client
+    tracking = lab.tracking
     if spec.backend != "local":
         # started by a remote backend: name this process, so whoever looks can tell it lives
         record_process(lab.tracking, spec.run_id, os.getpid())
     host = lab.plugins
     model = lab.get_model(spec.model_id)
     config = ModelConfig.from_dict(spec.config)
-    run = client.get_run(spec.run_id)
+    run = tracking.get_run(spec.run_id)
     context = RunContext(
         model_id=model.id, model_name=model.name, run_id=spec.run_id,
         run_name=run.info.run_name, tracking_uri=spec.tracking_uri, config=config,
         epochs=spec.epochs, parent_run=spec.resume_run,
     )  # fmt: skip
-    _deliver_in_background(deliver_pending, spec, client)
-    outbox = Outbox(client, spec.tracking_uri, spec.run_id, model.id, spec.home).start()
+    _deliver_in_background(deliver_pending, spec, tracking)
+    outbox = Outbox(tracking, spec.run_id, model.id, spec.home).start()
     if stop_event is not None:
         outbox.stop_requested = stop_event
     mlflow.set_tracking_uri(spec.tracking_uri)
@@ -210,7 +210,7 @@ def execute_run(
         )
         log.info("loading data set %s", config.dataset)
         data = _load_data(host, config, spec.backend)
-        labels, digest, count = _log_labels(model, client, spec.run_id)
+        labels, digest, count = _log_labels(model, tracking, spec.run_id)
         note.labeled, note.labels_digest = count, digest
         outbox.set_run_tags(
             {keys.LABELS_DIGEST: digest, keys.RUN_LABELED_COUNT: str(count),
@@ -219,7 +219,7 @@ def execute_run(
         tasks = build_tasks(config, host, data.info)
         trainer = build_trainer(config, host)
         session = TrainingSession(
-            context, client, outbox, host, data, labels, tasks, spec.epochs,
+            context, outbox, host, data, labels, tasks, spec.epochs,
             start_epoch=context.start_epoch, resume=resume, on_progress=on_progress,
         )  # fmt: skip
         host.on_train_start(context)
@@ -358,13 +358,14 @@ def run_spec(spec: LaunchSpec) -> int:
 
 def _fail_unstarted(spec_path: Path, exc: Exception) -> None:
     """Mark FAILED a run that failed before `execute_run` could end it."""
-    from mlflow import MlflowClient
+    from activelab.settings import Settings
+    from activelab.tracking import Tracking
 
     try:
         spec = LaunchSpec.from_json(spec_path.read_text())
-        client = MlflowClient(spec.tracking_uri)
-        client.set_tag(spec.run_id, keys.ERROR, _error_message(exc)[:4900])
-        client.set_terminated(spec.run_id, "FAILED")
+        tracking = Tracking(Settings.resolve(spec.tracking_uri, spec.home or None))
+        tracking.set_run_tags(spec.run_id, {keys.ERROR: _error_message(exc)[:4900]})
+        tracking.end_run(spec.run_id, "FAILED")
     except Exception:
         log.exception("could not mark the run of %s failed", spec_path)
 

@@ -40,6 +40,14 @@ def wait_until(
         time.sleep(interval)
 
 
+def mlflow_client(lab: Any) -> Any:
+    """A plain MLflow client on the lab's store, for tests that check what reached MLflow
+    (activelab itself calls MLflow only through `activelab.tracking`)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(lab.settings.tracking_uri)
+
+
 def drop_task_file(name: str, folder: Path) -> Path:
     """Copy one of tests/tasks/*.py into a watched folder."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,7 +66,7 @@ def logged_run(lab: Any, model: Any, lr: str, scale: float, tags: dict | None = 
 
     from activelab import keys
 
-    client = lab.tracking.client
+    client = mlflow_client(lab)
     run = client.create_run(
         model.id,
         run_name=f"{model.name} #1",

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from browser import ARGS, CHROMIUM, MAP_FRAME, MAP_LABELS, POINT_OF_SAMPLE, chromium_missing
-from helpers import wait_until
+from helpers import mlflow_client, wait_until
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from served import start_app
 
@@ -401,7 +401,7 @@ def test_train_from_the_app_stop_and_continue(app, page):
     runs = wait_until(continued, timeout=180, message="the continued run to finish")
     page.locator(".notyf__message", has_text="” finished.").wait_for()
     second = runs[0]
-    run = lab.tracking.client.get_run(second.run_id)
+    run = mlflow_client(lab).get_run(second.run_id)
     assert run.data.tags["mlflow.parentRunId"] == first.run_id  # lineage, as MLflow shows it
     assert second.lineage_epochs == first.lineage_epochs + 1
 
@@ -425,7 +425,7 @@ def test_train_from_the_app_stop_and_continue(app, page):
         return True
 
     wait_until(shown_older, timeout=60, message="the older run in the monitor")
-    history = lab.tracking.client.get_metric_history(first.run_id, "loss/total")
+    history = mlflow_client(lab).get_metric_history(first.run_id, "loss/total")
     last_step = max(m.step for m in history)
     page.wait_for_function(f"() => ({LAST_STEP})('loss/total') === {last_step}", timeout=60_000)
 
@@ -491,7 +491,7 @@ def test_evaluate_a_trained_model(app, page):
     page.get_by_role("button", name="Run analyzer").click()
     page.get_by_text("Logged to the run as analyzers/confusion_matrix.csv").wait_for()
     page.get_by_text("network.encoder", exact=False).first.wait_for()  # the model summary
-    evaluations = lab.tracking.client.search_runs(
+    evaluations = mlflow_client(lab).search_runs(
         [model.id], filter_string=f"tags.`activelab.eval_of` = '{handle.run_id}'"
     )
     assert len(evaluations) == 2  # after training, and the click
@@ -532,7 +532,7 @@ def test_names_with_markup_show_as_typed_in_pickers_and_notifications(app, page)
 
     # a run that starts and fails while the page is open (the page took its first look when
     # it was built): its name and error in a notification
-    client = lab.tracking.client
+    client = mlflow_client(lab)
     run = client.create_run(model.id, run_name=f"r {PAYLOAD}", tags={keys.RUN_KIND: "train"})
     run_id = run.info.run_id
     client.set_tag(run_id, keys.ERROR, f"boom {PAYLOAD}")
@@ -589,7 +589,7 @@ def test_markup_in_every_field_shows_as_text_on_every_page(app, page):
     )  # fmt: skip
     page.get_by_text("Line 2: Label", exact=False).first.wait_for()
     # a run that starts and fails while the page is open: its name and error in a notification
-    client = lab.tracking.client
+    client = mlflow_client(lab)
     run = client.create_run(model.id, run_name=f"r {mark}", tags={keys.RUN_KIND: "train"})
     client.set_tag(run.info.run_id, keys.ERROR, f"boom {mark}")
     client.set_terminated(run.info.run_id, "FAILED")

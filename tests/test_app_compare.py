@@ -7,7 +7,7 @@ import io
 
 import pandas as pd
 import pytest
-from helpers import STEPS_PER_EPOCH, logged_run
+from helpers import STEPS_PER_EPOCH, logged_run, mlflow_client
 
 from activelab.panel_app.context import AppContext
 from activelab.panel_app.vm.compare import CompareViewModel, higher_is_better
@@ -95,7 +95,7 @@ def test_the_page_opens_on_the_latest_runs_of_the_model_in_use(lab, unique):
     runs = []
     for lr in ("0.001", "0.002", "0.003"):  # same run names; distinct start times
         runs.append(logged_run(lab, model, lr, 0.5))
-        started = lab.tracking.client.get_run(runs[-1]).info.start_time
+        started = mlflow_client(lab).get_run(runs[-1]).info.start_time
         wait_until(  # the next run starts on a later millisecond
             lambda started=started: time.time() * 1000 > started + 1, message="the clock to move"
         )
@@ -135,19 +135,17 @@ def test_an_ended_run_is_read_once_and_again_only_when_it_changes(compare, lab):
     assert len(reopened.load_curves()) == 2 and memo.hits == 3
 
     # a late point moves b's latest figure: b is read again and shows it
-    run = lab.tracking.client.get_run(b)
-    lab.tracking.client.log_batch(
-        b, metrics=[Metric("loss/total", 0.01, run.info.end_time, 10_000)]
-    )
+    run = mlflow_client(lab).get_run(b)
+    mlflow_client(lab).log_batch(b, metrics=[Metric("loss/total", 0.01, run.info.end_time, 10_000)])
     curves = {c.run_id: c for c in reopened.load_curves()}
     assert memo.hits == 4 and curves[b].step[-1] == 10_000
     assert list(curves[a].step) == list({c.run_id: c for c in vm.curves}[a].step)
 
     # a run that is still running is never served from memory
-    live = lab.tracking.client.create_run(lab.get_model(vm.model_filter[0]).id, run_name="live")
-    lab.tracking.client.log_batch(live.info.run_id, metrics=[Metric("loss/total", 1.0, 0, 1)])
+    live = mlflow_client(lab).create_run(lab.get_model(vm.model_filter[0]).id, run_name="live")
+    mlflow_client(lab).log_batch(live.info.run_id, metrics=[Metric("loss/total", 1.0, 0, 1)])
     reopened.selected = [live.info.run_id]
     reopened.load_curves()
-    lab.tracking.client.log_batch(live.info.run_id, metrics=[Metric("loss/total", 0.5, 1, 2)])
+    mlflow_client(lab).log_batch(live.info.run_id, metrics=[Metric("loss/total", 0.5, 1, 2)])
     (curve,) = reopened.load_curves()
     assert list(curve.step) == [1, 2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from helpers import FAST, drop_task_file, wait_until
+from helpers import FAST, drop_task_file, mlflow_client, wait_until
 
 from activelab import keys
 from activelab.errors import InvalidConfigError
@@ -112,7 +112,7 @@ def test_start_follow_stop_continue_and_retry(train):
     assert checkpoints, "a stopped run keeps a checkpoint"
     second = train.continue_from(first.run_id, checkpoints[-1])
     assert second.wait(timeout=180) == "FINISHED"
-    lineage = train.lab.tracking.client.get_run(second.run_id).data.tags
+    lineage = mlflow_client(train.lab).get_run(second.run_id).data.tags
     assert lineage["mlflow.parentRunId"] == first.run_id
     train.refresh_history()
     assert [r.run_id for r in train.history[:2]] == [second.run_id, first.run_id]
@@ -120,7 +120,7 @@ def test_start_follow_stop_continue_and_retry(train):
 
     again = train.retry(second.run_id)  # same epochs, from the same checkpoint
     assert again.wait(timeout=180) == "FINISHED"
-    tags = train.lab.tracking.client.get_run(again.run_id).data.tags
+    tags = mlflow_client(train.lab).get_run(again.run_id).data.tags
     assert tags["activelab.parent_run"] == first.run_id
     assert tags["activelab.target_epochs"] == "1"
 
@@ -155,7 +155,7 @@ def test_the_next_run_goes_to_the_backend_picked(train):
 def test_the_monitor_follows_a_run_logged_by_any_script(lab, unique):
     """A run from another process or machine: the monitor needs nothing but MLflow."""
     model = lab.create_model(f"{unique}-scripted")
-    client = lab.tracking.client
+    client = mlflow_client(lab)
     run = client.create_run(model.id, run_name="scripted")
     metrics = [  # more points than the monitor keeps on screen
         mlflow.entities.Metric(key, 10.0 / step, 1_700_000_000_000 + step, step)

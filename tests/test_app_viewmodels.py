@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import FAST, wait_until
+from helpers import FAST, mlflow_client, wait_until
 
 from activelab import Lab
 from activelab.errors import ModelExistsError, NothingToUndoError
@@ -53,7 +53,7 @@ def test_quick_start_labels_a_few_samples_and_trains(state):
     home.refresh()
     card, run_id = home.quick_start()
     assert card.name == "quick-start" and card.labeled_count == 30
-    client = state.lab.tracking.client
+    client = mlflow_client(state.lab)
     wait_until(
         lambda: client.get_run(run_id).info.status == "FINISHED",
         timeout=240,
@@ -192,7 +192,7 @@ def test_a_run_is_announced_by_its_own_status_not_by_a_tag_set_beside_it(local_l
 
     model = local_lab.create_model(unique)
     first = logged_run(local_lab, model, "0.001", 1.0)
-    client = local_lab.tracking.client
+    client = mlflow_client(local_lab)
     client.set_experiment_tag(model.id, keys.LATEST_RUN, first)
     client.set_experiment_tag(model.id, keys.LATEST_RUN_STATUS, "FINISHED")
     state = AppState(AppContext(local_lab), model_id=model.id)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import mlflow_client
 
 from activelab.cli.main import cli
 
@@ -137,7 +138,7 @@ def test_evaluate_and_analyze_a_checkpoint(run, lab, unique, tmp_path):
     assert evaluated["checkpoint"] == "checkpoints/epoch-0001.pt"
     figures = {(f["task"], f["metric"]): f for f in evaluated["figures"]}
     assert 0 <= figures["classification", "unlabeled_accuracy"]["value"] <= 1
-    eval_run = lab.tracking.client.get_run(evaluated["eval_run_id"])
+    eval_run = mlflow_client(lab).get_run(evaluated["eval_run_id"])
     assert eval_run.data.tags["mlflow.parentRunId"] == handle.run_id
 
     out = tmp_path / "analysis"

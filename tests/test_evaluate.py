@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import FAST
+from helpers import FAST, mlflow_client
 
 from activelab import Analyzer, AnalyzerResult, hookimpl, keys
 from activelab.errors import TrainingError
@@ -53,7 +53,7 @@ def test_thresholds_rate_figures():
 
 def test_a_finished_run_is_evaluated_and_evaluations_are_logged(trained):
     model, run_id = trained
-    client = model.lab.tracking.client
+    client = mlflow_client(model.lab)
     automatic = recent_evaluations(model, run_id)
     assert len(automatic) == 1, "every finished run gets an evaluation"
     again = evaluate_run(model, run_id, "epoch-0002.pt")
@@ -117,7 +117,7 @@ def test_analyzers_built_in_and_from_a_plugin_log_their_tables(trained_locally):
     finally:
         host.pm.unregister(plugin)
         host._generation += 1
-    listed = {f.path for f in model.lab.tracking.client.list_artifacts(run_id, "analyzers")}
+    listed = {f.path for f in mlflow_client(model.lab).list_artifacts(run_id, "analyzers")}
     assert {
         "analyzers/confusion_matrix.csv",
         "analyzers/confusion_matrix.html",
@@ -150,9 +150,9 @@ def test_latent_over_checkpoints_scores_and_draws_every_checkpoint(trained_local
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
     colors = {tuple(c) for c in image.reshape(-1, 3)[::7].tolist()}
     assert (31, 119, 180) in colors and (255, 127, 14) in colors  # classes 0 and 1 drawn
-    listed = {f.path for f in model.lab.tracking.client.list_artifacts(run_id, "analyzers")}
+    listed = {f.path for f in mlflow_client(model.lab).list_artifacts(run_id, "analyzers")}
     assert {f"analyzers/latent_over_checkpoints.{ext}" for ext in ("csv", "png", "html")} <= listed
-    page = model.lab.tracking.client.download_artifacts(
+    page = mlflow_client(model.lab).download_artifacts(
         run_id, "analyzers/latent_over_checkpoints.html"
     )
     assert "data:image/png;base64," in Path(page).read_text()  # viewable alone in MLflow

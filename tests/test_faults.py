@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from helpers import FAST, run_cli, wait_until
+from helpers import FAST, mlflow_client, run_cli, wait_until
 
 from activelab import Lab, keys
 from activelab.errors import StorageError
@@ -130,7 +130,7 @@ def test_a_server_outage_mid_run_loses_nothing(killable_server, tmp_path, unique
     wait_until(lambda: spool.delivered() >= backlog, 120, message="the backlog delivered")
     assert handle.stop(wait=True, timeout=120) == "KILLED"
 
-    client = lab.tracking.client
+    client = mlflow_client(lab)
     steps = _step_history(client, handle.run_id)
     assert steps == list(range(steps[0], steps[-1] + 1)), "no step's losses are missing"
     epochs = sorted(
@@ -164,7 +164,7 @@ def test_a_run_ended_during_an_outage_is_not_called_dead_once_the_server_is_back
     run = other.get_model(model.id).runs()[0]
     assert run.status == "KILLED", run.error
     assert not spool.folder.exists(), "the spool was sent"
-    steps = _step_history(lab.tracking.client, handle.run_id)
+    steps = _step_history(mlflow_client(lab), handle.run_id)
     assert steps == list(range(1, steps[-1] + 1)), "no step's losses are missing"
 
 

@@ -13,8 +13,14 @@ from mlflow import MlflowClient
 
 from activelab import keys
 from activelab.outbox import Outbox, Spool, deliver_pending, outbox_root
+from activelab.settings import Settings
+from activelab.tracking import Tracking
 
 pytestmark = pytest.mark.server
+
+
+def _tracking(uri: str, home) -> Tracking:
+    return Tracking(Settings.resolve(uri, home))
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> list[int]:
@@ -34,7 +40,9 @@ def test_a_server_outage_loses_nothing_and_never_blocks_the_loop(killable_server
     experiment = client.create_experiment("outage")
     run_id = client.create_run(experiment).info.run_id
     home = tmp_path / "home"
-    outbox = Outbox(client, killable_server.url, run_id, experiment, home, interval=0.2).start()
+    outbox = Outbox(
+        _tracking(killable_server.url, home), run_id, experiment, home, interval=0.2
+    ).start()
 
     for step in range(10):
         outbox.add({"loss": 1.0 / (step + 1)}, step)
@@ -79,7 +87,9 @@ def test_what_a_run_could_not_send_is_delivered_by_runs_sync(killable_server, tm
     experiment = client.create_experiment("later")
     run_id = client.create_run(experiment).info.run_id
     home = tmp_path / "home"
-    outbox = Outbox(client, killable_server.url, run_id, experiment, home, interval=0.2).start()
+    outbox = Outbox(
+        _tracking(killable_server.url, home), run_id, experiment, home, interval=0.2
+    ).start()
     killable_server.kill()
     outbox.add({"loss": 0.5}, 7)
     outbox.artifact("epoch-0003.pt", "checkpoints", _write("three"))
@@ -91,7 +101,7 @@ def test_what_a_run_could_not_send_is_delivered_by_runs_sync(killable_server, tm
     # another process holding the spool (its run still live) is left alone
     other = Spool(spool.folder)
     assert other.acquire()
-    assert deliver_pending(home, killable_server.url, client)["runs"] == 0
+    assert deliver_pending(home, _tracking(killable_server.url, home))["runs"] == 0
     other.release()
 
     killable_server.start()
@@ -119,7 +129,7 @@ def test_a_spool_entry_cannot_name_a_path_outside_its_folder(tmp_path, local_uri
     escape = {"kind": "artifact", "token": "ab", "file": "../../secret.txt", "artifact_dir": ""}
     spool.append(escape)
     spool.release()
-    counts = deliver_pending(tmp_path / "home", local_uri, client)
+    counts = deliver_pending(tmp_path / "home", _tracking(local_uri, tmp_path / "home"))
     assert counts == {"runs": 1, "items": 1, "pending": 0}, "the entry is skipped, not followed"
     assert client.list_artifacts(run_id) == []
     assert not spool.folder.exists()

@@ -154,7 +154,7 @@ def sync(obj: Any) -> None:
     from activelab.outbox import deliver_pending
 
     lab = obj.lab
-    counts = deliver_pending(lab.settings.home, lab.settings.tracking_uri, lab.tracking.client)
+    counts = deliver_pending(lab.settings.home, lab.tracking)
     click.echo(f"Delivered {counts['items']} item(s) of {counts['runs']} run(s).")
     if counts["pending"]:
         click.secho(

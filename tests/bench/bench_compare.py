@@ -31,6 +31,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from mlflow import MlflowClient
+
 from activelab import keys
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 def log_runs(lab, runs: int, metrics: int, steps: int) -> list[str]:
     from mlflow.entities import Metric, Param
 
-    client = lab.tracking.client
+    client = MlflowClient(lab.settings.tracking_uri)
     ids = []
     for number in range(runs):
         model = lab.create_model(f"bench-{number:02d}")
@@ -90,7 +92,7 @@ def time_compare(
 
 
 def time_naive(lab, run_ids: list[str], metrics: list[str]) -> float:
-    client = lab.tracking.client
+    client = MlflowClient(lab.settings.tracking_uri)
     start = time.perf_counter()
     for run_id in run_ids:
         for metric in metrics:

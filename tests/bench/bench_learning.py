@@ -135,13 +135,14 @@ def run_job(job: tuple[int, tuple[str, ...], int, str]) -> dict:
 
 def adopt_checkpoint(source, target, run_id: str) -> str:
     """Copy `run_id`'s checkpoint and predictions into a finished run of `target`."""
+    from mlflow import MlflowClient
     from mlflow.entities import Param
 
     from activelab import keys
     from activelab.runs import list_checkpoints
     from activelab.runtime import PREDICTIONS_PATH
 
-    client = target.lab.tracking.client
+    client = MlflowClient(target.lab.settings.tracking_uri)
     original = client.get_run(run_id)
     copy = client.create_run(
         target.id, run_name="first round (shared)", tags={keys.RUN_KIND: "train"}

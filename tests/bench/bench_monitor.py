@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: served.py, browser.py, helpers.py
 
 from browser import ARGS, CHROMIUM  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
 from served import start_app  # noqa: E402
 
 from activelab import keys  # noqa: E402
@@ -49,7 +50,7 @@ def log_long_run(lab, model_id: str, tasks: int, steps: int) -> str:
     """A finished run with `tasks` loss curves plus the total, `steps` points each."""
     from mlflow.entities import Metric
 
-    client = lab.tracking.client
+    client = MlflowClient(lab.settings.tracking_uri)
     run = client.create_run(model_id, run_name="long run", tags={keys.RUN_KIND: "train"})
     run_id = run.info.run_id
     names = [f"loss/task{i:02d}" for i in range(tasks)] + ["loss/total"]
@@ -78,7 +79,7 @@ def time_loads(lab, run_id: str, repeats: int) -> tuple[list[float], float, int]
         monitor.load()
         loads.append(time.perf_counter() - start)
         shown = max(len(s) for s in monitor.curves.values())
-    client = lab.tracking.client
+    client = MlflowClient(lab.settings.tracking_uri)
     start = time.perf_counter()
     for key in client.get_run(run_id).data.metrics:
         client.get_metric_history(run_id, key)
@@ -104,7 +105,7 @@ def time_freshness(browser, lab, model_id: str, url: str, count: int) -> list[fl
     """A live run (as a script anywhere would log it): log one point, time until drawn."""
     from mlflow.entities import Metric
 
-    client = lab.tracking.client
+    client = MlflowClient(lab.settings.tracking_uri)
     now = int(time.time() * 1000)
     run = client.create_run(
         model_id,

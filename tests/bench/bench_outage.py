@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: helpers.py
 
 from helpers import FAST, KillableServer, wait_until  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
 
 from activelab import Lab, keys  # noqa: E402
 from activelab.outbox import Spool, outbox_root  # noqa: E402
@@ -76,7 +77,7 @@ def main() -> None:
         delivery_s = time.monotonic() - back_at
         status = handle.stop(wait=True, timeout=300)
 
-        client = lab.tracking.client
+        client = MlflowClient(lab.settings.tracking_uri)
         history = client.get_metric_history(handle.run_id, "loss/total")
         steps = sorted({m.step for m in history})
         missing_steps = len(set(range(steps[0], steps[-1] + 1)) - set(steps))

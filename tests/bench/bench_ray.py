@@ -33,9 +33,11 @@ SETTINGS = {"trainer.hidden_dims": "[32]", "trainer.log_model": "false"}
 
 def first_metric_s(model, **launch) -> float:
     """Seconds from the launch to its first loss point in MLflow; the run is then stopped."""
+    from mlflow import MlflowClient
+
     start = time.perf_counter()
     handle = model.launch(epochs=10_000, system_metrics=False, **launch)
-    client = model.lab.tracking.client
+    client = MlflowClient(model.lab.settings.tracking_uri)
     deadline = time.monotonic() + 300
     while not client.get_metric_history(handle.run_id, "loss/total"):
         if handle.status not in ("RUNNING", "SCHEDULED") or time.monotonic() > deadline:
