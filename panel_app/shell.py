@@ -147,9 +147,12 @@ class Shell(pn.viewable.Viewer):
         """(model, latest run id, its status, the run if it moved); None when the store is
         away for a moment (the next tick tries again)."""
         try:
-            tags = self.state.lab.tracking.get_experiment(model_id).tags
+            experiment = self.state.lab.tracking.get_experiment(model_id)
         except Exception:
             return None
+        if experiment is None:  # deleted meanwhile
+            return None
+        tags = experiment.tags
         run_id, tag_status = tags.get(keys.LATEST_RUN), tags.get(keys.LATEST_RUN_STATUS)
         before = self._last_run
         same_run = before is not None and before[:2] == (model_id, run_id)

@@ -26,7 +26,7 @@ from activelab.version import __version__
 
 if TYPE_CHECKING:  # every lazy name below, visible to type checkers and editors
     import os
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from activelab.analyzer import AnalysisInput, Analyzer, AnalyzerResult
     from activelab.backend import Backend
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # every lazy name below, visible to type checkers and editors
     from activelab.launcher import TrainingHandle
     from activelab.models import Lab, Model, ModelCard
     from activelab.plugins import get_plugins
-    from activelab.runtime import RunContext
+    from activelab.runtime import Progress, RunContext
     from activelab.strategy import QueryStrategy
     from activelab.task import Batch, Outputs, Task
     from activelab.trainer import Trainer
@@ -64,6 +64,7 @@ _LAZY = {
     "Backend": "activelab.backend",
     "TrainingHandle": "activelab.launcher",
     "RunContext": "activelab.runtime",
+    "Progress": "activelab.runtime",
     "ActivelabError": "activelab.errors",
     "get_plugins": "activelab.plugins",
 }
@@ -84,6 +85,7 @@ __all__ = [  # spelled out, so type checkers and linters read it
     "ModelCard",
     "ModelConfig",
     "Outputs",
+    "Progress",
     "QueryStrategy",
     "RunContext",
     "Task",
@@ -139,14 +141,35 @@ def default_lab() -> Lab:
         return _default
 
 
-def create_model(name: str | None = None, **options: Any) -> Model:
-    """Create a model; see `Lab.create_model` (preset, dataset, description, config, tags)."""
-    return default_lab().create_model(name, **options)
+def create_model(
+    name: str | None = None,
+    *,
+    preset: str | None = None,
+    dataset: str | None = None,
+    description: str | None = None,
+    config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Model:
+    """Create a model from a preset (default "default") on a data set (default "digits"), with
+    dotted `config` overrides and `tags`; see `Lab.create_model`."""
+    chosen = {k: v for k, v in (("preset", preset), ("dataset", dataset)) if v is not None}
+    return default_lab().create_model(
+        name, description=description, config=config, tags=tags, **chosen
+    )
 
 
-def list_models(**filters: Any) -> list[ModelCard]:
-    """Model cards, newest first; see `Lab.list_models` (name_contains, dataset, tags, sort)."""
-    return default_lab().list_models(**filters)
+def list_models(
+    *,
+    name_contains: str | None = None,
+    dataset: str | None = None,
+    tags: dict[str, str] | None = None,
+    deleted: bool = False,
+    sort: str = "created",
+) -> list[ModelCard]:
+    """Model cards in one search; `sort`: "created" (newest first), "updated" or "name"."""
+    return default_lab().list_models(
+        name_contains=name_contains, dataset=dataset, tags=tags, deleted=deleted, sort=sort
+    )
 
 
 def get_model(name_or_id: str, deleted: bool = False) -> Model:
@@ -164,10 +187,34 @@ def restore_model(name_or_id: str, name: str | None = None) -> Model:
     return default_lab().restore_model(name_or_id, name)
 
 
-def launch(model: Model | str, **options: Any) -> TrainingHandle:
-    """Start training `model`; see `activelab.launcher.launch` (epochs, resume_from, wait...)."""
+def launch(
+    model: Model | str,
+    *,
+    epochs: int | None = None,
+    resume_from: str | None = None,
+    config: dict[str, Any] | None = None,
+    run_name: str | None = None,
+    wait: bool = False,
+    progress: bool = False,
+    in_process: bool = False,
+    system_metrics: bool = True,
+    on_progress: Callable[[Progress], None] | None = None,
+    backend: str | None = None,
+    address: str | None = None,
+    cpus: float | None = None,
+    gpus: float | None = None,
+    backend_options: dict[str, Any] | None = None,
+) -> TrainingHandle:
+    """Start training `model` (a Model, or its name or id); the arguments are those of
+    `activelab.launcher.launch` (backend: "local" unless given)."""
     from activelab.launcher import launch as _launch
 
     if isinstance(model, str):
         model = get_model(model)
-    return _launch(model, **options)
+    chosen = {"backend": backend} if backend is not None else {}
+    return _launch(
+        model, epochs=epochs, resume_from=resume_from, config=config, run_name=run_name,
+        wait=wait, progress=progress, in_process=in_process, system_metrics=system_metrics,
+        on_progress=on_progress, address=address, cpus=cpus, gpus=gpus,
+        backend_options=backend_options, **chosen,
+    )  # fmt: skip

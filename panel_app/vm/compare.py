@@ -14,6 +14,7 @@ from activelab.runs import RunSummary, checked_run, checked_runs, search_runs
 from activelab.tracking import MetricSeries
 
 if TYPE_CHECKING:
+    from activelab.models import Lab
     from activelab.panel_app.vm.state import AppState
 
 X_AXES = {"step": "Step", "epoch": "Epoch", "wall": "Wall time (s)"}
@@ -72,7 +73,7 @@ class CompareViewModel(param.Parameterized):
         self.curves: list[Curve] = []
 
     @property
-    def lab(self) -> Any:
+    def lab(self) -> Lab:
         return self.state.lab
 
     # --- what can be compared -------------------------------------------------------------

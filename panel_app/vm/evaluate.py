@@ -20,6 +20,7 @@ from activelab.runs import RunSummary
 
 if TYPE_CHECKING:
     from activelab.analyzer import AnalyzerResult
+    from activelab.models import Lab
     from activelab.panel_app.vm.state import AppState
 
 PER_ROW = 8  # samples per class (or per row) in the reconstruction grid
@@ -38,7 +39,7 @@ class EvaluateViewModel(LoadedModel, param.Parameterized):
         self.runs: list[RunSummary] = []
 
     @property
-    def lab(self) -> Any:
+    def lab(self) -> Lab:
         return self.state.lab
 
     def load(self, model_id: str) -> list[RunSummary]:

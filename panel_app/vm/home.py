@@ -16,6 +16,7 @@ from activelab.presets import PRESETS, QUICK_START_LABELS_PER_CLASS, quick_start
 from activelab.runs import RunSummary, search_runs
 
 if TYPE_CHECKING:
+    from activelab.models import Lab
     from activelab.panel_app.vm.state import AppState
 
 
@@ -78,7 +79,7 @@ class HomeViewModel(param.Parameterized):
         self.state = state
 
     @property
-    def lab(self) -> Any:
+    def lab(self) -> Lab:
         return self.state.lab
 
     # --- reading -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from activelab.dataset import DataBundle
-    from activelab.models import Model
+    from activelab.models import Lab, Model
     from activelab.panel_app.vm.state import AppState
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class LabelViewModel(LoadedModel, param.Parameterized):
                 self.strategy = strategies[0]
 
     @property
-    def lab(self) -> Any:
+    def lab(self) -> Lab:
         return self.state.lab
 
     def _loaded(self) -> tuple[pd.DataFrame, DataBundle]:

@@ -9,6 +9,7 @@ import param
 from activelab.version import __version__
 
 if TYPE_CHECKING:
+    from activelab.models import Lab
     from activelab.panel_app.context import AppContext
 
 PAGES = {
@@ -47,7 +48,7 @@ class AppState(param.Parameterized):
         self.context = context
 
     @property
-    def lab(self) -> Any:
+    def lab(self) -> Lab:
         return self.context.lab
 
     def notify(

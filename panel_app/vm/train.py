@@ -17,6 +17,7 @@ from activelab.runs import ACTIVE, RunSummary, request_stop
 if TYPE_CHECKING:
     from activelab.config import ModelConfig
     from activelab.launcher import TrainingHandle
+    from activelab.models import Lab
     from activelab.panel_app.vm.state import AppState
 
 HISTORY_SIZE = 20
@@ -39,7 +40,7 @@ class TrainViewModel(LoadedModel, param.Parameterized):
         self.state = state
 
     @property
-    def lab(self) -> Any:
+    def lab(self) -> Lab:
         return self.state.lab
 
     @property

@@ -7,12 +7,15 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from activelab.errors import ActivelabError
 from activelab.version import __version__
+
+if TYPE_CHECKING:
+    from activelab.models import Lab
 
 DEBUG_ENV = "ACTIVELAB_DEBUG"
 SERVER_WAIT_ENV = "ACTIVELAB_SERVER_WAIT_S"
@@ -30,10 +33,10 @@ class LabContext:
         self.tracking_uri = tracking_uri
         self.home = home
         self.tasks_dirs = list(tasks_dirs)
-        self._lab: Any = None
+        self._lab: Lab | None = None
 
     @property
-    def lab(self) -> Any:
+    def lab(self) -> Lab:
         if self._lab is None:
             from activelab.connectivity import fail_fast_http, wait_until_reachable
             from activelab.models import Lab
