@@ -13,6 +13,22 @@ The functions here use a default `Lab` over `MLFLOW_TRACKING_URI`, or the embedd
 under `$ACTIVELAB_HOME` (default `~/.activelab`); `activelab.configure(...)` changes it.
 Plugin authors import `hookimpl`, `Task`, `Trainer`, `Dataset`, `QueryStrategy`,
 `Analyzer` and `Backend`.
+
+Where things live, layer by layer from the store up:
+
+- store: `tracking` (every MLflow call), `settings` (which store, which data folder),
+  `keys` (every tag and param name), `errors` (what a person reads).
+- models: `models` (Lab, Model, ModelCard), `labels` (the label log), `config` and
+  `presets` (what a model trains), `runs` (reading runs, stop requests, dead trainers).
+- plugins: `hookspecs`, `plugins` (the one pluggy manager), `component` (declared params),
+  the interfaces `task`, `trainer`, `dataset`, `strategy`, `analyzer`, `backend`, and
+  `task_files` / `task_watcher` (hot-reloaded `.py` files). Built-ins: `activelab.tasks`.
+- training: `launcher` (launch, TrainingHandle), `backend` (where a worker runs),
+  `standby` (the warm worker that forks workers), `worker` (one run to its end),
+  `runtime` (TrainingSession, RunContext), `outbox` (what a run sends, through outages),
+  `evaluation` (checkpoints evaluated and analyzed).
+- people: `cli` (the `activelab` command) and `activelab.panel_app` (the app: `shell`,
+  one `pages/` view and one `vm/` view-model per page).
 """
 
 from __future__ import annotations
