@@ -95,7 +95,9 @@ class ComparePage(Page):
             label="Smoothing", start=0, end=0.99, step=0.01, value=0.0, width=160
         )
         self.log_scale = pn.widgets.Checkbox(label="Log scale", align="end")
-        self.only_differing = pn.widgets.Checkbox(label="Only params that differ", value=True)
+        self.only_differing = pn.widgets.Checkbox.from_param(
+            self.vm.param.only_differing, label="Only params that differ"
+        )
         self.plot = pn.pane.Bokeh(None, sizing_mode="stretch_width", height=360, visible=False)
         self.figures = FrameTable(
             height=200,
@@ -248,7 +250,6 @@ class ComparePage(Page):
         self.plot.param.update(object=plot, visible=True)
 
     def _tables(self) -> None:
-        self.vm.only_differing = self.only_differing.value
         figures = self.vm.figures_table()
         hidden: list[str] = []
         if not figures.empty:

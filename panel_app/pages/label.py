@@ -103,19 +103,15 @@ class LabelPage(Page):
         self._picker_busy = False
 
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.color_by = pn.widgets.RadioButtonGroup(
-            options={v: k for k, v in COLOR_MODES.items()}, value="label", color="light"
+        # widgets bound to the view-model's parameters (both ways)
+        self.color_by = pn.widgets.RadioButtonGroup.from_param(
+            self.vm.param.color_by, label="",
+            options={v: k for k, v in COLOR_MODES.items()}, color="light",
+        )  # fmt: skip
+        self.strategy = pn.widgets.Select.from_param(self.vm.param.strategy, label="", width=160)
+        self.next_count = pn.widgets.IntInput.from_param(
+            self.vm.param.next_count, label="", width=70
         )
-        self.color_by.param.watch(lambda e: setattr(self.vm, "color_by", e.new), "value")
-        self.strategy = pn.widgets.Select(
-            label="",
-            options=list(self.vm.param.strategy.objects),
-            value=self.vm.strategy,
-            width=160,
-        )
-        self.strategy.param.watch(lambda e: setattr(self.vm, "strategy", e.new), "value")
-        self.next_count = pn.widgets.IntInput(value=10, start=1, end=1000, width=70)
-        self.next_count.param.watch(lambda e: setattr(self.vm, "next_count", e.new), "value")
         self.next_button = pn.widgets.Button(label="Next to label", color="primary")
         self.next_button.on_click(lambda e: self._next())
         self.plot_area = pn.Column(sizing_mode="stretch_both", min_height=460)
