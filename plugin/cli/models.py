@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from activelab.cli.output import emit_json, parse_pairs, table
+from activelab.cli.output import emit_json, parse_pairs, table, task_rows
 from activelab.humanize import number, relative_time
 from activelab.presets import PRESETS
 
@@ -154,19 +154,7 @@ def show(obj: Any, model: str, deleted: bool, as_json: bool) -> None:
         + ", ".join(f"{k}={v}" for k, v in config.trainer_params.items())
     )
     click.echo("  tasks")
-    table(
-        [
-            {
-                "    name": f"    {t.name}",
-                "class": t.kind,
-                "weight": t.weight,
-                "enabled": "yes" if t.enabled else "no",
-                "latent": t.latent_slice or "all",
-                "params": ", ".join(f"{k}={v}" for k, v in t.params.items()),
-            }
-            for t in config.tasks
-        ]
-    )
+    table(task_rows(config, indent="    "))
     if stats:
         click.echo("  labels per class: " + ", ".join(f"{k}: {v}" for k, v in stats.items()))
 

@@ -24,6 +24,21 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: s
     click.echo(frame.to_string(index=False, na_rep="-", max_colwidth=48))
 
 
+def task_rows(config: Any, indent: str = "") -> list[dict[str, Any]]:
+    """A model's tasks as table rows (`models show` indents them under its other facts)."""
+    return [
+        {
+            f"{indent}name": f"{indent}{t.name}",
+            "class": t.kind,
+            "weight": t.weight,
+            "enabled": "yes" if t.enabled else "no",
+            "latent": t.latent_slice or "all",
+            "params": ", ".join(f"{k}={v}" for k, v in t.params.items()),
+        }
+        for t in config.tasks
+    ]
+
+
 def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
     """["a=1", "b=2"] -> {"a": "1", "b": "2"}; a clear error for anything else."""
     result: dict[str, str] = {}

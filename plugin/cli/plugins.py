@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from activelab.cli.output import emit_json, parse_pairs, table
+from activelab.cli.output import emit_json, parse_pairs, table, task_rows
 from activelab.plugins import CATEGORIES as PLUGIN_CATEGORIES
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -105,20 +105,6 @@ def tasks() -> None:
     """A model's tasks (loss terms): list, add, change, remove."""
 
 
-def _task_rows(config: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": t.name,
-            "class": t.kind,
-            "weight": t.weight,
-            "enabled": "yes" if t.enabled else "no",
-            "latent": t.latent_slice or "all",
-            "params": ", ".join(f"{k}={v}" for k, v in t.params.items()),
-        }
-        for t in config.tasks
-    ]
-
-
 @tasks.command("list")
 @click.argument("model")
 @json_option
@@ -129,7 +115,7 @@ def list_(obj: Any, model: str, as_json: bool) -> None:
     if as_json:
         emit_json([t.to_dict() for t in config.tasks])
     else:
-        table(_task_rows(config), empty="No tasks.")
+        table(task_rows(config), empty="No tasks.")
 
 
 @tasks.command("add")
@@ -156,7 +142,7 @@ def add(
         kind, name=name, weight=weight, enabled=not disabled, latent_slice=latent_slice,
         params=parse_pairs(settings, "--set"),
     )  # fmt: skip
-    table(_task_rows(config))
+    table(task_rows(config))
 
 
 @tasks.command("set")
@@ -187,7 +173,7 @@ def set_(
     if latent_slice is not None:
         overrides[f"tasks.{name}.latent_slice"] = latent_slice or None
     config = obj.lab.get_model(model).update_config(overrides)
-    table(_task_rows(config))
+    table(task_rows(config))
 
 
 @tasks.command("remove")
@@ -197,4 +183,4 @@ def set_(
 def remove(obj: Any, model: str, name: str) -> None:
     """Remove the task NAME from MODEL."""
     config = obj.lab.get_model(model).remove_task(name)
-    table(_task_rows(config), empty="No tasks left.")
+    table(task_rows(config), empty="No tasks left.")
