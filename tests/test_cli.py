@@ -154,3 +154,21 @@ def test_evaluate_and_analyze_a_checkpoint(run, lab, unique, tmp_path):
     assert unknown.exit_code == 1 and "installed: confusion_matrix" in unknown.stderr
     untrained = run("runs", "evaluate", f"{unique}-x", ok=False)
     assert untrained.exit_code == 1 and "No model named" in untrained.stderr
+
+
+def test_activelab_train_traces_its_hook_calls(local_lab, unique):
+    """`ACTIVELAB_TRACE_HOOKS=1 activelab train ...`: the command's own hook calls on its
+    stderr, and the trainer's (epoch ends, the run's end) in the run's worker log."""
+    from helpers import FAST, run_cli
+
+    model = local_lab.create_model(unique, config=FAST)
+    trained = run_cli(
+        local_lab, "train", model.name, "--epochs", "1", "--no-system-metrics", "--json",
+        env={"ACTIVELAB_TRACE_HOOKS": "1"}, timeout=300,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "register_trainers [hook]" in trained.stderr
+    run_id = json.loads(trained.stdout)["run_id"]
+    worker_log = (local_lab.settings.home / "runs" / run_id / "worker.log").read_text()
+    assert "on_epoch_end [hook]" in worker_log
+    assert "on_train_end [hook]" in worker_log
