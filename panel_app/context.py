@@ -77,6 +77,29 @@ class AppContext:
 
         standby.ensure(lab.settings.home)
         self._deliver_unsent()
+        threading.Thread(target=self._warm_up, name="activelab-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        """Do now what the first visitor would wait for: load the pages' code, and the data set
+        and map of the model changed last (the one a person most likely opens next)."""
+        import importlib
+
+        try:
+            from activelab.panel_app.shell import PAGE_VIEWS  # (pages load on a first visit)
+            from activelab.runs import latest_predictions_run
+
+            for module, _view in PAGE_VIEWS.values():
+                importlib.import_module(f"activelab.panel_app.pages.{module}")
+            cards = self.lab.list_models(sort="updated")
+            if not cards:
+                return
+            model = self.lab.get_model(cards[0].id)
+            self.dataset(model)
+            run_id = latest_predictions_run(self.lab.tracking, model.id)
+            if run_id is not None:
+                self.run_predictions(run_id)
+        except Exception as exc:  # a visit loads what it needs itself
+            log.info("Preloading the latest model for the app skipped: %s", exc)
 
     def _deliver_unsent(self) -> None:
         """Send what runs left unsent during an outage (in a thread: it may wait on the server)."""

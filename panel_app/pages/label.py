@@ -373,8 +373,13 @@ class LabelPage(Page):
         change = self.vm.last_change
         if self.source is not None and change:
             self.source.patch({"label": [(int(i), int(v)) for i, v in change.items()]})
-            if self.vm.color_by == "label":
-                self.legend.object = self._legend_html("label")
+        # the legend's counts and the side panel follow on the next tick, so the patched
+        # map goes out to the browser first
+        self.ui.soon(self._after_label_patch)
+
+    def _after_label_patch(self) -> None:
+        if self.vm.color_by == "label":
+            self.legend.object = self._legend_html("label")
         self._render_side()
 
     def _recolor(self) -> None:
