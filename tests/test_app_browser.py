@@ -236,6 +236,24 @@ def test_labels_csv_import_and_export_on_the_label_page(app, page, tmp_path):
     assert saved.read_text().splitlines() == ["sample_index,label", "1,3", "2,4", "3,4"]
 
 
+def test_label_ten_samples_from_the_queue_by_keys_only(app, page):
+    """Q queues the next ten; each digit labels the sample shown and moves to the next."""
+    model = lab_of(app).create_model("queue")
+    page.goto(f"{app.url}/?page=label&model={model.id}")
+    wait_for_map(page)
+    page.keyboard.press("q")
+    for n in range(10):
+        page.get_by_text(f"Sample {n + 1} of 10").wait_for()  # the key moved on to the next
+        page.keyboard.press(str(n))
+    page.get_by_text("Queue done").wait_for()
+    labels = lab_of(app).get_model(model.id).labels.as_dict()
+    # ten keys, ten different samples, each with its own key's class
+    assert sorted(labels.values()) == list(range(10)) and len(labels) == 10, labels
+    wait_until(lambda: sum(v >= 0 for v in map_labels(page)) == 10, message="the map shows them")
+    page.keyboard.press("Escape")
+    page.get_by_text("Label one by one (Q)").wait_for()
+
+
 def test_the_app_over_a_tracking_server(mlflow_server, page, tmp_path, unique):
     """`MLFLOW_TRACKING_URI=http://...`: cards, links and label writes go through the server."""
     served = start_app(tmp_path / "home", "--no-mlflow-ui", tracking_uri=mlflow_server.url)

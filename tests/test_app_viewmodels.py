@@ -123,6 +123,26 @@ def test_labeling_undo_redo_and_strategies(loaded, state):
         vm.undo()
 
 
+def test_the_queue_labels_one_sample_at_a_time_and_moves_on(loaded):
+    vm, model = loaded
+    vm.next_count = 4
+    queue = vm.start_queue()
+    assert len(queue) == 4 and vm.in_queue and vm.current == queue[0] and vm.selected == [queue[0]]
+    assert vm.label_in_queue(2) == 1  # labels the shown sample, then shows the next
+    assert model.labels.as_dict() == {queue[0]: 2} and vm.current == queue[1]
+    vm.move_in_queue(1)  # skip one
+    assert vm.current == queue[2]
+    assert vm.label_in_queue("7") == 1 and vm.current == queue[3]
+    assert vm.undo_in_queue() == 1  # back to the sample it unlabeled
+    assert vm.current == queue[2] and queue[2] not in model.labels.as_dict()
+    for label in (5, 6):
+        vm.label_in_queue(label)
+    assert vm.queue_done and vm.current is None and vm.label_in_queue(1) == 0
+    assert model.labels.as_dict() == {queue[0]: 2, queue[2]: 5, queue[3]: 6}
+    vm.stop_queue()
+    assert not vm.in_queue and vm.selected == []
+
+
 def test_labels_csv_export_and_import(loaded):
     from activelab.errors import LabelFileError
 

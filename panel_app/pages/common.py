@@ -92,19 +92,6 @@ class UiThread:
             except AttributeError:  # destroyed between the check and the call: nobody to tell
                 log.debug("session gone; dropped a late update")
 
-    def soon(self, fn: Callable[[], None]) -> None:
-        """Run `fn` on the session's next tick: what the current change already sent (a
-        patched plot) reaches the browser first, secondary updates follow."""
-        doc = self.doc
-        if doc is None or self.closed.is_set():
-            if doc is None:
-                fn()
-            return
-        try:
-            doc.add_next_tick_callback(fn)
-        except AttributeError:  # the session is gone: nobody to update
-            log.debug("session gone; dropped a late update")
-
     def background(
         self,
         work: Callable[[], Any],

@@ -114,6 +114,9 @@ class LabelPage(Page):
         )
         self.next_button = pn.widgets.Button(label="Next to label", color="primary")
         self.next_button.on_click(lambda e: self._next())
+        # one sample at a time (Label Studio's flow): keys label it and move on
+        self.queue_button = pn.widgets.Button(label="Label one by one (Q)", color="light")
+        self.queue_button.on_click(lambda e: self._toggle_queue())
         self.plot_area = pn.Column(sizing_mode="stretch_both", min_height=460)
         self.legend = pn.pane.HTML("", css_classes=["al-legend"], width=170)
         self._classes: list[str] = []  # the classes the map's colours were built for
@@ -162,6 +165,7 @@ class LabelPage(Page):
             self.strategy,
             self.next_count,
             self.next_button,
+            self.queue_button,
             styles={"flex-wrap": "wrap", "align-items": "center"},
             sizing_mode="stretch_width",
         )
@@ -362,6 +366,9 @@ class LabelPage(Page):
     def _selected_in_plot(self, attr: str, old: list[int], new: list[int]) -> None:
         indices = [int(i) for i in new]
         if indices != self.vm.selected:
+            if self.vm.in_queue:  # picking on the map leaves the one-by-one queue
+                self.vm.stop_queue()
+                self._queue_changed()
             # Overlapping points arrive together from one click: show the first of them.
             keep = self.vm.current if self.vm.current in indices else None
             self.vm.param.update(
@@ -370,16 +377,12 @@ class LabelPage(Page):
             )
 
     def _patch_labels(self) -> None:
+        """A label change: the map's label column and the side panel, sent together (one
+        message: the browser lays the page out once). The legend does not count labels (the
+        side panel's table does), so a key press leaves it alone."""
         change = self.vm.last_change
         if self.source is not None and change:
             self.source.patch({"label": [(int(i), int(v)) for i, v in change.items()]})
-        # the legend's counts and the side panel follow on the next tick, so the patched
-        # map goes out to the browser first
-        self.ui.soon(self._after_label_patch)
-
-    def _after_label_patch(self) -> None:
-        if self.vm.color_by == "label":
-            self.legend.object = self._legend_html("label")
         self._render_side()
 
     def _recolor(self) -> None:
@@ -399,20 +402,29 @@ class LabelPage(Page):
                 "linear-gradient(90deg,#440154,#21918c,#fde725)'></div>"
                 "<div class='al-muted'>0 … 1</div>"
             )
-        column = self.source.data[mode] if self.source is not None else np.array([])
-        counts = np.bincount(
-            np.asarray(column)[np.asarray(column) >= 0], minlength=len(self._classes)
-        )
         palette = class_palette(max(1, len(self._classes)))
+        # Labels are counted in the side panel's table (the one pane a key press updates);
+        # predicted and true classes, which do not change while labeling, are counted here.
+        source = self.source
+        counted = mode != "label" and source is not None
+        column = (
+            np.asarray(source.data[mode])
+            if source is not None and counted
+            else np.array([], np.int64)
+        )
+        counts = np.bincount(column[column >= 0], minlength=len(self._classes))
+
+        def tally(n: int) -> str:
+            return f" <span class='al-muted'>({n})</span>" if counted else ""
+
         rows = [
-            f"<div><span class='sw' style='background:{palette[i]}'></span>{esc(name)} "
-            f"<span class='al-muted'>({counts[i]})</span></div>"
+            f"<div><span class='sw' style='background:{palette[i]}'></span>{esc(name)}"
+            f"{tally(int(counts[i]))}</div>"
             for i, name in enumerate(self._classes)
         ]
-        unlabeled = int((np.asarray(column) < 0).sum())
         rows.append(
             f"<div><span class='sw' style='background:{UNLABELED_COLOR}'></span>"
-            f"none <span class='al-muted'>({unlabeled})</span></div>"
+            f"none{tally(int((column < 0).sum()))}</div>"
         )
         return f"<div><b>{esc(COLOR_MODES[mode])}</b></div>" + "".join(rows)
 
@@ -489,11 +501,7 @@ class LabelPage(Page):
         if not self.vm.ready:
             return
         selected = self.vm.selected
-        self.selection_info.object = (
-            f"<p class='al-muted'>{len(selected)} selected — keys "
-            "0-9 label them, Backspace clears, Ctrl+Z undoes, "
-            "N picks the next to label.</p>"
-        )
+        self.selection_info.object = self._keys_help(len(selected))
         counts = self.vm.label_counts()
         total = sum(counts.values())
         rows = "".join(
@@ -524,7 +532,7 @@ class LabelPage(Page):
             return  # a label change: the images stay as they are
         shown = self._images_for = (index, self.vm.source_run)
         original = self.vm.image(index)
-        scale = max(1, 112 // original.shape[-1])
+        scale = max(1, self._image_px() // original.shape[-1])
         self.image.param.update(object=png(original, scale), visible=True)
 
         # The reconstruction runs the model (and may fetch its checkpoint): off the event
@@ -552,6 +560,70 @@ class LabelPage(Page):
 
     # --- actions ----------------------------------------------------------------------------------
 
+    def _keys_help(self, selected: int) -> str:
+        vm = self.vm
+        if not vm.in_queue:
+            return (
+                f"<p class='al-muted'>{selected} selected — keys 0-9 label them, Backspace "
+                "clears, Ctrl+Z undoes, N picks the next to label, Q labels one by one.</p>"
+            )
+        if vm.queue_done:
+            return (
+                f"<p><b>Queue done</b>: {len(vm.queue)} samples. Q queues the next "
+                f"{vm.next_count}, Esc goes back to the map.</p>"
+            )
+        return (
+            f"<p><b>Sample {vm.queue_position + 1} of {len(vm.queue)}</b> — keys 0-9 label it "
+            "and move on, → skips, ← goes back, Ctrl+Z undoes, Esc leaves the queue.</p>"
+        )
+
+    def _image_px(self) -> int:
+        """The sample's picture: large while labeling one by one."""
+        return 224 if self.vm.in_queue else 112
+
+    def _toggle_queue(self) -> None:
+        if not self.vm.ready:
+            return
+        if self.vm.in_queue and not self.vm.queue_done:
+            self.vm.stop_queue()
+        else:
+            picked = self.vm.start_queue()
+            self.saved.object = note(f"Queued the next {len(picked)} to label, one by one.")
+        self._queue_changed()
+
+    def _queue_changed(self) -> None:
+        in_queue = self.vm.in_queue
+        self.queue_button.param.update(
+            label="Leave the queue (Esc)" if in_queue else "Label one by one (Q)",
+            color="primary" if in_queue else "light",
+        )
+        px = self._image_px()
+        for picture in (self.image, self.recon):
+            picture.param.update(width=px, height=px)
+        self._images_for = None  # redraw the picture at its new size
+        self._render_side()
+
+    def _queue_key(self, key: str) -> bool:
+        """Keys of the one-by-one queue; False if `key` is not one of them."""
+        vm = self.vm
+        if key.isdigit() and int(key) < len(self._classes):
+            self._act(lambda: vm.label_in_queue(int(key)), "labeled")
+        elif key == "undo":
+            self._act(vm.undo_in_queue, "undone")
+        elif key == "ArrowRight":
+            vm.move_in_queue(1)
+        elif key == "ArrowLeft":
+            vm.move_in_queue(-1)
+        elif key == "Escape":
+            vm.stop_queue()
+            self._queue_changed()
+        elif key in ("q", "Q"):
+            self._toggle_queue()
+        else:
+            return False
+        self.selection_info.object = self._keys_help(len(vm.selected))
+        return True
+
     def _next(self) -> None:
         if not self.vm.ready:
             return
@@ -564,7 +636,11 @@ class LabelPage(Page):
         if not self.vm.ready or self.state.page != "label":
             return
         key = self.keys.key
-        if key.isdigit() and int(key) < len(self._classes):
+        if self.vm.in_queue and self._queue_key(key):
+            return
+        if key in ("q", "Q"):
+            self._toggle_queue()
+        elif key.isdigit() and int(key) < len(self._classes):
             self._act(lambda: self.vm.label_selection(int(key)), "labeled")
         elif key in ("Backspace", "Delete"):
             self._act(self.vm.clear_selection, "cleared")

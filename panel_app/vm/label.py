@@ -59,6 +59,8 @@ class LabelViewModel(LoadedModel, param.Parameterized):
     source_run_name = param.String(default="", doc="That run's name (what people call it).")
     can_undo = param.Boolean(default=False)
     can_redo = param.Boolean(default=False)
+    queue = param.List(default=[], item_type=int, doc="Samples to label one at a time, in order.")
+    queue_position = param.Integer(default=0, doc="Where in `queue` the person is.")
 
     def __init__(self, state: AppState, **params: Any) -> None:
         super().__init__(**params)
@@ -297,6 +299,51 @@ class LabelViewModel(LoadedModel, param.Parameterized):
                 return False
             self._publish({int(i): int(fresh[i]) for i in changed})
             return True
+
+    # --- the queue: one sample at a time ------------------------------------------------------
+
+    @property
+    def in_queue(self) -> bool:
+        return bool(self.queue)
+
+    @property
+    def queue_done(self) -> bool:
+        return self.in_queue and self.queue_position >= len(self.queue)
+
+    def start_queue(self) -> list[int]:
+        """Queue the `next_count` samples the strategy ranks highest, and show the first."""
+        picked = self.next_to_label()
+        self.param.update(queue=picked, queue_position=0)
+        self._show_queue_position()
+        return picked
+
+    def stop_queue(self) -> None:
+        self.param.update(queue=[], queue_position=0, selected=[], current=None)
+
+    def label_in_queue(self, label: Any) -> int:
+        """Label the queue's current sample and move on to the next (auto-advance)."""
+        if not self.in_queue or self.queue_done:
+            return 0
+        changed = self.label([self.queue[self.queue_position]], label)
+        self.move_in_queue(1)
+        return changed
+
+    def undo_in_queue(self) -> int:
+        """Undo the latest change and step back to the sample it labeled."""
+        changed = self.undo()
+        self.move_in_queue(-1)
+        return changed
+
+    def move_in_queue(self, step: int) -> None:
+        """Skip ahead (1) or go back (-1) without labeling."""
+        position = min(max(self.queue_position + step, 0), len(self.queue))
+        self.queue_position = position
+        self._show_queue_position()
+
+    def _show_queue_position(self) -> None:
+        done = self.queue_position >= len(self.queue)
+        current = None if done else self.queue[self.queue_position]
+        self.param.update(selected=[] if current is None else [current], current=current)
 
     def next_to_label(self) -> list[int]:
         """Select the unlabeled samples the chosen strategy ranks highest."""
