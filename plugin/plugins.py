@@ -313,6 +313,7 @@ class PluginHost:
             hook_name, base_module, base_name = CATEGORIES[category]
             base = getattr(importlib.import_module(base_module), base_name)
             found: dict[str, type[Any]] = {}
+            owners: dict[str, str] = {}  # kind -> the plugin that registered it
             collected: list[type[Any]] = []
             for plugin_name, error in self._call_each(hook_name, register=collected.append):
                 if error is not None:
@@ -331,11 +332,13 @@ class PluginHost:
                         continue
                     if cls.kind in found and found[cls.kind] is not cls:
                         self.conflicts.append(
-                            f"{category[:-1]} {cls.kind!r} from {plugin_name} is shadowed "
-                            f"by {found[cls.kind].__module__}"
+                            f"{category[:-1]} {cls.kind!r} of {self._where(plugin_name)} is "
+                            f"shadowed by the one of {self._where(owners[cls.kind])}: give one "
+                            "of them another `kind`."
                         )
                         continue
                     found[cls.kind] = cls
+                    owners[cls.kind] = plugin_name
                     if record is not None:
                         kinds = record.registered.setdefault(category, [])
                         if cls.kind not in kinds:
@@ -360,6 +363,15 @@ class PluginHost:
                 "digits and _ (e.g. 'my_task')."
             )
         return None
+
+    def _where(self, plugin_name: str) -> str:
+        """A plugin as its author knows it: a dropped-in file by its path."""
+        record = self.records.get(plugin_name)
+        if record is None:
+            return plugin_name
+        if record.source == "folder":
+            return record.location
+        return f"{record.source} {plugin_name!r}"
 
     def _source_of(self, plugin_name: str) -> str:
         record = self.records.get(plugin_name)

@@ -6,6 +6,7 @@ then the embedded default: a sqlite database and an artifact folder under the da
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,5 +83,8 @@ class Settings:
         if env_dirs:
             dirs += [Path(d).expanduser().resolve() for d in env_dirs.split(os.pathsep) if d]
         dirs.append(root / "tasks")
+        # the drop-in folder exists from the first use on, so `cp my_task.py` into it works
+        with contextlib.suppress(OSError):  # a read-only home: watching it says so later
+            (root / "tasks").mkdir(parents=True, exist_ok=True)
         unique = tuple(dict.fromkeys(dirs))
         return cls(home=root, tracking_uri=uri, artifact_root=artifact_root, tasks_dirs=unique)

@@ -121,6 +121,7 @@ def test_console_script_on_the_embedded_store(tmp_path):
     assert failed.returncode == 1
     assert failed.stderr.startswith("error: Sample index 99999 is outside")
     assert (tmp_path / "data" / "mlflow.db").exists()
+    assert (tmp_path / "data" / "tasks").is_dir(), "the drop-in folder exists from the start"
 
 
 def test_evaluate_and_analyze_a_checkpoint(run, lab, unique, tmp_path):

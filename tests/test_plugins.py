@@ -300,3 +300,18 @@ def test_mlflow_s_tag_names_are_mlflow_s_own():
     assert keys.MLFLOW_SOURCE_NAME == mlflow_tags.MLFLOW_SOURCE_NAME
     assert keys.MLFLOW_SOURCE_TYPE == mlflow_tags.MLFLOW_SOURCE_TYPE
     assert keys.MLFLOW_USER == mlflow_tags.MLFLOW_USER
+
+
+def test_two_files_of_one_kind_are_named_by_their_paths(host, watched):
+    first = drop_task_file("latent_norm.py", watched)
+    wait_until(lambda: "latent_norm" in host.registry("tasks"), message="the first file's task")
+    second = watched / "latent_norm_again.py"
+    second.write_text(first.read_text())
+
+    def conflict() -> str | None:
+        host.registry("tasks")
+        return next((c for c in host.conflicts if "latent_norm" in c), None)
+
+    message = wait_until(conflict, message="the conflict reported")
+    assert first.name in message and second.name in message, message
+    assert "another `kind`" in message
