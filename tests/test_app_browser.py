@@ -363,6 +363,31 @@ LAST_STEP = """(key) => {
 }"""
 
 
+def test_the_train_page_keeps_its_actions_in_view_while_it_scrolls(app, browser):
+    from helpers import FAST
+
+    model = lab_of(app).create_model("sticky", config=FAST)
+    context = browser.new_context(viewport={"width": 1280, "height": 560})
+    page = context.new_page()
+    try:
+        page.goto(f"{app.url}/?page=train&model={model.id}")
+        start = page.get_by_role("button", name="Start training")
+        start.wait_for()
+        history = page.get_by_text("Job history")
+        history.wait_for()
+        before = history.bounding_box()
+        page.mouse.move(640, 400)
+        page.mouse.wheel(0, 2000)
+        wait_until(
+            lambda: history.bounding_box()["y"] < before["y"] - 100,
+            message="the page scrolled",
+        )
+        box = start.bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 560, box
+    finally:
+        context.close()
+
+
 def test_train_from_the_app_stop_and_continue(app, page):
     from helpers import FAST, drop_task_file
 

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import panel as pn
 from bokeh.models import HoverTool
+from bokeh.models.annotations import Legend
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -226,27 +227,28 @@ class ComparePage(Page):
         run_colors = {run_id: Category10_10[i % 10] for i, run_id in enumerate(self.vm.selected)}
         metric_dashes = {m: DASHES[i % len(DASHES)] for i, m in enumerate(self.vm.metrics)}
         renderers: list[Any] = []  # (Bokeh's HoverTool wants DataRenderers)
+        items: list[tuple[str, list[Any]]] = []
         for curve in curves:
             values = smooth(list(curve.y), self.smoothing.value or 0.0)
-            renderers.append(
-                plot.line(
-                    x=curve.x,
-                    y=values,
-                    color=run_colors.get(curve.run_id, "#333"),
-                    line_dash=metric_dashes.get(curve.metric, "solid"),
-                    line_width=2,
-                    legend_label=f"{curve.label} · {curve.metric}",
-                    name=curve.metric,
-                )
+            line = plot.line(
+                x=curve.x,
+                y=values,
+                color=run_colors.get(curve.run_id, "#333"),
+                line_dash=metric_dashes.get(curve.metric, "solid"),
+                line_width=2,
+                name=curve.metric,
             )
+            renderers.append(line)
+            items.append((f"{curve.label} · {curve.metric}", [line]))
         plot.add_tools(
             HoverTool(
                 renderers=renderers,
                 tooltips=[("metric", "$name"), ("x", "$x{0.[00]}"), ("value", "$y{0.[0000]}")],
             )
         )
-        plot.legend.click_policy = "hide"
-        plot.legend.label_text_font_size = "11px"
+        # beside the plot, not over the curves; a click on an entry hides its curve
+        legend = Legend(items=items, click_policy="hide", label_text_font_size="11px", spacing=0)
+        plot.add_layout(legend, "right")
         self.plot.param.update(object=plot, visible=True)
 
     def _tables(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models.annotations import Legend
 from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
 
@@ -74,22 +75,15 @@ class CurvePlot:
         colors = palette(len(curves))
         self.sources = {}
         renderers: list[Any] = []  # (Bokeh's HoverTool wants DataRenderers)
+        items: list[tuple[str, list[Any]]] = []
         for color, (key, series) in zip(colors, sorted(curves.items()), strict=False):
             source = ColumnDataSource(self._columns(series, started_ms, series.values))
             self.sources[key] = source
             if smoothing > 0:  # the raw values stay visible, faintly, under the smoothed line
                 plot.line("step", "value", source=source, color=color, alpha=0.2)
-            renderers.append(
-                plot.line(
-                    "step",
-                    "shown",
-                    source=source,
-                    color=color,
-                    line_width=2,
-                    legend_label=short(key),
-                    name=key,
-                )
-            )
+            line = plot.line("step", "shown", source=source, color=color, line_width=2, name=key)
+            renderers.append(line)
+            items.append((short(key), [line]))
         plot.add_tools(
             HoverTool(
                 renderers=renderers,
@@ -104,8 +98,9 @@ class CurvePlot:
                 mode="vline",
             )
         )
-        plot.legend.click_policy = "hide"
-        plot.legend.location = "top_right"
+        # beside the plot, not over the curves; a click on an entry hides its curve
+        legend = Legend(items=items, click_policy="hide", label_text_font_size="11px", spacing=0)
+        plot.add_layout(legend, "right")
         self.pane.param.update(object=plot, visible=True)
 
     def extend(

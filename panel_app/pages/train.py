@@ -27,7 +27,13 @@ from activelab.panel_app.pages.common import (
 )
 from activelab.panel_app.pages.curves import CurvePlot
 from activelab.panel_app.vm.home import describe_error
-from activelab.panel_app.vm.monitor import EPOCH_PREFIXES, STEP_PREFIX, RunMonitor
+from activelab.panel_app.vm.monitor import (
+    EPOCH_FAMILIES,
+    EPOCH_PREFIXES,
+    STEP_PREFIX,
+    RunMonitor,
+    epoch_family,
+)
 from activelab.panel_app.vm.state import AppState
 from activelab.panel_app.vm.train import TrainViewModel
 from activelab.presets import PRESETS
@@ -140,7 +146,12 @@ class TrainPage(Page):
         )
         self.log_scale = pn.widgets.Checkbox(label="Log scale", value=False, align="end")
         self.step_plot = CurvePlot("Loss per step", "step", "train-steps")
-        self.epoch_plot = CurvePlot("Per epoch", "epoch", "train-epochs")
+        # per-epoch figures as small multiples: one panel (and axis) per family, so losses
+        # (tens to hundreds) do not flatten accuracies (0 to 1)
+        self.epoch_plots = {
+            family: CurvePlot(title, "epoch", f"train-epochs-{family}")
+            for family, title in EPOCH_FAMILIES.items()
+        }
         self.smoothing.param.watch(lambda e: self._restyle(), "value")
         self.log_scale.param.watch(lambda e: self._restyle(), "value")
         self.csv = pn.widgets.FileDownload(
@@ -163,6 +174,18 @@ class TrainPage(Page):
     # --- layout -------------------------------------------------------------------------------
 
     def __panel__(self) -> pn.viewable.Viewable:
+        # What a person does on this page, always in view while the forms and curves scroll:
+        # epochs, where it runs, start; and for the run shown, stop / continue / retry.
+        action_bar = pn.Column(
+            pn.Row(self.epochs, self.start_button, self.stop_button, self.checkpoint,
+                   self.continue_button, self.retry_button, self.backend, self.backend_address,
+                   self.backend_cpus, self.backend_gpus,
+                   styles={"flex-wrap": "wrap", "align-items": "end"},
+                   sizing_mode="stretch_width"),
+            self.message,
+            css_classes=["al-action-bar"],
+            sizing_mode="stretch_width",
+        )  # fmt: skip
         config = pn.Column(
             pn.pane.HTML("<h3 class='al-h'>Trainer</h3>"),
             pn.Row(self.trainer, self.preset, self.apply_preset, styles={"flex-wrap": "wrap"}),
@@ -173,12 +196,6 @@ class TrainPage(Page):
                                  self.add_button, gap="4px", sizing_mode="stretch_width"),
                       width=390),
             self.load_errors,
-            pn.pane.HTML("<h3 class='al-h'>Launch</h3>"),
-            pn.Row(self.epochs, self.start_button, styles={"align-items": "end"}),
-            pn.Row(self.backend, self.backend_address, self.backend_cpus, self.backend_gpus,
-                   styles={"flex-wrap": "wrap", "align-items": "end"}),
-            self.run_name,
-            self.problems,
             width=400,
             styles={"flex-shrink": "0"},
         )  # fmt: skip
@@ -186,12 +203,11 @@ class TrainPage(Page):
             self.run_title,
             self.progress,
             self.figures,
-            pn.Row(self.stop_button, self.checkpoint, self.continue_button, self.retry_button,
-                   styles={"flex-wrap": "wrap", "align-items": "end"}),
             pn.Row(self.smoothing, self.log_scale, pn.HSpacer(), self.csv,
                    sizing_mode="stretch_width", styles={"flex-wrap": "wrap"}),
             self.step_plot.pane,
-            self.epoch_plot.pane,
+            pn.FlexBox(*(p.pane for p in self.epoch_plots.values()), gap="8px",
+                       sizing_mode="stretch_width"),
             pn.pane.HTML("<h3 class='al-h'>Job history</h3>"),
             self.history,
             styles={"flex": "1 1 520px", "min-width": "320px"},
@@ -199,10 +215,14 @@ class TrainPage(Page):
         )  # fmt: skip
         return pn.Column(
             self.status,
-            self.message,
+            action_bar,
+            self.run_name,
+            self.problems,
             pn.Row(config, monitor, styles={"flex-wrap": "wrap", "gap": "18px"},
                    sizing_mode="stretch_width"),
-            sizing_mode="stretch_width",
+            # the page scrolls inside its own box, so the action bar can stick to its top
+            scroll=True,
+            sizing_mode="stretch_both",
         )  # fmt: skip
 
     # --- page life ------------------------------------------------------------------------------
@@ -435,8 +455,8 @@ class TrainPage(Page):
             )
             self.figures.object = ""
             self.progress.value = 0
-            self.step_plot.clear()
-            self.epoch_plot.clear()
+            for plot in self._plots():
+                plot.clear()
             return
         monitor = RunMonitor(self.state.lab.tracking, run_id)
         self.monitor = monitor
@@ -455,19 +475,26 @@ class TrainPage(Page):
 
         self.ui.background(monitor.load, done=shown, failed=failed)
 
-    def _split(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _plots(self) -> list[CurvePlot]:
+        return [self.step_plot, *self.epoch_plots.values()]
+
+    def _split(self) -> list[tuple[CurvePlot, dict[str, Any]]]:
+        """Each plot with the curves it draws: per step, then each per-epoch family."""
         curves = self.monitor.curves if self.monitor else {}
         steps = {k: v for k, v in curves.items() if k.startswith(STEP_PREFIX)}
-        epochs = {k: v for k, v in curves.items() if k.startswith(EPOCH_PREFIXES)}
-        return steps, epochs
+        families: dict[str, dict[str, Any]] = {family: {} for family in EPOCH_FAMILIES}
+        for key, series in curves.items():
+            if key.startswith(EPOCH_PREFIXES):
+                families[epoch_family(key)][key] = series
+        return [(self.step_plot, steps)] + [
+            (self.epoch_plots[family], found) for family, found in families.items()
+        ]
 
     def _draw_all(self) -> None:
-        steps, epochs = self._split()
         started = self.monitor.started_ms if self.monitor else 0
-        self.step_plot.show(
-            steps, started, smoothing=self.smoothing.value or 0.0, log=self.log_scale.value
-        )
-        self.epoch_plot.show(epochs, started, smoothing=0.0, log=self.log_scale.value)
+        for plot, curves in self._split():
+            smoothing = (self.smoothing.value or 0.0) if plot is self.step_plot else 0.0
+            plot.show(curves, started, smoothing=smoothing, log=self.log_scale.value)
 
     def _restyle(self) -> None:
         if self.monitor is not None:
@@ -533,9 +560,8 @@ class TrainPage(Page):
     def _stream(self, fresh: dict[str, Any]) -> None:
         if not fresh:
             return
-        steps, epochs = self._split()
         started = self.monitor.started_ms if self.monitor else 0
-        for plot, curves in ((self.step_plot, steps), (self.epoch_plot, epochs)):
+        for plot, curves in self._split():
             new = {k: v for k, v in fresh.items() if k in curves}
             if new:
                 plot.extend(new, curves, started)

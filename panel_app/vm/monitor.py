@@ -27,6 +27,24 @@ TOTAL = "loss/total"
 MAX_SHOWN_POINTS = 3 * HISTORY_POINTS
 
 
+# Per-epoch figures drawn as small multiples, one panel per family (title by family).
+EPOCH_FAMILIES = {
+    "losses": "Losses per epoch",
+    "accuracies": "Accuracies per epoch",
+    "other": "Other figures per epoch",
+}
+
+
+def epoch_family(key: str) -> str:
+    """`epoch/loss/kl`, `val/loss/total` -> losses; `eval/classification/unlabeled_accuracy`
+    -> accuracies; `eval/reconstruction/mse`, `eval/kl/active_dims` -> other."""
+    if "/loss/" in f"/{key}":
+        return "losses"
+    if "accuracy" in key.rsplit("/", 1)[-1]:
+        return "accuracies"
+    return "other"
+
+
 def is_curve(key: str) -> bool:
     return key.startswith(STEP_PREFIX) or key.startswith(EPOCH_PREFIXES)
 
