@@ -350,6 +350,36 @@ def test_tablet_width_layout(app, browser):
         context.close()
 
 
+@pytest.mark.parametrize("width, height", [(390, 844), (1280, 900)], ids=["phone", "desktop"])
+def test_every_page_fits_the_screen_on_a_phone_and_a_desktop(app, browser, width, height):
+    """No horizontal scrolling on any page; on a phone the map takes the full width and the
+    side panel (the class buttons) comes below it."""
+    model = lab_of(app).create_model("fits")
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    try:
+        for name, ready in [("home", "Recent activity"), ("label", "Map from"),
+                            ("train", "Job history"), ("evaluate", "No run with a checkpoint"),
+                            ("compare", "Runs to compare"), ("plugins", "Plugins"),
+                            ("settings", "Tracking URI")]:  # fmt: skip
+            page.goto(f"{app.url}/?page={name}&model={model.id}")
+            page.get_by_text(ready).first.wait_for()
+            scroll = page.evaluate("() => document.documentElement.scrollWidth")
+            assert scroll <= width, f"the {name} page scrolls sideways at {width} px: {scroll}"
+            if name == "label":
+                wait_for_map(page)
+                plot = page.locator(".bk-Canvas").first.bounding_box()
+                button = page.get_by_role("button", name="0", exact=True).bounding_box()
+                if width < 600:
+                    assert plot["width"] > 0.8 * width, plot
+                    assert button["y"] > plot["y"] + plot["height"], "side panel below the map"
+                else:
+                    assert button["x"] > plot["x"] + plot["width"], "side panel beside the map"
+    finally:
+        context.close()
+
+
 # The last step of a curve on the Train page's step plot, as the browser has it.
 LAST_STEP = """(key) => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];

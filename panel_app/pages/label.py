@@ -117,7 +117,10 @@ class LabelPage(Page):
         # one sample at a time (Label Studio's flow): keys label it and move on
         self.queue_button = pn.widgets.Button(label="Label one by one (Q)", color="light")
         self.queue_button.on_click(lambda e: self._toggle_queue())
-        self.plot_area = pn.Column(sizing_mode="stretch_both", min_height=460)
+        # (on a phone the map takes the full width; its legend goes below it)
+        self.plot_area = pn.Column(
+            sizing_mode="stretch_both", min_height=460, css_classes=["al-map"]
+        )
         self.legend = pn.pane.HTML("", css_classes=["al-legend"], width=170)
         self._classes: list[str] = []  # the classes the map's colours were built for
         self.detail = pn.pane.HTML("", sizing_mode="stretch_width")
@@ -183,7 +186,11 @@ class LabelPage(Page):
                 "style='margin:0'>Lines of <code>sample_index,label</code>; an import is one "
                 "change that Undo reverts.</p>"
             ),
-            pn.Row(self.export_csv, self.import_csv, styles={"align-items": "center"}),
+            pn.Row(
+                self.export_csv,
+                self.import_csv,
+                styles={"align-items": "center", "flex-wrap": "wrap"},
+            ),
             width=330,
             styles={"flex-shrink": "0"},
         )
@@ -192,7 +199,12 @@ class LabelPage(Page):
         main = pn.Row(
             pn.Column(
                 toolbar,
-                pn.Row(self.plot_area, self.legend, sizing_mode="stretch_both"),
+                pn.Row(
+                    self.plot_area,
+                    self.legend,
+                    sizing_mode="stretch_both",
+                    styles={"flex-wrap": "wrap"},
+                ),
                 styles={"flex": "1 1 520px", "min-width": "320px"},
                 sizing_mode="stretch_both",
             ),
@@ -426,7 +438,8 @@ class LabelPage(Page):
             f"<div><span class='sw' style='background:{UNLABELED_COLOR}'></span>"
             f"none{tally(int((column < 0).sum()))}</div>"
         )
-        return f"<div><b>{esc(COLOR_MODES[mode])}</b></div>" + "".join(rows)
+        title = f"<div><b>{esc(COLOR_MODES[mode])}</b></div>"
+        return f"<div class='al-legend-rows'>{title}{''.join(rows)}</div>"
 
     # --- side panel -----------------------------------------------------------------------------
 

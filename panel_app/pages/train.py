@@ -198,6 +198,7 @@ class TrainPage(Page):
             self.load_errors,
             width=400,
             styles={"flex-shrink": "0"},
+            css_classes=["al-train-config"],
         )  # fmt: skip
         monitor = pn.Column(
             self.run_title,
@@ -212,6 +213,7 @@ class TrainPage(Page):
             self.history,
             styles={"flex": "1 1 520px", "min-width": "320px"},
             sizing_mode="stretch_width",
+            css_classes=["al-train-monitor"],
         )  # fmt: skip
         return pn.Column(
             self.status,
