@@ -21,11 +21,13 @@ def palette(count: int) -> list[str]:
 
 
 def short(key: str) -> str:
-    """`loss/total` -> `total`, `epoch/loss/kl` -> `kl`; other figures keep their name."""
-    for prefix in ("epoch/loss/", "loss/"):
+    """`loss/total` -> `total`, `epoch/loss/kl` -> `kl`, `val/loss/kl` -> `val kl`,
+    `eval/classification/labeled_accuracy` -> `classification labeled_accuracy`."""
+    for prefix, shown in (("epoch/loss/", ""), ("loss/", ""), ("val/loss/", "val ")):
         if key.startswith(prefix):
-            return key[len(prefix) :]
-    return key
+            return shown + key[len(prefix) :]
+    family, _, rest = key.partition("/")
+    return f"{'val ' if family == 'val' else ''}{rest.replace('/', ' ')}" if rest else key
 
 
 class CurvePlot:
