@@ -241,6 +241,8 @@ def test_label_ten_samples_from_the_queue_by_keys_only(app, page):
     model = lab_of(app).create_model("queue")
     page.goto(f"{app.url}/?page=label&model={model.id}")
     wait_for_map(page)
+    page.keyboard.press("n")  # the next ten, as thumbnails of the selection
+    wait_until(lambda: page.locator(".al-gallery img").count() == 10, message="ten thumbnails")
     page.keyboard.press("q")
     for n in range(10):
         page.get_by_text(f"Sample {n + 1} of 10").wait_for()  # the key moved on to the next

@@ -143,6 +143,18 @@ def test_the_queue_labels_one_sample_at_a_time_and_moves_on(loaded):
     assert not vm.in_queue and vm.selected == []
 
 
+def test_the_gallery_shows_the_selection_sorted_by_certainty(loaded):
+    vm, _model = loaded
+    vm.selected = [5, 6, 7, 8]
+    assert [t["index"] for t in vm.gallery()] == [5, 6, 7, 8]  # as picked
+    vm.gallery_order = "least_certain"
+    least = vm.gallery()
+    values = [t["certainty"] for t in least]
+    assert values == sorted(values) and {t["index"] for t in least} == {5, 6, 7, 8}
+    vm.gallery_order = "most_certain"
+    assert [t["certainty"] for t in vm.gallery()] == sorted(values, reverse=True)
+
+
 def test_labels_csv_export_and_import(loaded):
     from activelab.errors import LabelFileError
 

@@ -32,6 +32,12 @@ COLOR_MODES = {
     "true": "True class",
 }
 UNLABELED = -1
+GALLERY_ORDERS = {
+    "picked": "as picked",
+    "least_certain": "least certain first",
+    "most_certain": "most certain first",
+}
+GALLERY_MAX = 40  # thumbnails shown of a selection (the keys still label all of it)
 
 
 def latest_predictions_run(model: Model) -> str | None:
@@ -59,6 +65,9 @@ class LabelViewModel(LoadedModel, param.Parameterized):
     source_run_name = param.String(default="", doc="That run's name (what people call it).")
     can_undo = param.Boolean(default=False)
     can_redo = param.Boolean(default=False)
+    gallery_order: param.Selector[str] = param.Selector(
+        default="picked", objects=list(GALLERY_ORDERS), doc="How the selection's thumbnails sort."
+    )
     queue = param.List(default=[], item_type=int, doc="Samples to label one at a time, in order.")
     queue_position = param.Integer(default=0, doc="Where in `queue` the person is.")
 
@@ -182,6 +191,20 @@ class LabelViewModel(LoadedModel, param.Parameterized):
     def label_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.classes))
         return {name: int(counts[i]) for i, name in enumerate(self.classes)}
+
+    def gallery(self) -> list[dict[str, Any]]:
+        """The selection's samples for thumbnails (index, predicted class, certainty), in
+        `gallery_order`, at most GALLERY_MAX."""
+        frame, _data = self._loaded()
+        picked = list(self.selected)
+        certainty = frame["certainty"].to_numpy()[picked] if picked else np.array([])
+        if self.gallery_order != "picked" and picked:
+            known = np.nan_to_num(certainty, nan=-1.0)
+            order = np.argsort(known, kind="stable")
+            if self.gallery_order == "most_certain":
+                order = order[::-1]
+            picked = [picked[i] for i in order]
+        return [self.describe(index) for index in picked[:GALLERY_MAX]]
 
     def describe(self, index: int) -> dict[str, Any]:
         """What the detail panel shows for one sample."""
