@@ -18,6 +18,9 @@ DELETED_NAME = "activelab.deleted_name"  # the name a soft-deleted model had
 LABELED_COUNT = "activelab.labeled_count"
 TOTAL_EPOCHS = "activelab.total_epochs"
 LATEST_LOSS = "activelab.latest_loss"
+# the classifier's accuracy on the samples nobody labeled, and its last epochs (comma list)
+LATEST_ACCURACY = "activelab.latest_accuracy"
+ACCURACY_TREND = "activelab.accuracy_trend"
 UPDATED_AT = "activelab.updated_at"  # epoch milliseconds of the last change of any kind
 LATEST_RUN = "activelab.latest_run"  # run id of the newest training run
 LATEST_RUN_STATUS = "activelab.latest_run_status"

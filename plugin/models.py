@@ -127,6 +127,8 @@ class ModelCard:
     latest_run_status: str | None
     deleted: bool
     tags: dict[str, str] = field(default_factory=dict)
+    latest_accuracy: float | None = None  # on the samples nobody labeled, last epoch
+    accuracy_trend: list[float] = field(default_factory=list)  # its last epochs
 
     @classmethod
     def from_experiment(cls, exp: Experiment, tags: dict[str, str] | None = None) -> ModelCard:
@@ -149,6 +151,12 @@ class ModelCard:
             latest_run_status=tags.get(keys.LATEST_RUN_STATUS) or None,
             deleted=deleted,
             tags=user_tags(tags),
+            latest_accuracy=_float_or_none(tags.get(keys.LATEST_ACCURACY)),
+            accuracy_trend=[  # a tag anyone can edit: what does not parse is left out
+                a
+                for v in (tags.get(keys.ACCURACY_TREND) or "").split(",")
+                if (a := _float_or_none(v)) is not None
+            ],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +175,8 @@ class ModelCard:
             "latest_run_status": self.latest_run_status,
             "deleted": self.deleted,
             "tags": self.tags,
+            "latest_accuracy": self.latest_accuracy,
+            "accuracy_trend": self.accuracy_trend,
         }
 
 

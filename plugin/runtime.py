@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 PREDICTIONS_PATH = "predictions/predictions.parquet"
+# the card's accuracy: `eval/<classifier>/unlabeled_accuracy`, its last TREND epochs drawn
+UNLABELED = "/unlabeled_accuracy"
+TREND = 20
 # Pinned so logging the model skips MLflow's ~7 s requirement inference (DESIGN.md).
 MODEL_PIP_REQUIREMENTS_PACKAGES = ("torch", "mlflow-activelab", "cloudpickle")
 
@@ -130,6 +134,7 @@ class TrainingSession:
         self.outage_wait_s = outage_wait_s()
         self.epochs_done = 0
         self.final_loss: float | None = None  # the last epoch's loss/total
+        self.accuracies: list[float] = []  # unlabeled accuracy per epoch, for the card
         self.last_checkpoint: str | None = None
         self.batch_size = 1
         self._last_progress_sent = 0.0
@@ -213,6 +218,14 @@ class TrainingSession:
         if loss is not None:
             card[keys.LATEST_LOSS] = f"{loss:.6g}"
             self.final_loss = float(loss)
+        accuracy = next(
+            (v for k, v in figures.items() if k.startswith("eval/") and k.endswith(UNLABELED)),
+            None,
+        )
+        if accuracy is not None and math.isfinite(accuracy):
+            self.accuracies.append(float(accuracy))
+            card[keys.LATEST_ACCURACY] = f"{accuracy:.4f}"
+            card[keys.ACCURACY_TREND] = ",".join(f"{a:.3f}" for a in self.accuracies[-TREND:])
         self.outbox.set_experiment_tags(card)
         self.outbox.set_run_tags(
             {keys.EPOCHS_TOTAL: str(epoch), keys.PROGRESS: self.progress.to_json()}

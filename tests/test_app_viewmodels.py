@@ -9,6 +9,7 @@ from helpers import FAST, mlflow_client, wait_until
 from activelab import Lab
 from activelab.errors import ModelExistsError, NothingToUndoError
 from activelab.panel_app.context import AppContext
+from activelab.panel_app.pages.home import accuracy_html
 from activelab.panel_app.vm.home import HomeViewModel, system_status
 from activelab.panel_app.vm.label import LabelViewModel
 from activelab.panel_app.vm.plugins import PluginsViewModel
@@ -62,6 +63,14 @@ def test_quick_start_labels_a_few_samples_and_trains(state):
     home.refresh()
     assert home.recent_runs[0][0] == "quick-start"
     assert home.recent_runs[0][1].status == "FINISHED"
+    # the card carries the accuracy on the unlabeled samples and its trend over the epochs
+    trained = next(c for c in home.cards if c.id == card.id)
+    run = client.get_run(run_id)
+    final = run.data.metrics["eval/classification/unlabeled_accuracy"]
+    assert trained.latest_accuracy is not None and len(trained.accuracy_trend) >= 2
+    assert abs(trained.accuracy_trend[-1] - trained.latest_accuracy) < 1e-3
+    assert 0 <= trained.latest_accuracy <= 1 and 0 <= final <= 1
+    assert "%" in accuracy_html(trained) and "<svg" in accuracy_html(trained)
     second, _ = home.quick_start()
     assert second.name == "quick-start-2"
     assert state.lab.get_model(second.id).runs(), "its training started too"

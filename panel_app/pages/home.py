@@ -23,6 +23,27 @@ from activelab.panel_app.vm.state import AppState
 REFRESH_MS = 4000
 
 
+def accuracy_html(card: Any) -> str:
+    """The latest accuracy on the samples nobody labeled, and a sparkline of its last epochs
+    (trusted numbers only: the tag was parsed into floats)."""
+    if card.latest_accuracy is None:
+        return "-"
+    points = card.accuracy_trend
+    spark = ""
+    if len(points) >= 2:
+        low, high = min(points), max(points)
+        span = (high - low) or 1.0
+        step = 60 / (len(points) - 1)
+        xy = " ".join(
+            f"{i * step:.1f},{14 - 12 * (v - low) / span:.1f}" for i, v in enumerate(points)
+        )
+        spark = (
+            "<svg class='al-spark' width='62' height='16' viewBox='-1 0 62 16'>"
+            f"<polyline points='{xy}' fill='none' stroke='#2f9e44' stroke-width='1.5'/></svg>"
+        )
+    return f"{spark}{100 * card.latest_accuracy:.0f} %"
+
+
 class HomePage(Page):
     poll_ms = REFRESH_MS
 
@@ -39,7 +60,8 @@ class HomePage(Page):
         self.new_button.on_click(lambda e: self._open_create())
         self.quick_button.on_click(lambda e: self._quick_start())
         self.banner = pn.Row(visible=False, sizing_mode="stretch_width")
-        self.cards = pn.FlexBox(gap="12px", sizing_mode="stretch_width")
+        # cards of one row share its height (a card's own content sets only its minimum)
+        self.cards = pn.FlexBox(gap="12px", align_items="stretch", sizing_mode="stretch_width")
         self.activity = pn.pane.HTML("", sizing_mode="stretch_width")
         self.system = pn.pane.HTML("", sizing_mode="stretch_width")
         self.create_dialog, self.rename_dialog, self.delete_dialog = self._dialogs()
@@ -158,7 +180,8 @@ class HomePage(Page):
         text = pn.pane.HTML("", sizing_mode="stretch_width")
         open_button = pn.widgets.Button(label="Open", color="primary", width=70)
         rename_button = pn.widgets.Button(label="Rename", width=80)
-        delete_button = pn.widgets.Button(label="Delete", color="danger", width=75)
+        # quieter than Open, and it asks first (the dialog says what goes, and Undo)
+        delete_button = pn.widgets.Button(label="Delete…", color="light", width=80)
         open_button.on_click(lambda e: self.state.open_model(card_id))
         rename_button.on_click(lambda e: self._open_rename(self._latest[card_id]))
         delete_button.on_click(lambda e: self._open_delete(self._latest[card_id]))
@@ -186,6 +209,7 @@ class HomePage(Page):
             f"<span>labeled</span><span class='v'>{card.labeled_count}</span>"
             f"<span>epochs</span><span class='v'>{card.total_epochs}</span>"
             f"<span>latest loss</span><span class='v'>{fmt(card.latest_loss)}</span>"
+            f"<span>accuracy</span><span class='v'>{accuracy_html(card)}</span>"
             f"<span>modified</span><span class='v'>{relative_time(card.updated)}</span>"
             f"</div>{tags}"
         )

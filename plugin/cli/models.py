@@ -21,6 +21,7 @@ def card_row(card: Any) -> dict[str, Any]:
         "labeled": card.labeled_count,
         "epochs": card.total_epochs,
         "latest loss": number(card.latest_loss),
+        "accuracy": "-" if card.latest_accuracy is None else f"{100 * card.latest_accuracy:.0f} %",
         "training": (card.latest_run_status or "-").lower(),
         "created": card.created.astimezone().strftime("%Y-%m-%d %H:%M"),
         "modified": relative_time(card.updated),
