@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 1000  # live curves: a metric is drawn within ~1-2 s of being logged
 HISTORY_EVERY = 3  # polls between history refreshes while nothing runs
+HISTORY_FIRST_COLUMNS = ("run", "status", "started", "duration", "epochs", "from")
 STATUS_WORDS = {"RUNNING": "training", "KILLED": "stopped"}
 
 
@@ -631,7 +632,13 @@ class TrainPage(Page):
             row["open"] = "open ↗" if row["MLflow"] else ""
             row["run_id"] = r.run_id
             rows.append(row)
-        frame = pd.DataFrame(rows)
+        # The same columns from the first render on (every task's loss, even before a run has
+        # one): a change of columns rebuilds the table in the browser, and data sent to a table
+        # still being built fails there (Tabulator's setData before its renderer exists).
+        losses = {"total", *(t.name for t in self.vm.config.tasks)}
+        losses |= {k for r in self.vm.history for k in r.final_losses}
+        columns = [*HISTORY_FIRST_COLUMNS, *sorted(losses), "MLflow", "open", "run_id"]
+        frame = pd.DataFrame(rows, columns=columns)
         # The history is re-read on every poll. Replacing the table re-renders it in the
         # browser, and a click landing during that re-render is lost: while the same runs keep
         # their statuses, only their changed cells (duration, epochs) are patched. A status
@@ -640,8 +647,8 @@ class TrainPage(Page):
         if self._patch_history(frame):
             return
         hidden = ["run_id", "open"] + ([] if any(r.get("MLflow") for r in rows) else ["MLflow"])
-        self.history.hidden_columns = [c for c in hidden if c in frame.columns]
-        self.history.value = frame
+        # one message: hidden columns and data together (each alone re-renders the table)
+        self.history.param.update(hidden_columns=hidden, value=frame)
 
     def _patch_history(self, frame: pd.DataFrame) -> bool:
         """Patch the shown history's changed cells; False when rows, columns or statuses
