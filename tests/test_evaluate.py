@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import FAST, mlflow_client, wait_until
+from helpers import FAST, drop_task_file, mlflow_client, wait_until
 
 from activelab import Analyzer, AnalyzerResult, hookimpl, keys
 from activelab.errors import TrainingError
@@ -212,20 +212,6 @@ def test_evaluate_view_model_grid_and_summary(trained_locally):
     assert vm.history()[0].eval_run_id == evaluation.eval_run_id
 
 
-DROPPED_ANALYZER = """
-from activelab import Analyzer, AnalyzerResult
-
-
-class SampleCount(Analyzer):
-    \"\"\"How many samples the checkpoint predicted.\"\"\"
-
-    kind = "sample_count"
-
-    def analyze(self, given):
-        return AnalyzerResult(title="count", note=str(len(given.predictions)))
-"""
-
-
 def test_an_analyzer_dropped_into_a_task_folder_appears_on_the_evaluate_page(
     trained_locally, tmp_path
 ):
@@ -245,17 +231,17 @@ def test_an_analyzer_dropped_into_a_task_folder_appears_on_the_evaluate_page(
         state = AppState(context, model_id=model.id)
         page = EvaluatePage(state)
         page.shown()
-        assert "sample_count" not in page.analyzer.options.values()
-        (folder / "sample_count.py").write_text(DROPPED_ANALYZER)
+        assert "count_only" not in page.analyzer.options.values()
+        drop_task_file("count_only.py", folder)
 
         def listed() -> bool:
             page.poll()  # what the page does every second while shown
-            return "sample_count" in page.analyzer.options.values()
+            return "count_only" in page.analyzer.options.values()
 
         wait_until(listed, timeout=30, message="the dropped analyzer in the page's picker")
-        label = next(k for k, v in page.analyzer.options.items() if v == "sample_count")
+        label = next(k for k, v in page.analyzer.options.items() if v == "count_only")
         assert "How many samples" in label
-        result = run_analyzer(lab.get_model(model.id), run_id, "sample_count")
+        result = run_analyzer(lab.get_model(model.id), run_id, "count_only")
         assert result.note == str(len(model.labels.as_array()))
     finally:
         context.stop()

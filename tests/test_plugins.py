@@ -203,22 +203,8 @@ def test_hookimpl_files_and_empty_files(host, watched):
     assert "defines no subclass with a `kind` of Task, Trainer" in error.message
 
 
-ANALYZER_ONLY = """
-from activelab import Analyzer, AnalyzerResult
-
-
-class Count(Analyzer):
-    \"\"\"How many samples the checkpoint predicted.\"\"\"
-
-    kind = "count_only"
-
-    def analyze(self, given):
-        return AnalyzerResult(title="count", note=str(len(given.predictions)))
-"""
-
-
 def test_a_file_of_any_category_registers_with_only_its_own_hook(host, watched):
-    (watched / "count_only.py").write_text(ANALYZER_ONLY)
+    drop_task_file("count_only.py", watched)
     wait_until(lambda: "count_only" in host.registry("analyzers"), message="the analyzer")
     record = host.records[host.folder_plugin_name(watched / "count_only.py")]
     assert record.hooks == ["register_analyzers"], "no hook it does not implement"
