@@ -667,8 +667,7 @@ class LabelPage(Page):
             self._toggle_queue()
         else:
             return False
-        self.selection_info.object = self._keys_help(len(vm.selected))
-        return True
+        return True  # (moving in the queue redraws the side panel and its keys help)
 
     def _next(self) -> None:
         if not self.vm.ready:
