@@ -35,24 +35,26 @@ STOP_REQUESTED = "activelab.stop_requested"
 HEARTBEAT = "activelab.heartbeat"  # epoch ms, refreshed while the trainer lives
 PID = "activelab.pid"
 HOST = "activelab.host"
+PROCESS_STARTED = "activelab.process_started"  # create time of PID, so a reused PID is not alive
 ERROR = "activelab.error"
 PARENT_RUN = "activelab.parent_run"
 PARENT_CHECKPOINT = "activelab.parent_checkpoint"
 START_EPOCH = "activelab.start_epoch"  # epochs already trained along the lineage
 EPOCHS_TOTAL = "activelab.epochs_total"  # lineage epochs reached so far
-TARGET_EPOCHS = "activelab.target_epochs"  # epochs this run was asked to train
-STEPS_PER_EPOCH = "activelab.steps_per_epoch"
+# epochs this run was asked to train: runs made before 0.2 only; now the `epochs` param
+TARGET_EPOCHS = "activelab.target_epochs"
 LAST_CHECKPOINT = "activelab.last_checkpoint"
-TRAINER = "activelab.trainer"
 RUN_NUMBER = "activelab.run_number"  # 1, 2, 3... per model, for readable run names
-PROGRESS = "activelab.progress"  # JSON: epoch, step, total steps, samples/s, ETA; while running
+PROGRESS = "activelab.progress"  # JSON: epoch, step, steps per epoch, samples/s, ETA
 PREDICTIONS = "activelab.predictions"  # artifact path of the per-sample predictions
 EVAL_OF = "activelab.eval_of"  # on an eval run: the run whose checkpoint it evaluated
 EVAL_CHECKPOINT = "activelab.eval_checkpoint"  # ... and which checkpoint
-PROCESS_STARTED = "activelab.process_started"  # create time of PID, so a reused PID is not alive
 BACKEND = "activelab.backend"  # where the worker runs: "local", "ray", a plugin's backend
 BACKEND_ADDRESS = "activelab.backend_address"  # e.g. the Ray dashboard's address
 BACKEND_JOB = "activelab.backend_job"  # the backend's id of the worker (e.g. a Ray job id)
+# Tags that only mean something while the trainer lives (liveness, the stop request); removed
+# when the run ends, so a finished run's Tags box in the MLflow UI keeps what tells its story.
+PROCESS_TAGS = (HEARTBEAT, PID, HOST, PROCESS_STARTED, STOP_REQUESTED)
 
 # --- experiment-level artifacts (live labels) -----------------------------------------------
 ARTIFACT_PREFIX = "activelab"

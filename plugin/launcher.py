@@ -113,8 +113,6 @@ def launch(
     tags = {
         keys.RUN_KIND: "train",
         keys.RUN_VERSION: __version__,
-        keys.TRAINER: cfg.trainer,
-        keys.TARGET_EPOCHS: str(epochs),
         keys.RUN_NUMBER: str(number),
         keys.HEARTBEAT: str(int(time.time() * 1000)),
         keys.MLFLOW_SOURCE_NAME: "activelab",

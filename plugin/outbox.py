@@ -270,6 +270,7 @@ class Deliverer:
             # a watcher presumed the run dead while its trainer could not reach the server
             self.tracking.delete_run_tag(self.run_id, keys.ERROR)
         self.tracking.end_run(self.run_id, status, end_time)
+        self.tracking.delete_run_tags(self.run_id, keys.PROCESS_TAGS, run.data.tags)
 
     def send_batch(
         self, metrics: list[Any], tags: dict[str, str], experiment_tags: dict[str, str]

@@ -97,7 +97,7 @@ class RunSummary:
             ended=_ms(run.info.end_time),
             epochs=max(0, lineage - start_epoch),
             lineage_epochs=lineage,
-            target_epochs=int(tags.get(keys.TARGET_EPOCHS, 0) or 0),
+            target_epochs=target_epochs(run),
             parent_run=tags.get(keys.PARENT_RUN) or None,
             labeled_count=int(count) if count not in (None, "") else None,
             labels_digest=tags.get(keys.LABELS_DIGEST) or None,
@@ -149,6 +149,12 @@ def search_runs(
     if statuses and len(statuses) > 1:
         runs = [r for r in runs if r.info.status in statuses]
     return list(runs)
+
+
+def target_epochs(run: Run) -> int:
+    """The epochs a run was asked to train: its `epochs` param (a tag on runs before 0.2)."""
+    asked = run.data.params.get("epochs") or run.data.tags.get(keys.TARGET_EPOCHS)
+    return int(asked or 0)
 
 
 def get_run(tracking: Tracking, run_id: str) -> Run:
@@ -217,6 +223,7 @@ def mark_failed(tracking: Tracking, run: Run, reason: str) -> None:
         reason = f"{reason} Its last checkpoint: {run_id}:{Path(last).name}."
     tracking.set_run_tags(run_id, {keys.ERROR: reason, NOTE_TAG: f"Failed: {reason}"})
     tracking.end_run(run_id, "FAILED")
+    tracking.delete_run_tags(run_id, keys.PROCESS_TAGS, run.data.tags)
     exp = tracking.get_experiment(run.info.experiment_id)
     if exp is not None and exp.tags.get(keys.LATEST_RUN) == run_id:
         tracking.set_experiment_tags(run.info.experiment_id, {keys.LATEST_RUN_STATUS: "FAILED"})

@@ -55,6 +55,7 @@ class RunContext:
     epochs: int
     start_epoch: int = 0
     parent_run: str | None = None
+    labels_dataset: tuple[str, str] | None = None  # MLflow dataset name and digest of the labels
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,6 +67,7 @@ class Progress:
     step: int = 0  # global step
     run_steps: int = 0  # steps done in this run
     total_steps: int = 0  # steps this run will do
+    steps_per_epoch: int = 0
     samples_per_s: float = 0.0
     eta_s: float | None = None
     started: float = field(default_factory=time.time)
@@ -77,6 +79,7 @@ class Progress:
                 "step": self.step,
                 "run_steps": self.run_steps,
                 "total_steps": self.total_steps,
+                "steps_per_epoch": self.steps_per_epoch,
                 "samples_per_s": round(self.samples_per_s, 1),
                 "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
                 "started": self.started,
@@ -140,6 +143,7 @@ class TrainingSession:
         self._last_progress_sent = 0.0
         self._last_step_at: float | None = None
         self._step_times: list[float] = []
+        self._last_epoch: tuple[dict[str, float], int, int] | None = None  # figures, step, ms
 
     @property
     def run_id(self) -> str:
@@ -158,12 +162,12 @@ class TrainingSession:
     def begin(self, steps_per_epoch: int, modules: Any = None, batch_size: int = 1) -> None:
         """Called by the trainer once its model and data are ready."""
         self.progress = Progress(
-            epoch=self.start_epoch + 1, total_steps=steps_per_epoch * self.epochs
+            epoch=self.start_epoch + 1,
+            total_steps=steps_per_epoch * self.epochs,
+            steps_per_epoch=steps_per_epoch,
         )
         self.batch_size = batch_size
-        self.outbox.set_run_tags(
-            {keys.STEPS_PER_EPOCH: str(steps_per_epoch), keys.PROGRESS: self.progress.to_json()}
-        )
+        self.outbox.set_run_tags({keys.PROGRESS: self.progress.to_json()})
         if modules is not None:
             self._log_text("model_summary.txt", model_summary(modules))
 
@@ -210,7 +214,9 @@ class TrainingSession:
 
     def end_epoch(self, epoch: int, figures: dict[str, float], step: int) -> None:
         """Epoch figures (logged with step = epoch), the card update and the hook."""
-        self.outbox.add(figures, epoch)
+        stamp = int(time.time() * 1000)
+        self.outbox.add(figures, epoch, timestamp_ms=stamp)
+        self._last_epoch = (dict(figures), epoch, stamp)
         self.outbox.add({"epoch": epoch}, step)
         self.epochs_done += 1
         card = {keys.TOTAL_EPOCHS: str(epoch), keys.UPDATED_AT: str(int(time.time() * 1000))}
@@ -282,11 +288,12 @@ class TrainingSession:
         deadline = time.monotonic() + self.outage_wait_s
         while True:
             try:
-                mlflow.pytorch.log_model(
+                logged = mlflow.pytorch.log_model(
                     module, name=self._logged_model_name(), pip_requirements=pip_requirements(),
                     input_example=example, tags={NOTE_TAG: self._logged_model_note()},
                     params={"trainer": self.context.config.trainer, "epochs": self.context.epochs},
                 )  # fmt: skip
+                self._link_to_logged_model(logged.model_id)
                 return
             except Exception as exc:
                 if not is_transient(exc):
@@ -297,6 +304,26 @@ class TrainingSession:
                     return
                 log.warning("Tracking server unreachable, retrying to log the model: %s", exc)
                 time.sleep(5)  # a retry interval
+
+    def _link_to_logged_model(self, model_id: str) -> None:
+        """The last epoch's figures become the logged model's metrics, measured with the
+        labels it trained on (the MLflow UI's model page: its metrics and "Datasets used").
+        Same key, value, step and time as in the run, so the run's history gains no point."""
+        from mlflow.entities import Metric
+
+        if self._last_epoch is None:
+            return
+        figures, step, stamp = self._last_epoch
+        name, digest = self.context.labels_dataset or (None, None)
+        metrics = [
+            Metric(key, float(value), stamp, step, model_id=model_id,
+                   dataset_name=name, dataset_digest=digest)
+            for key, value in figures.items()
+        ]  # fmt: skip
+        try:
+            self.outbox.tracking.log_batch(self.run_id, metrics)
+        except Exception as exc:  # the figures are in the run; only the model's copy is missing
+            log.warning("The logged model's metrics were not recorded: %s", exc)
 
     def _logged_model_name(self) -> str:
         """The model's own name, as far as MLflow allows one for a logged model."""

@@ -21,7 +21,7 @@ from activelab.ended_histories import EndedRunHistories
 from activelab.errors import ModelExistsError, StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from mlflow.entities import Experiment, Run
 
@@ -212,6 +212,15 @@ class Tracking:
 
     def delete_run_tag(self, run_id: str, key: str) -> None:
         self._client.delete_tag(run_id, key)
+
+    def delete_run_tags(
+        self, run_id: str, wanted: Sequence[str], present: Mapping[str, str]
+    ) -> None:
+        """Delete those of `wanted` that are among the run's tags `present` (MLflow refuses
+        to delete a tag the run lacks)."""
+        for key in wanted:
+            if key in present:
+                self._client.delete_tag(run_id, key)
 
     def log_batch(self, run_id: str, metrics: Sequence[Any] = (), tags: Sequence[Any] = ()) -> None:
         """One request of MLflow `Metric`s and `RunTag`s (callers keep to MLflow's limits)."""

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 NICE_ENV = "ACTIVELAB_WORKER_NICE"
 DEFAULT_NICE = 10
 SPEC_ENV = "ACTIVELAB_LAUNCH_SPEC"  # `python -m activelab.worker -` reads its spec from here
+LABELS_ARTIFACT = "labels/labels.csv"  # the labels a run trained on, in its artifacts
 USAGE = (
     "usage: python -m activelab.worker SPEC.json | - | --standby\n"
     f"  -: read the launch spec (JSON) from ${SPEC_ENV}, as remote backends pass it"
@@ -70,10 +71,13 @@ class LaunchSpec:
 
 
 def _log_labels(model: Model, tracking: Any, run_id: str) -> tuple[Any, str, int]:
-    """Snapshot the labels this run trains on: artifact, dataset input and tags."""
+    """Snapshot the labels this run trains on: artifact, dataset input and tags. The dataset's
+    source is that artifact, which reads the same from every machine that reaches the server."""
     import mlflow
     import pandas as pd
     from mlflow.data.pandas_dataset import from_pandas
+
+    from activelab.dataset_source import RunArtifactDatasetSource
 
     store = model.labels
     store.refresh()
@@ -83,12 +87,22 @@ def _log_labels(model: Model, tracking: Any, run_id: str) -> tuple[Any, str, int
     frame = pd.DataFrame(
         {"sample_index": indices, "label": [store.info.classes[labels[i]] for i in indices]}
     )
-    tracking.log_text(run_id, store.to_csv(), "labels/labels.csv")
+    tracking.log_text(run_id, store.to_csv(), LABELS_ARTIFACT)
+    source = RunArtifactDatasetSource(f"runs:/{run_id}/{LABELS_ARTIFACT}")
     with warnings.catch_warnings():  # MLflow's hint about integer columns does not apply
         warnings.simplefilter("ignore", UserWarning)
-        dataset = from_pandas(frame, name=f"{model.name}-labels", digest=digest, targets="label")
-    mlflow.log_input(dataset, context="training", tags={"labeled": str(len(indices))})
+        dataset = from_pandas(
+            frame, source=source, name=labels_dataset_name(model.name), digest=digest,
+            targets="label",
+        )  # fmt: skip
+    input_tags = {"labeled": str(len(indices)), "samples of": model.config.dataset}
+    mlflow.log_input(dataset, context="training", tags=input_tags)
     return labels, digest, len(indices)
+
+
+def labels_dataset_name(model_name: str) -> str:
+    """The name of a run's labels as an MLflow dataset (its digest tells label sets apart)."""
+    return f"{model_name}-labels"
 
 
 def _error_message(exc: BaseException) -> str:
@@ -212,6 +226,7 @@ def execute_run(
         data = _load_data(host, config, spec.backend)
         labels, digest, count = _log_labels(model, tracking, spec.run_id)
         note.labeled, note.labels_digest = count, digest
+        context.labels_dataset = (labels_dataset_name(model.name), digest)
         outbox.set_run_tags(
             {keys.LABELS_DIGEST: digest, keys.RUN_LABELED_COUNT: str(count),
              NOTE_TAG: note.markdown()}

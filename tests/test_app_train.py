@@ -120,9 +120,9 @@ def test_start_follow_stop_continue_and_retry(train):
 
     again = train.retry(second.run_id)  # same epochs, from the same checkpoint
     assert again.wait(timeout=180) == "FINISHED"
-    tags = mlflow_client(train.lab).get_run(again.run_id).data.tags
-    assert tags["activelab.parent_run"] == first.run_id
-    assert tags["activelab.target_epochs"] == "1"
+    retried = mlflow_client(train.lab).get_run(again.run_id).data
+    assert retried.tags["activelab.parent_run"] == first.run_id
+    assert retried.params["epochs"] == "1"
 
 
 @pytest.mark.parametrize("tracking_uri", ["local"], indirect=True)

@@ -112,8 +112,12 @@ def test_a_plugin_adds_a_backend_through_the_hook(local_lab, unique, tmp_path, m
     lab = Lab(tracking_uri=local_lab.settings.tracking_uri, home=local_lab.settings.home)
     assert "child" in lab.plugins.registry("backends")
     model = lab.create_model(unique, config=FAST)
-    handle = model.launch(epochs=1, backend="child", wait=True)
-    run = handle.run
-    assert run.info.status == "FINISHED", (tmp_path / "child.log").read_text()
+    handle = model.launch(epochs=LONG, backend="child")
+    run = wait_until(
+        lambda: (r := handle.run) and r.data.tags.get(keys.PID) and r,
+        120, message="the worker to name its process",
+    )  # fmt: skip
     assert run.data.tags[keys.BACKEND] == "child"
     assert int(run.data.tags[keys.PID]) == handle.job.process.pid, "the worker named itself"
+    handle.stop(wait=False)
+    assert handle.wait(timeout=120) == "KILLED", (tmp_path / "child.log").read_text()

@@ -58,7 +58,7 @@ def test_a_run_reads_well_in_mlflow(lab, unique):
     experiment = client.get_experiment(model.id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
-    steps_per_epoch = int(run.data.tags[keys.STEPS_PER_EPOCH])
+    steps_per_epoch = json.loads(run.data.tags[keys.PROGRESS])["steps_per_epoch"]
     for task in ("reconstruction", "kl", "classification", "map", "total"):
         per_step = history(client, handle.run_id, f"loss/{task}")
         assert [s for s, _ in per_step] == list(range(1, 2 * steps_per_epoch + 1))
@@ -91,6 +91,18 @@ def test_a_run_reads_well_in_mlflow(lab, unique):
     assert len(inputs) == 1
     assert inputs[0].dataset.name == f"{model.name}-labels"
     assert inputs[0].dataset.digest == model.labels.digest()
+    # its source is the run's own labels artifact, readable from any machine
+    assert inputs[0].dataset.source_type == "mlflow_run_artifact"
+    mlflow.set_tracking_uri(lab.settings.tracking_uri)
+    source = mlflow.data.get_source(inputs[0])
+    assert source.uri == f"runs:/{handle.run_id}/labels/labels.csv"
+    with tempfile.TemporaryDirectory() as tmp:
+        assert Path(source.load(tmp)).read_text() == model.labels.to_csv()
+    # the few activelab tags a finished run keeps are each explained in the README
+    ours = {k for k in run.data.tags if k.startswith(keys.PREFIX)}
+    assert not ours & set(keys.PROCESS_TAGS)  # liveness and the stop request end with the run
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert len(ours) <= 11 and all(f"`{k}`" in readme for k in ours), sorted(ours)
     assert run.data.tags[keys.LABELS_DIGEST] == model.labels.digest()
     assert run.data.tags[keys.RUN_LABELED_COUNT] == "60"
     # the run's description in the MLflow UI: what was trained, on which labels, the outcome
@@ -108,7 +120,14 @@ def test_a_run_reads_well_in_mlflow(lab, unique):
     assert logged[0].name == model.name  # named after the model, with a description
     assert f"activelab model **{model.name}**" in logged[0].tags["mlflow.note.content"]
     assert logged[0].params["epochs"] == "2"
-    mlflow.set_tracking_uri(lab.settings.tracking_uri)
+    # its metrics: the last epoch's figures, measured with the labels it trained on
+    linked = {m.key: m for m in logged[0].metrics}
+    accuracy = linked["eval/classification/unlabeled_accuracy"]
+    assert accuracy.value == pytest.approx(
+        run.data.metrics["eval/classification/unlabeled_accuracy"], rel=1e-6
+    )
+    assert accuracy.step == 2 and accuracy.dataset_digest == model.labels.digest()
+    assert accuracy.dataset_name == inputs[0].dataset.name
     served = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
     out = served.predict(np.zeros((3, 1, 8, 8), dtype=np.float32))
     assert np.asarray(out).shape == (3, 16 + 10)  # latent (16) + class probabilities (10)
@@ -460,16 +479,18 @@ def test_launches_fork_from_the_warm_worker_under_their_own_settings(
     expected = min(psutil.Process().nice() + 3, 19)
     wait_until(lambda: all(w.nice() == expected for w in workers),
                message=f"both workers at nice {expected}")  # fmt: skip
+    client = MlflowClient(local_lab.settings.tracking_uri)
     for handle in handles:
         wait_until(lambda h=handle: (h.progress or {}).get("run_steps", 0) > 0, message="steps")
+    pids = {client.get_run(h.run_id).data.tags[keys.PID] for h in handles}
+    assert pids == {str(w.pid) for w in workers}, "each run names its own worker"
+    for handle in handles:
         handle.stop(wait=False)
     for handle in handles:
         assert handle.wait(timeout=120) == "KILLED", handle.summary.error
         log = local_lab.settings.home / "runs" / handle.run_id / "worker.log"
         assert f"run {handle.run_id} ended: KILLED" in log.read_text()
-    client = MlflowClient(local_lab.settings.tracking_uri)
-    pids = {client.get_run(h.run_id).data.tags[keys.PID] for h in handles}
-    assert pids == {str(w.pid) for w in workers}, "each run names its own worker"
+        assert keys.PID not in client.get_run(handle.run_id).data.tags, "gone with the process"
     # a forked worker killed: its launcher hears how it ended from the warm worker
     killed = model.launch(epochs=10_000)
     os.kill(killed.process.pid, signal.SIGKILL)

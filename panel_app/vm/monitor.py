@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from activelab import keys
-from activelab.runs import ACTIVE, checked_run
+from activelab.runs import ACTIVE, checked_run, target_epochs
 from activelab.tracking import HISTORY_POINTS, MetricSeries
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class RunMonitor:
             except ValueError:
                 progress = {}
         start_epoch = int(tags.get(keys.START_EPOCH, 0) or 0)
-        target = int(tags.get(keys.TARGET_EPOCHS, 0) or 0)
+        target = target_epochs(run)
         run_steps = int(progress.get("run_steps", 0) or 0)
         total_steps = int(progress.get("total_steps", 0) or 0)
         finished = run.info.status == "FINISHED"

@@ -12,7 +12,7 @@ from activelab.config import apply_overrides, validate_config
 from activelab.errors import InvalidConfigError
 from activelab.panel_app.vm.loaded import LoadedModel
 from activelab.presets import PRESETS
-from activelab.runs import ACTIVE, RunSummary, request_stop
+from activelab.runs import ACTIVE, RunSummary, request_stop, target_epochs
 
 if TYPE_CHECKING:
     from activelab.config import ModelConfig
@@ -222,7 +222,7 @@ class TrainViewModel(LoadedModel, param.Parameterized):
         backend (and address) it ran on."""
         run = self.lab.tracking.get_run(run_id)
         tags = run.data.tags
-        epochs = int(tags.get(keys.TARGET_EPOCHS, 0) or 0) or self.epochs
+        epochs = target_epochs(run) or self.epochs
         parent, checkpoint = tags.get(keys.PARENT_RUN), tags.get(keys.PARENT_CHECKPOINT)
         resume = f"{parent}:{checkpoint.rsplit('/', 1)[-1]}" if parent and checkpoint else None
         where = {"backend": tags.get(keys.BACKEND, "local")}

@@ -110,9 +110,10 @@ def time_freshness(browser, lab, model_id: str, url: str, count: int) -> list[fl
     run = client.create_run(
         model_id,
         run_name="live run",
-        tags={keys.RUN_KIND: "train", keys.HEARTBEAT: str(now), keys.TARGET_EPOCHS: "1"},
+        tags={keys.RUN_KIND: "train", keys.HEARTBEAT: str(now)},
     )
     run_id = run.info.run_id
+    client.log_param(run_id, "epochs", "1")
     client.log_batch(run_id, metrics=[Metric("loss/total", 5.0, now, 1)])
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
