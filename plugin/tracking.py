@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from activelab import keys
 from activelab.ended_histories import EndedRunHistories
 from activelab.errors import ModelExistsError, StorageError
+from activelab.metric_sampling import sample_evenly
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -338,9 +339,16 @@ class Tracking:
                         (int(m.get("step", 0)), float(m["value"]), int(m.get("timestamp", 0)))
                     )
             elif hasattr(store, "get_metric_history_bulk_interval"):
+                rest = []
+                for run_id in chunk:
+                    sampled = sample_evenly(store, run_id, key, max_points, start_step, end_step)
+                    if sampled is None:
+                        rest.append(run_id)
+                    else:
+                        points[run_id] = sampled
                 found = store.get_metric_history_bulk_interval(
-                    chunk, key, max_points, start_step, end_step
-                )
+                    rest, key, max_points, start_step, end_step
+                ) if rest else []  # fmt: skip
                 for m in found:
                     points[m.run_id].append((m.step, m.value, m.timestamp))
             else:  # pragma: no cover - a store without sampling: read everything
