@@ -31,7 +31,7 @@ def sample_evenly(
     from mlflow.store.tracking.dbmodels.models import SqlMetric
     from sqlalchemy import false, func, or_
 
-    where = [SqlMetric.run_uuid == run_id, SqlMetric.key == key]
+    where: list[Any] = [SqlMetric.run_uuid == run_id, SqlMetric.key == key]
     if start_step is not None and end_step is not None:
         where += [SqlMetric.step >= start_step, SqlMetric.step <= end_step]
     with store.ManagedSessionMaker() as session:
