@@ -92,6 +92,17 @@ class UiThread:
             except AttributeError:  # destroyed between the check and the call: nobody to tell
                 log.debug("session gone; dropped a late update")
 
+    def next_tick(self, fn: Callable[[], None]) -> None:
+        """Run `fn` with the document lock on the session's next tick, whatever thread or
+        callback asks (Panel runs a browser change marked as priority without the lock)."""
+        if self.doc is None or self.doc.session_context is None:
+            self.call(fn)
+        elif not self.closed.is_set():
+            try:
+                self.doc.add_next_tick_callback(fn)
+            except AttributeError:  # destroyed between the check and the call
+                log.debug("session gone; dropped a late update")
+
     def background(
         self,
         work: Callable[[], Any],

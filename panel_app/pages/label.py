@@ -155,7 +155,9 @@ class LabelPage(Page):
         self.model_picker = pn.widgets.Select(label="Model", options={}, width=260)
         self.model_picker.param.watch(self._picked, "value")
         self.keys = KeyListener()
-        self.keys.param.watch(self._key, "presses")
+        # a key press arrives without the document lock (see KeyListener): handled on the
+        # session's next tick, which holds it
+        self.keys.param.watch(lambda event: self.ui.next_tick(self._key), "presses")
 
         self.vm.param.watch(lambda *e: self.ui.call(self._rebuild_map), "map_version")
         self.vm.param.watch(lambda *e: self.ui.call(self._patch_labels), "labels_version")
@@ -677,7 +679,7 @@ class LabelPage(Page):
             f"<span class='al-muted'>Selected the next {len(picked)} to label.</span>"
         )
 
-    def _key(self, event: Any) -> None:
+    def _key(self) -> None:
         if not self.vm.ready or self.state.page != "label":
             return
         key = self.keys.key
