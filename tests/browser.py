@@ -20,7 +20,7 @@ POINT_OF_SAMPLE = """(i) => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
   const plot = doc.get_model_by_name("label-map");
   const view = Bokeh.index.find_one(plot);
-  const data = plot.renderers[0].data_source.data;
+  const data = doc.get_model_by_name("label-samples").data_source.data;
   const rect = view.canvas_view.el.getBoundingClientRect();
   return [rect.left + view.frame.x_scale.compute(data.x[i]),
           rect.top + view.frame.y_scale.compute(data.y[i])];
@@ -29,8 +29,7 @@ POINT_OF_SAMPLE = """(i) => {
 # The map's label column, as the browser has it (patched in place, not rebuilt).
 MAP_LABELS = """() => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
-  const plot = doc.get_model_by_name("label-map");
-  return Array.from(plot.renderers[0].data_source.data.label);
+  return Array.from(doc.get_model_by_name("label-samples").data_source.data.label);
 }"""
 
 MAP_FRAME = """() => {

@@ -15,16 +15,19 @@ from typing import Any
 
 import numpy as np
 import panel as pn
+from bokeh.events import RangesUpdate
 from bokeh.models import (
     ColumnDataSource,
     CustomJS,
     CustomJSHover,
     HoverTool,
     LinearColorMapper,
+    Range1d,
 )
 from bokeh.palettes import Category10_10, Category20_20, Turbo256, Viridis256
 from bokeh.plotting import figure
 
+from activelab.panel_app.pages import map_raster
 from activelab.panel_app.pages.common import Page, error_banner, esc, fmt, note
 from activelab.panel_app.vm.home import describe_error
 from activelab.panel_app.vm.label import COLOR_MODES, GALLERY_ORDERS, LabelViewModel
@@ -97,8 +100,16 @@ class LabelPage(Page):
         self.vm = LabelViewModel(state)
         self._polling = False  # a poll's reads are under way
         self._loaded_model = ""
-        self.source: ColumnDataSource | None = None
+        self.source: ColumnDataSource | None = None  # every sample (picking, hover, selection)
         self.renderer: Any = None
+        # the samples drawn as one image (map_raster), and the labeled ones above it
+        self.raster_source: ColumnDataSource | None = None
+        self.raster_mapper: LinearColorMapper | None = None
+        self.labeled_source: ColumnDataSource | None = None
+        self.labeled_renderer: Any = None
+        self.view: map_raster.View | None = None
+        self._raster_serial = 0
+        self._plot_px: dict[str, int] = {}  # the plot's data area, as the browser laid it out
         self.map_pane: Any = None
         self._images_for: tuple[int, str] | None = None
         self._picker_busy = False
@@ -320,12 +331,19 @@ class LabelPage(Page):
         if self.source is not None and self._classes == classes:
             self.source.data = data  # same classes, newer predictions: keep the figure
             self.source.selected.indices = []
+            self._redraw_layers()
             if list(self.plot_area) != [self.map_pane]:  # a loading placeholder was shown
                 self.plot_area[:] = [self.map_pane]
             self._render_side()
             return
         self._classes = classes
         self.source = ColumnDataSource(data=data)
+        self.view = map_raster.padded_view(data["x"], data["y"])
+        self.raster_mapper = LinearColorMapper(palette=[map_raster.TRANSPARENT] * 2)
+        self.raster_source = ColumnDataSource(
+            {"image": [np.zeros((1, 1), np.uint8)], **self.view.image_glyph()}
+        )
+        self.labeled_source = ColumnDataSource(self._labeled_columns())
         palette = class_palette(max(1, len(classes)))
         self.class_mapper = LinearColorMapper(
             palette=[UNLABELED_COLOR, *palette], low=-1.5, high=len(palette) - 0.5
@@ -343,21 +361,37 @@ class LabelPage(Page):
             output_backend="canvas",
             match_aspect=False,
             name="label-map",
+            x_range=Range1d(start=self.view.x0, end=self.view.x1),
+            y_range=Range1d(start=self.view.y0, end=self.view.y1),
         )
         plot.xaxis.axis_label, plot.yaxis.axis_label = "z0", "z1"
+        plot.image(
+            image="image", x="x", y="y", dw="dw", dh="dh", source=self.raster_source,
+            color_mapper=self.raster_mapper, level="image",
+        )  # fmt: skip
+        self.labeled_renderer = plot.scatter(
+            "x", "y", source=self.labeled_source, size=5, line_color=None, fill_alpha=0.85,
+            fill_color={"field": "label", "transform": self.class_mapper},
+        )  # fmt: skip
+        # Every sample, not drawn (the image shows them) but for the selected ones: what
+        # clicks, lasso, box and hover find. Last, so a selected point is drawn on top.
         self.renderer = plot.scatter(
             "x",
             "y",
             source=self.source,
             size=5,
             line_color=None,
-            fill_alpha=0.85,
+            fill_alpha=0.0,
             fill_color={"field": "label", "transform": self.class_mapper},
             selection_line_color="#111111",
             selection_line_width=1.2,
             selection_fill_alpha=1.0,
-            nonselection_fill_alpha=0.35,
+            nonselection_fill_alpha=0.0,
+            name="label-samples",
         )
+        plot.on_event(RangesUpdate, self._view_moved)
+        plot.on_change("inner_width", self._plot_resized)  # set by the browser once laid out
+        plot.on_change("inner_height", self._plot_resized)
         names = CustomJSHover(
             args={"names": classes}, code="return value >= 0 ? names[value] : '—'"
         )
@@ -407,6 +441,8 @@ class LabelPage(Page):
         change = self.vm.last_change
         if self.source is not None and change:
             self.source.patch({"label": [(int(i), int(v)) for i, v in change.items()]})
+            if self.labeled_source is not None:  # small: the labeled samples only
+                self.labeled_source.data = self._labeled_columns()
         self._render_side()
 
     def _recolor(self) -> None:
@@ -418,6 +454,93 @@ class LabelPage(Page):
         mapper = self.certainty_mapper if mode == "certainty" else self.class_mapper
         self.renderer.glyph.fill_color = {"field": mode, "transform": mapper}
         self.legend.object = self._legend_html(mode)
+        self._redraw_layers()
+
+    # --- the map's image --------------------------------------------------------------------
+
+    def _map_mode(self) -> str:
+        mode = self.vm.color_by
+        return "label" if mode == "true" and not self.vm.has_truth else mode
+
+    def _labeled_columns(self) -> dict[str, Any]:
+        """The labeled samples (drawn above the image, in label colours)."""
+        if self.source is None:
+            return {"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32), "label": []}
+        labels = np.asarray(self.vm.labels)
+        which = np.flatnonzero(labels >= 0)
+        data = self.source.data
+        return {
+            "x": np.asarray(data["x"])[which],
+            "y": np.asarray(data["y"])[which],
+            "label": labels[which].astype(np.int16),
+        }
+
+    def _layer_palette(self, mode: str) -> tuple[list[str], np.ndarray]:
+        """The image's palette and each sample's slot in it, for a colouring."""
+        data = self.source.data if self.source is not None else {}
+        base = [map_raster.TRANSPARENT, map_raster.with_alpha(UNLABELED_COLOR)]
+        if mode == "label":  # labeled samples are drawn above the image, in their colour
+            return base, np.full(len(data.get("x", [])), map_raster.UNLABELED_SLOT, np.uint8)
+        if mode == "certainty":
+            step = (len(Viridis256) - 1) / (map_raster.CERTAINTY_LEVELS - 1)
+            shades = [Viridis256[round(i * step)] for i in range(map_raster.CERTAINTY_LEVELS)]
+            palette = base + [map_raster.with_alpha(c) for c in shades]
+            return palette, map_raster.certainty_slots(np.asarray(data["certainty"]))
+        classes = class_palette(max(1, len(self._classes)))[:253]
+        palette = base + [map_raster.with_alpha(c) for c in classes]
+        return palette, map_raster.class_slots(np.asarray(data[mode]))
+
+    def _redraw_layers(self) -> None:
+        """The image for the colouring in use, and the labeled samples above it (label
+        colouring only); drawn now (~30 ms for 60,000 samples), so it travels with the map."""
+        if self.source is None or self.view is None or self.raster_source is None:
+            return
+        mode = self._map_mode()
+        palette, slots = self._layer_palette(mode)
+        data = self.source.data
+        image = map_raster.rasterize(np.asarray(data["x"]), np.asarray(data["y"]), slots, self.view)
+        self._raster_serial += 1
+        if self.raster_mapper is not None:
+            self.raster_mapper.update(palette=palette, low=-0.5, high=len(palette) - 0.5)
+        self.raster_source.data = {"image": [image], **self.view.image_glyph()}
+        if self.labeled_renderer is not None:
+            self.labeled_renderer.visible = mode == "label"
+            self.labeled_source.data = self._labeled_columns()  # type: ignore[union-attr]
+
+    def _view_moved(self, event: Any) -> None:
+        """Zoom or pan ended: the image again for the new view, drawn off the event loop
+        (the person may keep moving: only the newest drawing is shown)."""
+        if self.view is None or None in (event.x0, event.x1, event.y0, event.y1):
+            return
+        self.view = self.view.moved(event.x0, event.x1, event.y0, event.y1)
+        self._redraw_later()
+
+    def _plot_resized(self, attr: str, old: Any, new: Any) -> None:
+        """The browser laid the plot out: an image of its size (pixels of the data area)."""
+        self._plot_px[attr] = int(new or 0)
+        width, height = self._plot_px.get("inner_width"), self._plot_px.get("inner_height")
+        if self.view is None or not width or not height:
+            return
+        if (width, height) != (self.view.width, self.view.height):
+            self.view = self.view.sized(width, height)
+            self._redraw_later()
+
+    def _redraw_later(self) -> None:
+        if self.source is None or self.view is None:
+            return
+        self._raster_serial += 1
+        serial, view, mode = self._raster_serial, self.view, self._map_mode()
+        palette, slots = self._layer_palette(mode)
+        x, y = np.asarray(self.source.data["x"]), np.asarray(self.source.data["y"])
+
+        def done(image: np.ndarray) -> None:
+            if serial != self._raster_serial or self.raster_source is None:
+                return  # a newer view or colouring is being drawn
+            if self.raster_mapper is not None:
+                self.raster_mapper.update(palette=palette, low=-0.5, high=len(palette) - 0.5)
+            self.raster_source.data = {"image": [image], **view.image_glyph()}
+
+        self.ui.background(lambda: map_raster.rasterize(x, y, slots, view), done=done)
 
     def _legend_html(self, mode: str) -> str:
         if mode == "certainty":

@@ -68,12 +68,13 @@ DRAWN = """(n) => {
   if (!plot) return false;
   const view = Bokeh.index.find_one(plot);
   return view != null && view.has_finished() &&
-         plot.renderers[0].data_source.get_length() === n;
+         (doc.get_model_by_name("label-samples") || plot.renderers[0]).data_source
+           .get_length() === n;
 }"""
 
 MAP_LABEL = """(i) => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
-  return doc.get_model_by_name("label-map").renderers[0].data_source.data.label[i];
+  return doc.get_model_by_name("label-samples").data_source.data.label[i];
 }"""
 
 
@@ -138,20 +139,21 @@ def time_open(browser, url: str, samples: int, repeats: int) -> list[float]:
     return times
 
 
-def time_labels(browser, url: str, samples: int, count: int) -> list[float]:
-    """Browser round trips: key press -> the point's label changed in the browser's data."""
+def time_labels(browser, url: str, samples: int, count: int, seed: int = 0) -> list[float]:
+    """Browser round trips: key press -> the point's label changed in the browser's data.
+    Each `seed` picks other samples (a label a sample already has changes nothing)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto(url)
     page.wait_for_function(DRAWN, arg=samples, timeout=60_000)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     round_trips = []
     for n in range(count):
         index = int(rng.integers(samples))
         page.evaluate(
             """(i) => {
           const doc = Bokeh.documents[Bokeh.documents.length - 1];
-          doc.get_model_by_name("label-map").renderers[0].data_source.selected.indices = [i];
+          doc.get_model_by_name("label-samples").data_source.selected.indices = [i];
         }""",
             index,
         )
@@ -220,7 +222,7 @@ def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             try:
                 opens = time_open(browser, url, args.samples, args.opens)
-                round_trips = time_labels(browser, url, args.samples, args.labels)
+                round_trips = time_labels(browser, url, args.samples, args.labels, seed=2)
             finally:
                 browser.close()
         pace_beside_app = (run_steps() - steps_before) / (time.perf_counter() - started)

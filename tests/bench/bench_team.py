@@ -50,11 +50,11 @@ DRAWN = """() => {
 }"""
 SELECT = """(i) => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
-  doc.get_model_by_name("label-map").renderers[0].data_source.selected.indices = [i];
+  doc.get_model_by_name("label-samples").data_source.selected.indices = [i];
 }"""
 HAS_LABEL = """([i, label]) => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
-  return doc.get_model_by_name("label-map").renderers[0].data_source.data.label[i] === label;
+  return doc.get_model_by_name("label-samples").data_source.data.label[i] === label;
 }"""
 
 
