@@ -45,3 +45,16 @@ def chromium_missing() -> str | None:
     if not Path(CHROMIUM).exists():
         return f"{CHROMIUM} is missing: run `bash .ci/setup` (it installs Debian's chromium)."
     return None
+
+
+# The map's image layer (drawn on the server) against the plot's ranges, and the labeled layer.
+MAP_LAYERS = """() => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  const plot = doc.get_model_by_name("label-map");
+  const image = doc.get_model_by_name("label-image").data_source.data;
+  const labeled = plot.renderers.find((r) => r.visible && r.name !== "label-samples" &&
+                                       r.name !== "label-image").data_source.data;
+  return {image: [image.x[0], image.x[0] + image.dw[0], image.y[0], image.y[0] + image.dh[0]],
+          view: [plot.x_range.start, plot.x_range.end, plot.y_range.start, plot.y_range.end],
+          labeled: labeled.x.length};
+}"""

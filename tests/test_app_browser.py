@@ -6,7 +6,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser import ARGS, CHROMIUM, MAP_FRAME, MAP_LABELS, POINT_OF_SAMPLE, chromium_missing
+from browser import (
+    ARGS,
+    CHROMIUM,
+    MAP_FRAME,
+    MAP_LABELS,
+    MAP_LAYERS,
+    POINT_OF_SAMPLE,
+    chromium_missing,
+)
 from helpers import mlflow_client, wait_until
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from served import start_app
@@ -168,6 +176,23 @@ def test_newcomer_journey(app, page):
     after_reload = map_labels(page)
     assert {i for i, v in enumerate(after_reload) if v >= 0} == first_round
     assert after_reload[42] == 7
+
+    # the samples are one image drawn on the server for the view: zooming in draws it again
+    # for the new view (the labeled samples are their own layer above it)
+    layers = page.evaluate(MAP_LAYERS)
+    assert layers["labeled"] == len(first_round)
+    assert layers["image"] == pytest.approx(layers["view"])
+    left, top, width, height = page.evaluate(MAP_FRAME)
+    page.mouse.move(left + width / 2, top + height / 2)
+    page.mouse.wheel(0, -400)
+    wait_until(
+        lambda: (
+            (now := page.evaluate(MAP_LAYERS))["view"] != layers["view"]
+            and now["image"] == pytest.approx(now["view"])
+        ),
+        timeout=30,
+        message="the map's image to be drawn again for the zoomed view",
+    )
 
 
 def test_delete_and_restore_a_model(app, page):

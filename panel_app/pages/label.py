@@ -367,7 +367,7 @@ class LabelPage(Page):
         plot.xaxis.axis_label, plot.yaxis.axis_label = "z0", "z1"
         plot.image(
             image="image", x="x", y="y", dw="dw", dh="dh", source=self.raster_source,
-            color_mapper=self.raster_mapper, level="image",
+            color_mapper=self.raster_mapper, level="image", name="label-image",
         )  # fmt: skip
         self.labeled_renderer = plot.scatter(
             "x", "y", source=self.labeled_source, size=5, line_color=None, fill_alpha=0.85,
