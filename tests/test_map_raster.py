@@ -39,3 +39,37 @@ def test_zooming_in_keeps_samples_their_size_and_sorts_slots():
     slots = map_raster.certainty_slots(np.array([np.nan, 0.0, 1.0]))
     assert list(slots) == [map_raster.UNLABELED_SLOT, 2, 1 + map_raster.CERTAINTY_LEVELS]
     assert map_raster.with_alpha("#1f77b4") == "#1f77b4d9"
+
+
+def test_the_label_page_fits_its_image_to_the_map_and_to_a_new_run(local_lab, unique):
+    """In process (no browser): the page's image covers the samples; a finished run moves
+    them, and the view (and Reset) follows to the new map."""
+    from helpers import FAST
+
+    from activelab.panel_app.context import AppContext
+    from activelab.panel_app.pages.label import LabelPage
+    from activelab.panel_app.vm.state import AppState
+
+    model = local_lab.create_model(unique, config=FAST)
+    model.set_labels({0: 0, 1: 1})
+    page = LabelPage(AppState(AppContext(local_lab)))
+    page.vm.load(model.id)
+    page._rebuild_map()
+
+    def covers(data) -> bool:
+        view, plot = page.view, page.map_pane.object
+        x, y = np.asarray(data["x"]), np.asarray(data["y"])
+        return (
+            view.x0 < x.min() and x.max() < view.x1 and view.y0 < y.min() and y.max() < view.y1
+            and (plot.x_range.start, plot.x_range.end) == (view.x0, view.x1)
+            and page.raster_source.data["x"] == [view.x0]
+        )  # fmt: skip
+
+    assert covers(page.source.data)
+    assert (page.raster_source.data["image"][0] > 0).sum() > 1000, "the samples are drawn"
+    assert len(page.labeled_source.data["x"]) == 2, "the labeled samples, above the image"
+    before = page.view
+    model.launch(epochs=1, wait=True, in_process=True)
+    assert page.vm.check_for_new_run() is True
+    assert page.view != before and covers(page.source.data)
+    assert page.map_pane.object.x_range.reset_start == page.view.x0

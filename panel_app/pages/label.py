@@ -331,6 +331,7 @@ class LabelPage(Page):
         if self.source is not None and self._classes == classes:
             self.source.data = data  # same classes, newer predictions: keep the figure
             self.source.selected.indices = []
+            self._fit_view(data)
             self._redraw_layers()
             if list(self.plot_area) != [self.map_pane]:  # a loading placeholder was shown
                 self.plot_area[:] = [self.map_pane]
@@ -506,6 +507,19 @@ class LabelPage(Page):
         if self.labeled_renderer is not None:
             self.labeled_renderer.visible = mode == "label"
             self.labeled_source.data = self._labeled_columns()  # type: ignore[union-attr]
+
+    def _fit_view(self, data: dict[str, Any]) -> None:
+        """A new run's map lies elsewhere in the latent space: show all of it (Reset too)."""
+        fitted = map_raster.padded_view(np.asarray(data["x"]), np.asarray(data["y"]))
+        if self.view is not None:
+            fitted = fitted.sized(self.view.width, self.view.height)
+        self.view = fitted
+        plot = self.map_pane.object if self.map_pane is not None else None
+        if plot is not None:
+            plot.x_range.update(start=fitted.x0, end=fitted.x1, reset_start=fitted.x0,
+                                reset_end=fitted.x1)  # fmt: skip
+            plot.y_range.update(start=fitted.y0, end=fitted.y1, reset_start=fitted.y0,
+                                reset_end=fitted.y1)  # fmt: skip
 
     def _view_moved(self, event: Any) -> None:
         """Zoom or pan ended: the image again for the new view, drawn off the event loop
