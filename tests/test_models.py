@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from mlflow import MlflowClient
 
@@ -214,7 +216,7 @@ def test_embedded_default_store_lives_in_the_data_directory(tmp_path, monkeypatc
 def test_the_app_s_key_press_leaves_the_card_to_the_background(local_lab, unique):
     """Where a person waits on each label, the card's figures are written after the label;
     listing the cards waits for them, and another process sees them once written."""
-    from activelab.card_updates import CARD_UPDATES
+    from activelab.card_updates import CARD_UPDATES, MIN_INTERVAL_S
 
     model = local_lab.create_model(unique)
     model.deferred_card = True
@@ -226,3 +228,15 @@ def test_the_app_s_key_press_leaves_the_card_to_the_background(local_lab, unique
     assert CARD_UPDATES.flush(timeout=30)
     elsewhere = Lab(tracking_uri=local_lab.settings.tracking_uri, home=local_lab.settings.home)
     assert elsewhere.get_model(model.id).card.labeled_count == 6
+
+    # a steady stream of labels writes the card at most about once a second
+    writes = []
+    touch = model.touch
+    model.touch = lambda tags: (writes.append(tags), touch(tags))[1]
+    started = time.monotonic()
+    for index in range(10, 40):
+        model.set_label(index, index % 10)
+    assert CARD_UPDATES.flush(timeout=30)
+    seconds = time.monotonic() - started
+    assert 1 <= len(writes) <= seconds / MIN_INTERVAL_S + 2, (len(writes), seconds)
+    assert writes[-1][keys.LABELED_COUNT] == "36" and model.card.labeled_count == 36
