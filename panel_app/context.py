@@ -98,6 +98,9 @@ class AppContext:
             run_id = latest_predictions_run(self.lab.tracking, model.id)
             if run_id is not None:
                 self.run_predictions(run_id)
+            # The first selection shows a reconstruction, which needs torch: importing it then
+            # (~2.6 s, mostly holding the GIL) stalled the first key presses by ~130-300 ms.
+            importlib.import_module("torch")
         except Exception as exc:  # a visit loads what it needs itself
             log.info("Preloading the latest model for the app skipped: %s", exc)
 
