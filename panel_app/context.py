@@ -98,9 +98,10 @@ class AppContext:
             run_id = latest_predictions_run(self.lab.tracking, model.id)
             if run_id is not None:
                 self.run_predictions(run_id)
-            # The first selection shows a reconstruction, which needs torch: importing it then
-            # (~2.6 s, mostly holding the GIL) stalled the first key presses by ~130-300 ms.
-            importlib.import_module("torch")
+                # The first selection shows a reconstruction from the run's weights: torch's
+                # import (~2.6 s, mostly holding the GIL) and the checkpoint's read, done
+                # then, stalled the first key presses by 130-400 ms.
+                self.run_weights(run_id)
         except Exception as exc:  # a visit loads what it needs itself
             log.info("Preloading the latest model for the app skipped: %s", exc)
 
@@ -194,6 +195,17 @@ class AppContext:
         from activelab.runs import read_predictions
 
         return self.predictions.get(run_id, lambda: read_predictions(self.lab.tracking, run_id))
+
+    def run_weights(self, run_id: str) -> dict[str, Any] | None:
+        """The weights of a run's last checkpoint (cached per run): the map's reconstructions."""
+        from activelab import keys
+        from activelab.runs import read_checkpoint
+
+        def load() -> dict[str, Any] | None:
+            path = self.lab.tracking.get_run(run_id).data.tags.get(keys.LAST_CHECKPOINT)
+            return read_checkpoint(self.lab.tracking, run_id, path) if path else None
+
+        return self.predictions.get(("weights", run_id), load)
 
 
 _context: AppContext | None = None

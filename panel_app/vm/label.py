@@ -13,7 +13,7 @@ import param
 from activelab import keys
 from activelab.errors import ModelNotFoundError
 from activelab.panel_app.vm.loaded import LoadedModel
-from activelab.runs import features_of, get_run, probabilities_of, read_checkpoint
+from activelab.runs import features_of, get_run, probabilities_of
 from activelab.runtime import build_tasks, build_trainer
 
 if TYPE_CHECKING:
@@ -242,13 +242,7 @@ class LabelViewModel(LoadedModel, param.Parameterized):
     def _source_weights(self) -> dict[str, Any] | None:
         if not self.source_run:
             return None
-        run_id = self.source_run
-
-        def load() -> dict[str, Any] | None:
-            path = self.lab.tracking.get_run(run_id).data.tags.get(keys.LAST_CHECKPOINT)
-            return read_checkpoint(self.lab.tracking, run_id, path) if path else None
-
-        return self.state.context.predictions.get(("weights", run_id), load)
+        return self.state.context.run_weights(self.source_run)
 
     # --- labeling -----------------------------------------------------------------------------
 
