@@ -86,22 +86,24 @@ class UiThread:
                 fn()
         elif threading.get_ident() == self.session_thread and pn.state.curdoc is doc:
             fn()
-        elif not self.closed.is_set():
-            try:
-                doc.add_next_tick_callback(fn)
-            except AttributeError:  # destroyed between the check and the call: nobody to tell
-                log.debug("session gone; dropped a late update")
+        else:
+            self._on_next_tick(fn)
 
     def next_tick(self, fn: Callable[[], None]) -> None:
         """Run `fn` with the document lock on the session's next tick, whatever thread or
         callback asks (Panel runs a browser change marked as priority without the lock)."""
         if self.doc is None or self.doc.session_context is None:
             self.call(fn)
-        elif not self.closed.is_set():
-            try:
-                self.doc.add_next_tick_callback(fn)
-            except AttributeError:  # destroyed between the check and the call
-                log.debug("session gone; dropped a late update")
+        else:
+            self._on_next_tick(fn)
+
+    def _on_next_tick(self, fn: Callable[[], None]) -> None:
+        if self.closed.is_set():
+            return
+        try:
+            self.doc.add_next_tick_callback(fn)  # type: ignore[union-attr]
+        except AttributeError:  # destroyed between the check and the call: nobody to tell
+            log.debug("session gone; dropped a late update")
 
     def background(
         self,

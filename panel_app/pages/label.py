@@ -344,7 +344,7 @@ class LabelPage(Page):
         self.raster_source = ColumnDataSource(
             {"image": [np.zeros((1, 1), np.uint8)], **self.view.image_glyph()}
         )
-        self.labeled_source = ColumnDataSource(self._labeled_columns())
+        self.labeled_source = ColumnDataSource({"x": [], "y": [], "label": []})  # _recolor fills it
         palette = class_palette(max(1, len(classes)))
         self.class_mapper = LinearColorMapper(
             palette=[UNLABELED_COLOR, *palette], low=-1.5, high=len(palette) - 0.5
@@ -449,9 +449,7 @@ class LabelPage(Page):
     def _recolor(self) -> None:
         if self.renderer is None:
             return
-        mode = self.vm.color_by
-        if mode == "true" and not self.vm.has_truth:
-            mode = "label"
+        mode = self._map_mode()
         mapper = self.certainty_mapper if mode == "certainty" else self.class_mapper
         self.renderer.glyph.fill_color = {"field": mode, "transform": mapper}
         self.legend.object = self._legend_html(mode)
@@ -460,13 +458,13 @@ class LabelPage(Page):
     # --- the map's image --------------------------------------------------------------------
 
     def _map_mode(self) -> str:
+        """The colouring shown: "true" falls back to the labels when no class is known."""
         mode = self.vm.color_by
         return "label" if mode == "true" and not self.vm.has_truth else mode
 
     def _labeled_columns(self) -> dict[str, Any]:
         """The labeled samples (drawn above the image, in label colours)."""
-        if self.source is None:
-            return {"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32), "label": []}
+        assert self.source is not None
         labels = np.asarray(self.vm.labels)
         which = np.flatnonzero(labels >= 0)
         data = self.source.data
@@ -498,12 +496,9 @@ class LabelPage(Page):
             return
         mode = self._map_mode()
         palette, slots = self._layer_palette(mode)
-        data = self.source.data
-        image = map_raster.rasterize(np.asarray(data["x"]), np.asarray(data["y"]), slots, self.view)
-        self._raster_serial += 1
-        if self.raster_mapper is not None:
-            self.raster_mapper.update(palette=palette, low=-0.5, high=len(palette) - 0.5)
-        self.raster_source.data = {"image": [image], **self.view.image_glyph()}
+        x, y = np.asarray(self.source.data["x"]), np.asarray(self.source.data["y"])
+        self._raster_serial += 1  # a drawing still under way (`_redraw_later`) is stale now
+        self._show_image(palette, map_raster.rasterize(x, y, slots, self.view), self.view)
         if self.labeled_renderer is not None:
             self.labeled_renderer.visible = mode == "label"
             self.labeled_source.data = self._labeled_columns()  # type: ignore[union-attr]
@@ -548,13 +543,16 @@ class LabelPage(Page):
         x, y = np.asarray(self.source.data["x"]), np.asarray(self.source.data["y"])
 
         def done(image: np.ndarray) -> None:
-            if serial != self._raster_serial or self.raster_source is None:
-                return  # a newer view or colouring is being drawn
-            if self.raster_mapper is not None:
-                self.raster_mapper.update(palette=palette, low=-0.5, high=len(palette) - 0.5)
-            self.raster_source.data = {"image": [image], **view.image_glyph()}
+            if serial == self._raster_serial:  # else a newer view or colouring is being drawn
+                self._show_image(palette, image, view)
 
         self.ui.background(lambda: map_raster.rasterize(x, y, slots, view), done=done)
+
+    def _show_image(self, palette: list[str], image: np.ndarray, view: map_raster.View) -> None:
+        if self.raster_mapper is None or self.raster_source is None:
+            return
+        self.raster_mapper.update(palette=palette, low=-0.5, high=len(palette) - 0.5)
+        self.raster_source.data = {"image": [image], **view.image_glyph()}
 
     def _legend_html(self, mode: str) -> str:
         if mode == "certainty":
