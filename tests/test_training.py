@@ -480,12 +480,12 @@ def test_launches_fork_from_the_warm_worker_under_their_own_settings(
     wait_until(lambda: all(w.nice() == expected for w in workers),
                message=f"both workers at nice {expected}")  # fmt: skip
     client = MlflowClient(local_lab.settings.tracking_uri)
-    for handle in handles:
+    pids = set()
+    for handle in handles:  # each stopped once it trains (two at once crowd a loaded machine)
         wait_until(lambda h=handle: (h.progress or {}).get("run_steps", 0) > 0, message="steps")
-    pids = {client.get_run(h.run_id).data.tags[keys.PID] for h in handles}
-    assert pids == {str(w.pid) for w in workers}, "each run names its own worker"
-    for handle in handles:
+        pids.add(client.get_run(handle.run_id).data.tags[keys.PID])  # named while it lives
         handle.stop(wait=False)
+    assert pids == {str(w.pid) for w in workers}, "each run names its own worker"
     for handle in handles:
         assert handle.wait(timeout=120) == "KILLED", handle.summary.error
         log = local_lab.settings.home / "runs" / handle.run_id / "worker.log"
