@@ -26,10 +26,16 @@ POINT_OF_SAMPLE = """(i) => {
           rect.top + view.frame.y_scale.compute(data.y[i])];
 }"""
 
-# The map's label column, as the browser has it (patched in place, not rebuilt).
+# The map's labels, as the browser has them (patched in place, not rebuilt).
 MAP_LABELS = """() => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
-  return Array.from(doc.get_model_by_name("label-samples").data_source.data.label);
+  return Array.from(doc.get_model_by_name("label-state").data.label);
+}"""
+
+# Pick samples on the map as a click, box or lasso does (the browser's picks go to the server).
+PICK_SAMPLES = """(indices) => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  doc.get_model_by_name("label-picks").selected.indices = indices;
 }"""
 
 MAP_FRAME = """() => {
@@ -52,8 +58,7 @@ MAP_LAYERS = """() => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
   const plot = doc.get_model_by_name("label-map");
   const image = doc.get_model_by_name("label-image").data_source.data;
-  const labeled = plot.renderers.find((r) => r.visible && r.name !== "label-samples" &&
-                                       r.name !== "label-image").data_source.data;
+  const labeled = doc.get_model_by_name("label-labeled").data_source.data;
   return {image: [image.x[0], image.x[0] + image.dw[0], image.y[0], image.y[0] + image.dh[0]],
           view: [plot.x_range.start, plot.x_range.end, plot.y_range.start, plot.y_range.end],
           labeled: labeled.x.length};

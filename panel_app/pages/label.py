@@ -17,10 +17,12 @@ import numpy as np
 import panel as pn
 from bokeh.events import RangesUpdate
 from bokeh.models import (
+    BoxSelectTool,
     ColumnDataSource,
     CustomJS,
     CustomJSHover,
     HoverTool,
+    LassoSelectTool,
     LinearColorMapper,
     Range1d,
 )
@@ -40,6 +42,14 @@ UNLABELED_COLOR = "#cfd4da"
 POLL_MS = 1000  # labels from other people reach this map within about a second
 CLICK_RADIUS_PX = 8  # a click this close to a point picks it
 
+# The browser never repaints the 60,000 samples for a selection or a label: they are drawn once
+# as an image (map_raster) under a scatter that is not drawn (hover only), and what changes —
+# the picked samples, the labeled ones — is drawn in small layers on Bokeh's "overlay" level,
+# which repaints without the rest of the plot (PlotView paints the primary canvas only when a
+# renderer of another level changed). So picking is done here, in the browser, from the
+# samples' coordinates, into `picks.selected.indices` (a source no renderer draws, so a new
+# selection repaints nothing big); the server answers with the overlay layers and side panel.
+
 # A click picks the one sample nearest to it on screen (Bokeh's tap tool would select every
 # point under the cursor, and one key would then label a whole stack); shift adds or removes.
 NEAREST_ON_CLICK = """
@@ -56,7 +66,7 @@ for (let i = 0; i < xs.length; i++) {
 const shift = cb_obj.modifiers && cb_obj.modifiers.shift;
 let picked = [];
 if (shift) {
-  picked = [...source.selected.indices];
+  picked = [...picks.selected.indices];
   if (best >= 0) {
     const at = picked.indexOf(best);
     if (at >= 0) picked.splice(at, 1); else picked.push(best);
@@ -64,7 +74,58 @@ if (shift) {
 } else if (best >= 0) {
   picked = [best];
 }
-source.selected.indices = picked;
+picks.selected.indices = picked;
+"""
+
+LABEL_OF_HOVERED = (
+    "const v = labels.data.label[special_vars.index]; return v >= 0 ? names[v] : '—';"
+)
+
+# A drag's modifier keys, kept for the box or lasso that ends it (Bokeh's selection-geometry
+# event does not carry them).
+KEEP_DRAG_MODIFIERS = "picks._drag_modifiers = cb_obj.modifiers || {};"
+
+# A finished box or lasso picks the samples inside it, combined with the current selection
+# as Bokeh's select tools do: the tool's mode, or shift appends, ctrl intersects, both subtract.
+PICK_IN_REGION = """
+if (!cb_obj.final) return;
+const g = cb_obj.geometry, xs = source.data.x, ys = source.data.y, n = xs.length;
+const hits = [];
+if (g.type === "rect") {
+  const x0 = Math.min(g.x0, g.x1), x1 = Math.max(g.x0, g.x1);
+  const y0 = Math.min(g.y0, g.y1), y1 = Math.max(g.y0, g.y1);
+  for (let i = 0; i < n; i++)
+    if (xs[i] >= x0 && xs[i] <= x1 && ys[i] >= y0 && ys[i] <= y1) hits.push(i);
+} else if (g.type === "poly") {
+  const px = g.x, py = g.y, m = px.length;
+  const x0 = Math.min(...px), x1 = Math.max(...px), y0 = Math.min(...py), y1 = Math.max(...py);
+  for (let i = 0; i < n; i++) {
+    const x = xs[i], y = ys[i];
+    if (x < x0 || x > x1 || y < y0 || y > y1) continue;
+    let inside = false;
+    for (let a = 0, b = m - 1; a < m; b = a++)
+      if ((py[a] > y) !== (py[b] > y) &&
+          x < (px[b] - px[a]) * (y - py[a]) / (py[b] - py[a]) + px[a]) inside = !inside;
+    if (inside) hits.push(i);
+  }
+} else {
+  return;
+}
+const mods = picks._drag_modifiers || {};
+const tool = plot.toolbar.active_drag;
+let mode = (tool && tool.mode) || "replace";
+if (mods.shift && !mods.ctrl) mode = "append";
+else if (!mods.shift && mods.ctrl) mode = "intersect";
+else if (mods.shift && mods.ctrl) mode = "subtract";
+const before = new Set(picks.selected.indices), hit = new Set(hits);
+let picked;
+if (mode === "append") picked = [...before, ...hits.filter((i) => !before.has(i))];
+else if (mode === "intersect") picked = [...before].filter((i) => hit.has(i));
+else if (mode === "subtract") picked = [...before].filter((i) => !hit.has(i));
+else if (mode === "xor")
+  picked = [...[...before].filter((i) => !hit.has(i)), ...hits.filter((i) => !before.has(i))];
+else picked = hits;
+picks.selected.indices = picked;
 """
 
 
@@ -100,8 +161,12 @@ class LabelPage(Page):
         self.vm = LabelViewModel(state)
         self._polling = False  # a poll's reads are under way
         self._loaded_model = ""
-        self.source: ColumnDataSource | None = None  # every sample (picking, hover, selection)
-        self.renderer: Any = None
+        self.source: ColumnDataSource | None = None  # every sample (picking, hover, colours)
+        self.renderer: Any = None  # not drawn: hover over the image
+        self.label_state: ColumnDataSource | None = None  # every sample's label, patched
+        self.picks: ColumnDataSource | None = None  # its `selected`: the browser's picks
+        self.selected_source: ColumnDataSource | None = None  # the picked samples, drawn
+        self.selected_renderer: Any = None
         # the samples drawn as one image (map_raster), and the labeled ones above it
         self.raster_source: ColumnDataSource | None = None
         self.raster_mapper: LinearColorMapper | None = None
@@ -327,10 +392,13 @@ class LabelPage(Page):
     def _rebuild_map(self) -> None:
         """A new model or a new run's predictions: (re)build the scatter once."""
         data = self.vm.columns()
+        labels = {"label": data.pop("label")}
         classes = list(self.vm.classes)
         if self.source is not None and self._classes == classes:
             self.source.data = data  # same classes, newer predictions: keep the figure
-            self.source.selected.indices = []
+            self.label_state.data = labels  # type: ignore[union-attr]
+            self.picks.selected.indices = []  # type: ignore[union-attr]
+            self._show_selected()
             self._fit_view(data)
             self._redraw_layers()
             if list(self.plot_area) != [self.map_pane]:  # a loading placeholder was shown
@@ -339,6 +407,9 @@ class LabelPage(Page):
             return
         self._classes = classes
         self.source = ColumnDataSource(data=data)
+        self.label_state = ColumnDataSource(data=labels, name="label-state")
+        self.picks = ColumnDataSource(data={}, name="label-picks")
+        self.selected_source = ColumnDataSource(data=self._selected_columns())
         self.view = map_raster.padded_view(data["x"], data["y"])
         self.raster_mapper = LinearColorMapper(palette=[map_raster.TRANSPARENT] * 2)
         self.raster_source = ColumnDataSource(
@@ -352,9 +423,13 @@ class LabelPage(Page):
         self.certainty_mapper = LinearColorMapper(
             palette=Viridis256, low=0, high=1, nan_color=UNLABELED_COLOR
         )
+        # the select tools select nothing themselves (no renderers): their geometry is
+        # turned into picks in the browser (PICK_IN_REGION)
+        box = BoxSelectTool(renderers=[])
+        lasso = LassoSelectTool(renderers=[])
         plot = figure(
-            tools="pan,wheel_zoom,box_select,lasso_select,reset",
-            active_drag="lasso_select",
+            tools=["pan", "wheel_zoom", box, lasso, "reset"],
+            active_drag=lasso,
             active_scroll="wheel_zoom",
             sizing_mode="stretch_both",
             min_height=440,
@@ -370,52 +445,51 @@ class LabelPage(Page):
             image="image", x="x", y="y", dw="dw", dh="dh", source=self.raster_source,
             color_mapper=self.raster_mapper, level="image", name="label-image",
         )  # fmt: skip
+        # Every sample, not drawn (the image shows them): what hover finds.
+        self.renderer = plot.scatter(
+            "x", "y", source=self.source, size=5, fill_color=None, line_color=None,
+            name="label-samples",
+        )  # fmt: skip
+        # The small layers a label or a pick changes, on the overlay level (see above).
         self.labeled_renderer = plot.scatter(
             "x", "y", source=self.labeled_source, size=5, line_color=None, fill_alpha=0.85,
             fill_color={"field": "label", "transform": self.class_mapper},
+            level="overlay", name="label-labeled",
         )  # fmt: skip
-        # Every sample, not drawn (the image shows them) but for the selected ones: what
-        # clicks, lasso, box and hover find. Last, so a selected point is drawn on top.
-        self.renderer = plot.scatter(
-            "x",
-            "y",
-            source=self.source,
-            size=5,
-            line_color=None,
-            fill_alpha=0.0,
-            fill_color={"field": "label", "transform": self.class_mapper},
-            selection_line_color="#111111",
-            selection_line_width=1.2,
-            selection_fill_alpha=1.0,
-            nonselection_fill_alpha=0.0,
-            name="label-samples",
-        )
+        self.selected_renderer = plot.scatter(
+            "x", "y", source=self.selected_source, size=6, line_color="#111111",
+            line_width=1.2, fill_color={"field": "label", "transform": self.class_mapper},
+            level="overlay", name="label-selected",
+        )  # fmt: skip
         plot.on_event(RangesUpdate, self._view_moved)
         plot.on_change("inner_width", self._plot_resized)  # set by the browser once laid out
         plot.on_change("inner_height", self._plot_resized)
         names = CustomJSHover(
             args={"names": classes}, code="return value >= 0 ? names[value] : '—'"
         )
+        label_names = CustomJSHover(  # the labels live in `label_state`, patched per key
+            args={"names": classes, "labels": self.label_state},
+            code=LABEL_OF_HOVERED,
+        )
         plot.add_tools(
             HoverTool(
                 renderers=[self.renderer],
                 tooltips=[
                     ("sample", "$index"),
-                    ("label", "@label{custom}"),
+                    ("label", "$index{custom}"),
                     ("predicted", "@predicted{custom}"),
                     ("certainty", "@certainty{0.00}"),
                 ],
-                formatters={"@label": names, "@predicted": names},
+                formatters={"$index": label_names, "@predicted": names},
             )
         )
+        picking = {"source": self.source, "picks": self.picks, "plot": plot}
         plot.js_on_event(
-            "tap",
-            CustomJS(
-                args={"source": self.source, "plot": plot, "radius": CLICK_RADIUS_PX},
-                code=NEAREST_ON_CLICK,
-            ),
+            "tap", CustomJS(args={**picking, "radius": CLICK_RADIUS_PX}, code=NEAREST_ON_CLICK)
         )
-        self.source.selected.on_change("indices", self._selected_in_plot)
+        plot.js_on_event("panstart", CustomJS(args=picking, code=KEEP_DRAG_MODIFIERS))
+        plot.js_on_event("selectiongeometry", CustomJS(args=picking, code=PICK_IN_REGION))
+        self.picks.selected.on_change("indices", self._selected_in_plot)
         self.map_pane = pn.pane.Bokeh(plot, sizing_mode="stretch_both", min_height=440)
         self.plot_area[:] = [self.map_pane]
         self._build_class_buttons()
@@ -440,10 +514,11 @@ class LabelPage(Page):
         message: the browser lays the page out once). The legend does not count labels (the
         side panel's table does), so a key press leaves it alone."""
         change = self.vm.last_change
-        if self.source is not None and change:
-            self.source.patch({"label": [(int(i), int(v)) for i, v in change.items()]})
+        if self.label_state is not None and change:
+            self.label_state.patch({"label": [(int(i), int(v)) for i, v in change.items()]})
             if self.labeled_source is not None:  # small: the labeled samples only
                 self.labeled_source.data = self._labeled_columns()
+            self._show_selected()
         self._render_side()
 
     def _recolor(self) -> None:
@@ -451,7 +526,7 @@ class LabelPage(Page):
             return
         mode = self._map_mode()
         mapper = self.certainty_mapper if mode == "certainty" else self.class_mapper
-        self.renderer.glyph.fill_color = {"field": mode, "transform": mapper}
+        self.selected_renderer.glyph.fill_color = {"field": mode, "transform": mapper}
         self.legend.object = self._legend_html(mode)
         self._redraw_layers()
 
@@ -461,6 +536,18 @@ class LabelPage(Page):
         """The colouring shown: "true" falls back to the labels when no class is known."""
         mode = self.vm.color_by
         return "label" if mode == "true" and not self.vm.has_truth else mode
+
+    def _selected_columns(self) -> dict[str, Any]:
+        """The selected samples' coordinates and colour columns (drawn above the rest)."""
+        data = self.source.data if self.source is not None else {}
+        which = np.asarray(self.vm.selected if data else [], dtype=np.int64)
+        columns = {key: np.asarray(data[key])[which] for key in data}
+        columns["label"] = np.asarray(self.vm.labels)[which].astype(np.int16)
+        return columns
+
+    def _show_selected(self) -> None:
+        if self.selected_source is not None:
+            self.selected_source.data = self._selected_columns()
 
     def _labeled_columns(self) -> dict[str, Any]:
         """The labeled samples (drawn above the image, in label colours)."""
@@ -653,8 +740,9 @@ class LabelPage(Page):
         self.redo_button.disabled = not self.vm.can_redo
 
     def _selection_changed(self) -> None:
-        if self.source is not None and list(self.source.selected.indices) != self.vm.selected:
-            self.source.selected.indices = list(self.vm.selected)
+        if self.picks is not None and list(self.picks.selected.indices) != self.vm.selected:
+            self.picks.selected.indices = list(self.vm.selected)
+        self._show_selected()
         self._render_side()
         self._render_gallery()
 

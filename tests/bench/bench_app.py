@@ -35,7 +35,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: served.py, browser.py, helpers.py
 
-from browser import ARGS, CHROMIUM  # noqa: E402
+from browser import ARGS, CHROMIUM, PICK_SAMPLES  # noqa: E402
 from served import start_app  # noqa: E402
 
 DATASET_FILE = textwrap.dedent('''
@@ -74,7 +74,7 @@ DRAWN = """(n) => {
 
 MAP_LABEL = """(i) => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
-  return doc.get_model_by_name("label-samples").data_source.data.label[i];
+  return doc.get_model_by_name("label-state").data.label[i];
 }"""
 
 
@@ -150,13 +150,7 @@ def time_labels(browser, url: str, samples: int, count: int, seed: int = 0) -> l
     round_trips = []
     for n in range(count):
         index = int(rng.integers(samples))
-        page.evaluate(
-            """(i) => {
-          const doc = Bokeh.documents[Bokeh.documents.length - 1];
-          doc.get_model_by_name("label-samples").data_source.selected.indices = [i];
-        }""",
-            index,
-        )
+        page.evaluate(PICK_SAMPLES, [index])
         # the selection reached the server: the side panel shows the sample
         page.locator(".al-kv", has_text=re.compile(rf"sample\s*{index}(?!\d)")).wait_for()
         label = n % 10

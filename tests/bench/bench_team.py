@@ -34,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: served.py, browser.py, postgres.py
 
-from browser import ARGS, CHROMIUM  # noqa: E402
+from browser import ARGS, CHROMIUM, PICK_SAMPLES  # noqa: E402
 from postgres import start_postgres  # noqa: E402
 from served import start_app  # noqa: E402
 
@@ -48,13 +48,9 @@ DRAWN = """() => {
   const view = plot && Bokeh.index.find_one(plot);
   return Boolean(view && view.frame.bbox.width > 0 && view.has_finished());
 }"""
-SELECT = """(i) => {
-  const doc = Bokeh.documents[Bokeh.documents.length - 1];
-  doc.get_model_by_name("label-samples").data_source.selected.indices = [i];
-}"""
 HAS_LABEL = """([i, label]) => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
-  return doc.get_model_by_name("label-samples").data_source.data.label[i] === label;
+  return doc.get_model_by_name("label-state").data.label[i] === label;
 }"""
 
 
@@ -62,7 +58,7 @@ def label_in_turn(ada, bob, samples, first_label: int) -> tuple[list[float], lis
     """Label `samples` in Ada's browser; seconds until Ada's map and until Bob's show each."""
     round_trips, propagations = [], []
     for n, sample in enumerate(int(s) for s in samples):
-        ada.evaluate(SELECT, sample)
+        ada.evaluate(PICK_SAMPLES, [sample])
         ada.get_by_text("1 selected —").wait_for()
         label = (first_label + n) % 10
         start = time.perf_counter()
