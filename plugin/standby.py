@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -30,6 +31,8 @@ import threading
 from pathlib import Path
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 READY = b"activelab-ready"
 PID_PREFIX = b"pid "  # `pid N`: the worker forked for a launch
@@ -153,6 +156,7 @@ class WarmWorker:
             line = line.strip()
             if line == READY:
                 self.ready.set()
+                log.info("Warm worker ready (pid %d)", self.process.pid)
             elif line.startswith(PID_PREFIX):
                 pid = int(line[len(PID_PREFIX) :])
                 self._exit_codes.forget(pid)  # a code for that pid was an earlier worker's

@@ -11,7 +11,8 @@ saved and the plot patched <= 50 ms on the server. Baselines measured in the sam
 of the same 60,000-sample model runs beside the app on this machine (started by the benchmark,
 with the trainer's default threads and priority), in a freshly started app so the first open is
 cold again; each `_under_training` figure has the idle one of the same run as its baseline. It
-also prints the training run's own pace with the app idle and while the app is in use.
+also prints the training run's own pace while the app is in use against its pace with the app
+idle (started up, no browser): the mean of 20 s before and 20 s after the use.
 
 The app runs for real (`activelab serve`) and is driven by headless Chromium. The last line
 printed is one JSON object of the figures.
@@ -182,11 +183,44 @@ def server_label_ms(app) -> list[float]:
     return [float(m) for m in re.findall(pattern, app.output())]
 
 
-def training_pace(run_steps, seconds: float) -> float:
-    """Steps per second of the training run over the next `seconds`."""
-    start_steps, start = run_steps(), time.perf_counter()
+def training_pace(run_steps, seconds: float, trainer) -> tuple[float, float]:
+    """Steps per second of the training run over the next `seconds`, and the cores its
+    process used meanwhile."""
+    start_steps, start, cpu = run_steps(), time.perf_counter(), cpu_seconds([trainer])
     time.sleep(seconds)  # a rate over a window of wall time is what is measured
-    return (run_steps() - start_steps) / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    return (run_steps() - start_steps) / elapsed, (cpu_seconds([trainer]) - cpu) / elapsed
+
+
+def cpu_seconds(processes) -> float:
+    """CPU time of `processes` and of their ended children (a closed browser tab's renderer
+    is counted by the process that reaped it)."""
+    import psutil
+
+    total = 0.0
+    for process in processes:
+        try:
+            t = process.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def browser_processes() -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["name"]) if "chrom" in (p.info["name"] or "")]
+
+
+def wait_for_app_start_up(app, timeout: float = 120) -> None:
+    """Until the freshly started app has preloaded and its warm worker is ready: before
+    that, its start-up (torch imported twice) competes with the run, and is not idleness."""
+    deadline = time.monotonic() + timeout
+    while not all(line in app.output() for line in ("App preload done", "Warm worker ready")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the app did not finish starting in {timeout} s:\n{app.output()}")
+        time.sleep(0.2)
 
 
 def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict:
@@ -209,21 +243,43 @@ def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict
         time.sleep(0.5)
     app = start_app(home, "--no-mlflow-ui", "--log-level", "info")
     try:
-        pace_alone = training_pace(run_steps, 20)
+        import psutil
+
+        wait_for_app_start_up(app)
+        trainer = psutil.Process(int(handle.run.data.tags[keys.PID]))
+        pace_alone_before, cores_alone_before = training_pace(run_steps, 20, trainer)
         url = f"{app.url}/?page=label&model={model_id}"
-        steps_before, started = run_steps(), time.perf_counter()
+        app_process = psutil.Process(app.process.pid)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            chromium = browser_processes()
+            cpu_before = [cpu_seconds(group) for group in ([trainer], chromium, [app_process])]
+            idle_before = psutil.cpu_times().idle
+            steps_before, started = run_steps(), time.perf_counter()
             try:
                 opens = time_open(browser, url, args.samples, args.opens)
                 round_trips = time_labels(browser, url, args.samples, args.labels, seed=2)
+                seconds = time.perf_counter() - started
+                pace_beside_app = (run_steps() - steps_before) / seconds
+                # where the two cores went while the app was in use (in cores)
+                cores = [
+                    (cpu_seconds(group) - before) / seconds
+                    for group, before in zip(
+                        ([trainer], chromium, [app_process]), cpu_before, strict=True
+                    )
+                ]
+                cores.append((psutil.cpu_times().idle - idle_before) / seconds)
             finally:
                 browser.close()
-        pace_beside_app = (run_steps() - steps_before) / (time.perf_counter() - started)
         server_ms = server_label_ms(app)
+        # the browser closed, the app idle
+        pace_alone_after, cores_alone_after = training_pace(run_steps, 20, trainer)
     finally:
         app.stop()
         handle.stop(wait=True, timeout=300)
+    # the idle pace before and after the app's use: a training run's pace drifts (its epochs
+    # end in evaluations and checkpoints), so one 20 s window alone is a noisy baseline
+    pace_alone = (pace_alone_before + pace_alone_after) / 2
     return {
         "open_first_s_under_training": round(opens[0], 3),
         "open_warm_median_s_under_training": round(statistics.median(opens[1:] or opens), 3),
@@ -233,8 +289,15 @@ def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict
             float(np.percentile(round_trips, 95)), 1
         ),
         "training_steps_per_s_app_idle": round(pace_alone, 2),
+        "training_steps_per_s_app_idle_before": round(pace_alone_before, 2),
+        "training_steps_per_s_app_idle_after": round(pace_alone_after, 2),
         "training_steps_per_s_app_in_use": round(pace_beside_app, 2),
         "training_pace_ratio_app_in_use": round(pace_beside_app / pace_alone, 3),
+        "idle_cores_trainer": round((cores_alone_before + cores_alone_after) / 2, 2),
+        "in_use_cores_trainer": round(cores[0], 2),
+        "in_use_cores_browser": round(cores[1], 2),
+        "in_use_cores_app": round(cores[2], 2),
+        "in_use_cores_idle": round(cores[3], 2),
     }
 
 
