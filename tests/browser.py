@@ -38,6 +38,22 @@ PICK_SAMPLES = """(indices) => {
   doc.get_model_by_name("label-picks").selected.indices = indices;
 }"""
 
+# Screen positions of every sample on the label map.
+POINTS_ON_SCREEN = """() => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  const view = Bokeh.index.find_one(doc.get_model_by_name("label-map"));
+  const data = doc.get_model_by_name("label-samples").data_source.data;
+  const rect = view.canvas_view.el.getBoundingClientRect();
+  return Array.from(data.x, (x, i) => [rect.left + view.frame.x_scale.compute(x),
+                                        rect.top + view.frame.y_scale.compute(data.y[i])]);
+}"""
+
+# The samples picked on the map, as the browser has them.
+MAP_PICKS = """() => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  return Array.from(doc.get_model_by_name("label-picks").selected.indices);
+}"""
+
 MAP_FRAME = """() => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
   const view = Bokeh.index.find_one(doc.get_model_by_name("label-map"));

@@ -12,7 +12,9 @@ from browser import (
     MAP_FRAME,
     MAP_LABELS,
     MAP_LAYERS,
+    MAP_PICKS,
     POINT_OF_SAMPLE,
+    POINTS_ON_SCREEN,
     chromium_missing,
 )
 from helpers import mlflow_client, wait_until
@@ -193,6 +195,74 @@ def test_newcomer_journey(app, page):
         timeout=30,
         message="the map's image to be drawn again for the zoomed view",
     )
+
+
+def test_a_lasso_adds_to_or_takes_from_the_selection_and_hover_tells_the_label(app, page):
+    """Picking happens in the browser (the 60,000 samples are an image): a lasso with shift
+    adds its samples to the selection, with shift and ctrl takes them away, as Bokeh's own
+    select tools do; hovering a sample tells its label as of the last key press."""
+    model = lab_of(app).create_model("lasso-modes")
+    page.goto(f"{app.url}/?page=label&model={model.id}")
+    wait_for_map(page)
+    left, top, width, height = page.evaluate(MAP_FRAME)
+    box = (left + width * 0.25, top + height * 0.25, left + width * 0.6, top + height * 0.6)
+    points = page.evaluate(POINTS_ON_SCREEN)
+
+    def inside(margin: float) -> set[int]:
+        x0, y0, x1, y1 = box
+        return {
+            i
+            for i, (x, y) in enumerate(points)
+            if x0 - margin < x < x1 + margin and y0 - margin < y < y1 + margin
+        }
+
+    surely_in, maybe_in = inside(-2), inside(2)  # (a point on the lasso's edge may go either way)
+    outside = next(i for i in range(len(points)) if i not in maybe_in)
+    page.mouse.click(*points[outside])
+    wait_until(lambda: page.evaluate(MAP_PICKS) == [outside], message="the clicked sample picked")
+
+    def lasso(*modifiers: str) -> None:
+        x0, y0, x1, y1 = box
+        for key in modifiers:
+            page.keyboard.down(key)
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)):
+            page.mouse.move(x, y, steps=6)
+        page.mouse.up()
+        for key in reversed(modifiers):
+            page.keyboard.up(key)
+
+    lasso("Shift")
+    added = wait_until(
+        lambda: (picked := set(page.evaluate(MAP_PICKS))) != {outside} and picked,
+        message="the lasso's samples added to the selection",
+    )
+    assert outside in added and surely_in <= added <= maybe_in | {outside}
+    assert len(surely_in) > 20, "the lasso should catch many points"
+    page.get_by_text(re.compile(rf"^{len(added)} selected —")).wait_for()  # the server has it
+
+    lasso("Shift", "Control")
+    wait_until(
+        lambda: page.evaluate(MAP_PICKS) == [outside], message="the lasso's samples taken away"
+    )
+    page.get_by_text(re.compile(r"^1 selected —")).wait_for()
+    page.keyboard.press("3")
+    wait_until(lambda: map_labels(page)[outside] == 3, message="the label in the browser")
+
+    page.mouse.move(*points[outside])
+    rows = page.locator(".bk-tooltip-row-label")
+    rows.first.wait_for()
+    # one tooltip per sample under the pointer (samples of an untrained model overlap)
+    names = [label.rstrip(": ") for label in rows.all_inner_texts()]
+    values = page.locator(".bk-tooltip-row-value").all_inner_texts()
+    per_sample = len(set(names))
+    tooltips = [
+        dict(zip(names[at : at + per_sample], values[at : at + per_sample], strict=True))
+        for at in range(0, len(names), per_sample)
+    ]
+    hovered = [t for t in tooltips if t["sample"] == str(outside)]
+    assert len(hovered) == 1 and hovered[0]["label"] == "3", tooltips
 
 
 def test_delete_and_restore_a_model(app, page):
