@@ -490,10 +490,13 @@ class LabelPage(Page):
         plot.js_on_event("panstart", CustomJS(args=picking, code=KEEP_DRAG_MODIFIERS))
         plot.js_on_event("selectiongeometry", CustomJS(args=picking, code=PICK_IN_REGION))
         self.picks.selected.on_change("indices", self._selected_in_plot)
+        # Coloured and drawn before the plot goes out, so the browser gets its models with
+        # their data: changes to models it does not know yet, sent in the same tick, could
+        # reach it before them ("reference ... isn't known", seen once in CI under load).
+        self._recolor()
         self.map_pane = pn.pane.Bokeh(plot, sizing_mode="stretch_both", min_height=440)
         self.plot_area[:] = [self.map_pane]
         self._build_class_buttons()
-        self._recolor()
         self._render_side()
 
     def _selected_in_plot(self, attr: str, old: list[int], new: list[int]) -> None:
