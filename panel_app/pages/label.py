@@ -540,13 +540,18 @@ class LabelPage(Page):
         mode = self.vm.color_by
         return "label" if mode == "true" and not self.vm.has_truth else mode
 
+    def _map_rows(self, which: np.ndarray, keys: Any) -> dict[str, Any]:
+        """Rows `which` of the map: the columns `keys` and each sample's current label."""
+        assert self.source is not None
+        data = self.source.data
+        rows = {key: np.asarray(data[key])[which] for key in keys}
+        rows["label"] = np.asarray(self.vm.labels)[which].astype(np.int16)
+        return rows
+
     def _selected_columns(self) -> dict[str, Any]:
-        """The selected samples' coordinates and colour columns (drawn above the rest)."""
-        data = self.source.data if self.source is not None else {}
-        which = np.asarray(self.vm.selected if data else [], dtype=np.int64)
-        columns = {key: np.asarray(data[key])[which] for key in data}
-        columns["label"] = np.asarray(self.vm.labels)[which].astype(np.int16)
-        return columns
+        """The selected samples, with every colour column (drawn above the rest)."""
+        assert self.source is not None
+        return self._map_rows(np.asarray(self.vm.selected, dtype=np.int64), list(self.source.data))
 
     def _show_selected(self) -> None:
         if self.selected_source is not None:
@@ -554,15 +559,7 @@ class LabelPage(Page):
 
     def _labeled_columns(self) -> dict[str, Any]:
         """The labeled samples (drawn above the image, in label colours)."""
-        assert self.source is not None
-        labels = np.asarray(self.vm.labels)
-        which = np.flatnonzero(labels >= 0)
-        data = self.source.data
-        return {
-            "x": np.asarray(data["x"])[which],
-            "y": np.asarray(data["y"])[which],
-            "label": labels[which].astype(np.int16),
-        }
+        return self._map_rows(np.flatnonzero(np.asarray(self.vm.labels) >= 0), ("x", "y"))
 
     def _layer_palette(self, mode: str) -> tuple[list[str], np.ndarray]:
         """The image's palette and each sample's slot in it, for a colouring."""

@@ -265,7 +265,7 @@ def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict
         url = f"{app.url}/?page=label&model={model_id}"
         app_process = psutil.Process(app.process.pid)
 
-        def in_use(browser, use):
+        def in_use(use):
             """`use()`'s result, the run's pace meanwhile, and where the cores went (trainer,
             browser, app, idle)."""
             browser_before = browser_processes()
@@ -298,11 +298,9 @@ def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             try:
-                (opens, round_trips), pace_beside_app, cores = in_use(browser, at_once)
+                (opens, round_trips), pace_beside_app, cores = in_use(at_once)
                 server_ms = server_label_ms(app)
-                person_round_trips, pace_beside_person, person_cores = in_use(
-                    browser, at_a_persons_pace
-                )
+                person_round_trips, pace_beside_person, person_cores = in_use(at_a_persons_pace)
             finally:
                 browser.close()
         # the browser closed, the app idle
