@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ class Shell(pn.viewable.Viewer):
         self.pages: dict[str, Page] = {}
         self.current: Page | None = None
         self._last_run: tuple[str, str | None, str | None] | None = None
+        # a run that ends after this moment is news, even if the first look comes later (it
+        # runs in a thread, and a busy machine can start it seconds after the page opened)
+        self._opened_ms = int(time.time() * 1000)
         self._watching = False  # a look at the latest run is under way
         self.ui = UiThread()
         self.nav = {
@@ -179,8 +183,13 @@ class Shell(pn.viewable.Viewer):
         if run is None and before is not None and before[:2] == (model_id, run_id):
             return  # nothing moved
         self._last_run = (model_id, run_id, status)
-        if before is None or before[0] != model_id or run is None or status in ACTIVE:
-            return  # a first look at this model, or nothing has ended
+        if run is None or status in ACTIVE:
+            return  # nothing has ended
+        if before is None:  # the first look: only a run that ended since the page opened
+            if (run.info.end_time or 0) < self._opened_ms:
+                return
+        elif before[0] != model_id:
+            return  # a first look at another model
         name = run.info.run_name or (run_id or "")[:8]
         if status == "FINISHED":
             self.state.notify(f"Training run “{name}” finished.", "success")

@@ -255,6 +255,38 @@ def test_a_run_is_announced_by_its_own_status_not_by_a_tag_set_beside_it(local_l
     )
 
 
+def test_a_run_that_ends_before_the_first_look_but_after_the_page_opened_is_announced(
+    local_lab, unique
+):
+    """The first look runs in a thread and can come late on a busy machine: a run that
+    ended meanwhile is still news; one that ended before the page opened is not."""
+    from helpers import logged_run
+
+    from activelab import keys
+    from activelab.panel_app.context import AppContext
+    from activelab.panel_app.shell import Shell
+    from activelab.panel_app.vm.state import AppState
+
+    model = local_lab.create_model(unique)
+    client = mlflow_client(local_lab)
+    old = logged_run(local_lab, model, "0.001", 1.0)
+    client.set_experiment_tag(model.id, keys.LATEST_RUN, old)
+    client.set_experiment_tag(model.id, keys.LATEST_RUN_STATUS, "FINISHED")
+    state = AppState(AppContext(local_lab), model_id=model.id)
+    Shell(state).look_at_latest_run()
+    assert state.notices == 0, "a run over before the page opened is old news"
+
+    state = AppState(AppContext(local_lab), model_id=model.id)
+    shell = Shell(state)  # the page opens; its first look has not come yet
+    failed = client.create_run(model.id, run_name="late", tags={keys.RUN_KIND: "train"})
+    client.set_terminated(failed.info.run_id, "FAILED")
+    client.set_experiment_tag(model.id, keys.LATEST_RUN, failed.info.run_id)
+    client.set_experiment_tag(model.id, keys.LATEST_RUN_STATUS, "FAILED")
+    shell.look_at_latest_run()  # the first look, late
+    assert state.notices == 1
+    assert (state.notice.kind, state.notice.text) == ("error", "Training run “late” failed.")
+
+
 def test_a_poll_failing_while_the_server_stops_leaves_no_traceback(caplog):
     """While the app's process exits, a poll still running in a thread can fail (a thread pool
     refuses new work after its shutdown): nobody is left to see it, so it is not logged as a
