@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from activelab import keys
 from activelab.connectivity import fail_fast_http, wait_until_reachable
 from activelab.errors import ActivelabError
+from activelab.priority import yield_to_the_person
 from activelab.run_note import NOTE_TAG, RunNote
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NICE_ENV = "ACTIVELAB_WORKER_NICE"
-DEFAULT_NICE = 10
 SPEC_ENV = "ACTIVELAB_LAUNCH_SPEC"  # `python -m activelab.worker -` reads its spec from here
 LABELS_ARTIFACT = "labels/labels.csv"  # the labels a run trained on, in its artifacts
 USAGE = (
@@ -311,37 +310,12 @@ def _install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _yield_to_the_person(launcher_nice: int | None = None) -> None:
-    """A worker on the launching machine runs at a lower priority than the app beside it, so
-    a key press is served before a training step (`ACTIVELAB_WORKER_NICE`, default 10;
-    0 keeps the launcher's priority). `launcher_nice`: the launcher's own niceness, when
-    this process does not start from it (a worker forked by the warm worker)."""
-    raw = os.environ.get(NICE_ENV, str(DEFAULT_NICE))
-    try:
-        increment = max(int(raw), 0)
-    except ValueError:
-        log.warning("%s=%r is not a whole number; using %d", NICE_ENV, raw, DEFAULT_NICE)
-        increment = DEFAULT_NICE
-    now = os.nice(0)
-    wanted = min((now if launcher_nice is None else launcher_nice) + increment, 19)
-    if wanted == now:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, wanted)
-    except PermissionError:  # a higher priority than the warm worker's needs privileges
-        log.warning(
-            "This worker runs at nice %d, not %d: the warm worker it came from was started "
-            "with a larger %s; start the app (or script) with the value you want.",
-            now, wanted, NICE_ENV,
-        )  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["--standby"]:
         return serve_warm()
     if args != ["-"]:  # a cluster's job runs on a machine of its own
-        _yield_to_the_person()
+        yield_to_the_person()
     if len(args) != 1:
         print(USAGE, file=sys.stderr)
         return 2
@@ -411,7 +385,7 @@ def serve_warm() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # its own session: stops come as tags
     signal.signal(signal.SIGCHLD, reap)
     launcher_nice = os.nice(0)
-    _yield_to_the_person()  # its imports yield too; each worker then takes its launch's value
+    yield_to_the_person()  # its imports yield too; each worker then takes its launch's value
     warm_up()
     control.write(READY + b"\n")
     for line in sys.stdin:
@@ -449,7 +423,7 @@ def _run_forked(request: dict[str, Any], launcher_nice: int) -> NoReturn:
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
-        _yield_to_the_person(launcher_nice)
+        yield_to_the_person(launcher_nice)
         _configure_logging()
         try:
             code = run_spec(LaunchSpec.from_json(spec_path.read_text()))

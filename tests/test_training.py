@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from activelab import Lab, keys
 from activelab.errors import InvalidConfigError, RunNotFoundError
+from activelab.priority import session_nice
 from activelab.tasks.datasets import Digits
 
 
@@ -212,12 +213,17 @@ def test_the_worker_yields_to_the_app_at_a_lower_priority(local_lab, unique, mon
     import psutil
 
     monkeypatch.delenv("ACTIVELAB_WORKER_NICE")  # the product's default
+    own_session_nice = session_nice()
     model = local_lab.create_model(unique, config=FAST)
     handle = model.launch(epochs=10_000)
     worker = psutil.Process(handle.process.pid)
     expected = min(psutil.Process().nice() + 10, 19)  # 10 below the launching side
     # os.nice runs first thing in the worker: wait for the process to get there
     wait_until(lambda: worker.nice() == expected, timeout=60, message=f"the worker at {expected}")
+    if session_nice() is not None:  # Linux groups the CPU by session: the worker's yields too
+        wait_until(lambda: session_nice(worker.pid) == expected, timeout=60,
+                   message=f"the worker's session at nice {expected}")  # fmt: skip
+        assert session_nice() == own_session_nice, "the launcher's session keeps its priority"
     os.kill(worker.pid, signal.SIGKILL)
     assert handle.wait(timeout=60) == "FAILED"
 
@@ -479,6 +485,9 @@ def test_launches_fork_from_the_warm_worker_under_their_own_settings(
     expected = min(psutil.Process().nice() + 3, 19)
     wait_until(lambda: all(w.nice() == expected for w in workers),
                message=f"both workers at nice {expected}")  # fmt: skip
+    if session_nice() is not None:  # each in a session of its own, at the same niceness
+        wait_until(lambda: all(session_nice(w.pid) == expected for w in workers),
+                   message=f"both workers' sessions at nice {expected}")  # fmt: skip
     client = MlflowClient(local_lab.settings.tracking_uri)
     pids = set()
     for handle in handles:  # each stopped once it trains (two at once crowd a loaded machine)
