@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -45,6 +46,37 @@ def warm_worker(tmp_path_factory: pytest.TempPathFactory):
         standby.start(tmp_path_factory.mktemp("warm-worker"))
     yield
     standby.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_stray_workers(tmp_path: Path):
+    """A test's training workers end with it. Tests launch long runs and stop them; one that
+    fails before its stop would leave a trainer on the cores for the rest of the suite (seen:
+    two 10,000-epoch runs training on for 13 minutes), and later tests would time out too."""
+    yield
+    import psutil
+
+    for worker in _workers_writing_under(tmp_path):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
+    psutil.wait_procs(_workers_writing_under(tmp_path), timeout=30)
+
+
+def _workers_writing_under(folder: Path) -> list:
+    """The worker processes whose output (their run's worker.log) is under `folder`."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if "activelab.worker" not in (process.info["cmdline"] or []):
+            continue
+        try:
+            output = os.readlink(f"/proc/{process.pid}/fd/1")
+        except OSError:
+            continue
+        if output.startswith(str(folder)):
+            found.append(process)
+    return found
 
 
 @pytest.fixture(autouse=True)
