@@ -13,9 +13,13 @@ with the trainer's default threads and priority), in a freshly started app so th
 cold again; each `_under_training` figure has the idle one of the same run as its baseline. It
 also prints the training run's own pace while the app is in use against its pace with the app
 idle (started up, no browser): the mean of 20 s before and 20 s after the use. "In use" is
-measured twice: as fast as a browser can go (four page opens, then 30 labels back to back,
-`training_pace_ratio_app_in_use`), and at a person's pace (a page open, then a label a second,
-`training_pace_ratio_person_pace`), each with where the two cores went meanwhile.
+measured twice, each with where the two cores went meanwhile:
+- at a person's pace (a page open, then a label a second): `training_pace_ratio_person_pace`,
+  the figure of the issue's target (the run no more than 15 % below its idle pace, >= 0.85);
+- as fast as a browser can go (four page opens in new browser contexts, then 30 labels back to
+  back): `training_pace_ratio_app_in_use`. No target: a cold page open costs Chromium ~1.7
+  CPU-s (Bokeh and Panel starting), so this use wants more than the core the trainer leaves,
+  and the worker, at a lower priority by design, yields it: the figure says how far.
 
 The app runs for real (`activelab serve`) and is driven by headless Chromium. The last line
 printed is one JSON object of the figures.
@@ -423,8 +427,9 @@ def main() -> None:
             f"{figures['label_server_p95_ms_under_training']} ms (idle "
             f"{figures['label_server_p95_ms']} ms); browser round trip p95 "
             f"{figures['label_browser_round_trip_p95_ms_under_training']} ms; training pace "
-            f"x{figures['training_pace_ratio_app_in_use']} while the app is in use as fast as "
-            f"a browser goes, x{figures['training_pace_ratio_person_pace']} at a person's pace"
+            f"x{figures['training_pace_ratio_person_pace']} at a person's pace (target >= "
+            f"0.85), x{figures['training_pace_ratio_app_in_use']} while the app is in use as "
+            "fast as a browser goes (the trainer yields; no target)"
         )
     print(json.dumps(figures))
 
