@@ -197,9 +197,16 @@ class ComparePage(Page):
         self._loads += 1
         this_load = self._loads
         if not self.vm.selected or not self.vm.metrics:  # nothing to read: clear at once
-            self.vm.curves = []
-            self._draw()
-            self._tables()
+
+            def clear() -> None:
+                self.vm.curves = []
+                self._draw()
+                self._tables()
+
+            # through the UI thread, like a read's result: where results apply in their own
+            # threads (no session: a script, a test) this waits for one being applied, instead
+            # of changing the plot under it (CI saw the pane draw a plot it had just cleared)
+            self.ui.call(clear)
             return
 
         def done(_: Any) -> None:
