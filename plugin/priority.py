@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 NICE_ENV = "ACTIVELAB_WORKER_NICE"
 DEFAULT_NICE = 10
 AUTOGROUP = Path("/proc/self/autogroup")
+AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
 # Linux lets a process without CAP_SYS_ADMIN change an autogroup's niceness once per 100 ms,
 # machine-wide (EAGAIN otherwise): two workers starting together retry, a bounded number of times.
 AUTOGROUP_TRIES = 5
@@ -50,13 +52,26 @@ def yield_to_the_person(launcher_nice: int | None = None) -> None:
         _set_session_nice(os.nice(0))
 
 
+def autogroup_enabled() -> bool:
+    """Whether this kernel shares the CPU out by session (Linux's autogroup)."""
+    try:
+        return AUTOGROUP_SWITCH.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def session_nice(pid: int | str = "self") -> int | None:
-    """The niceness of a process's session's CPU group, or None without autogroup."""
+    """The niceness of a process's session's CPU group, or None when it has none.
+
+    None also where autogroup is on but the process's session never got a group of its own: a
+    session that began at boot (pid 1's, and a process started from it without `setsid`, as a
+    CI runner may be) sits in the root group, and the kernel's file for it is empty."""
     try:
         text = Path(f"/proc/{pid}/autogroup").read_text()
     except OSError:
         return None
-    return int(text.rsplit("nice", 1)[1])
+    found = re.search(r"\bnice (-?\d+)", text)  # "/autogroup-2768 nice 0"
+    return int(found.group(1)) if found else None
 
 
 def _increment() -> int:

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from activelab import Lab, keys
 from activelab.errors import InvalidConfigError, RunNotFoundError
-from activelab.priority import session_nice
+from activelab.priority import autogroup_enabled, session_nice
 from activelab.tasks.datasets import Digits
 
 
@@ -220,9 +220,10 @@ def test_the_worker_yields_to_the_app_at_a_lower_priority(local_lab, unique, mon
     expected = min(psutil.Process().nice() + 10, 19)  # 10 below the launching side
     # os.nice runs first thing in the worker: wait for the process to get there
     wait_until(lambda: worker.nice() == expected, timeout=60, message=f"the worker at {expected}")
-    if session_nice() is not None:  # Linux groups the CPU by session: the worker's yields too
+    if autogroup_enabled():  # Linux groups the CPU by session: the worker's yields too
         wait_until(lambda: session_nice(worker.pid) == expected, timeout=60,
                    message=f"the worker's session at nice {expected}")  # fmt: skip
+        # the launcher's session keeps its priority (None: a session from boot, in the root group)
         assert session_nice() == own_session_nice, "the launcher's session keeps its priority"
     os.kill(worker.pid, signal.SIGKILL)
     assert handle.wait(timeout=60) == "FAILED"
@@ -485,7 +486,7 @@ def test_launches_fork_from_the_warm_worker_under_their_own_settings(
     expected = min(psutil.Process().nice() + 3, 19)
     wait_until(lambda: all(w.nice() == expected for w in workers),
                message=f"both workers at nice {expected}")  # fmt: skip
-    if session_nice() is not None:  # each in a session of its own, at the same niceness
+    if autogroup_enabled():  # each in a session of its own, at the same niceness
         wait_until(lambda: all(session_nice(w.pid) == expected for w in workers),
                    message=f"both workers' sessions at nice {expected}")  # fmt: skip
     client = MlflowClient(local_lab.settings.tracking_uri)
