@@ -223,7 +223,7 @@ def test_the_worker_yields_to_the_app_at_a_lower_priority(local_lab, unique, mon
     if autogroup_enabled():  # Linux groups the CPU by session: the worker's yields too
         wait_until(lambda: session_nice(worker.pid) == expected, timeout=60,
                    message=f"the worker's session at nice {expected}")  # fmt: skip
-        # the launcher's session keeps its priority (None: a session from boot, in the root group)
+        # None == None where the launcher's session began at boot (the root group, as in CI)
         assert session_nice() == own_session_nice, "the launcher's session keeps its priority"
     os.kill(worker.pid, signal.SIGKILL)
     assert handle.wait(timeout=60) == "FAILED"
