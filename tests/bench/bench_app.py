@@ -18,11 +18,16 @@ measured twice, each with where the two cores went meanwhile:
 - as fast as a browser can go (four page opens in new browser contexts, then 30 labels back to
   back): `training_pace_ratio_app_in_use`.
 The issue's target for both: the run no more than 15 % below its idle pace (>= 0.85). It
-holds at a person's pace. The fast pass wants more than the core the trainer leaves (a cold page
-open costs Chromium ~1.7 CPU-s, Bokeh and Panel starting), and the worker, at a lower priority
-by design, yields it: there the target is not met on 2 cores, and no priority setting meets it
-(0.79 with the worker at the app's own priority, `ACTIVELAB_WORKER_NICE=0`, the browser slower).
-Which use the target means is open with the team.
+holds at a person's pace. The fast pass keeps the browser busy back to back, so it wants more
+than the core the trainer leaves (measured with no run beside it, in the idle part of the same
+benchmark: `fast_pass_cores_browser_alone` + `fast_pass_cores_app_alone`, about 1.3 cores; a
+cold page open costs Chromium ~1.7 CPU-s, Bokeh and Panel starting), and the worker, at a lower
+priority by design, yields it. `training_pace_ratio_app_in_use_ceiling` is the most of its
+idle pace the run could keep there without slowing the browser: the cores the pass leaves free,
+over the cores the run's idle pace takes (generous: the benchmark's own processes and the
+cold-started app's first open are not counted). On 2 cores it is below 0.85, so no priority
+setting meets the target in the fast pass (0.79 with the worker at the app's own priority,
+`ACTIVELAB_WORKER_NICE=0`, the browser slower). Which use the target means is open with the team.
 
 The app runs for real (`activelab serve`) and is driven by headless Chromium. The last line
 printed is one JSON object of the figures.
@@ -234,6 +239,36 @@ def browser_processes() -> list:
     return [p for p in psutil.process_iter(["name"]) if "chrom" in (p.info["name"] or "")]
 
 
+def cores_during(use, app_process, trainer=None) -> tuple[object, float, dict[str, float]]:
+    """`use()`'s result, its seconds, and the cores each side used meanwhile: the training
+    run's process (if any), the browser's (a tab's renderer started meanwhile counted whole),
+    the app's, and the machine's idle cores."""
+    import psutil
+
+    browser_before = browser_processes()
+    groups = {"trainer": [trainer] if trainer else [], "browser": browser_before}
+    groups["app"] = [app_process]
+    cpu_before = {side: cpu_seconds(group) for side, group in groups.items()}
+    idle_before = psutil.cpu_times().idle
+    started = time.perf_counter()
+    result = use()
+    seconds = time.perf_counter() - started
+    known = {process.pid for process in browser_before}
+    groups["browser"] = browser_before + [p for p in browser_processes() if p.pid not in known]
+    cores = {
+        side: (cpu_seconds(group) - cpu_before[side]) / seconds for side, group in groups.items()
+    }
+    cores["idle"] = (psutil.cpu_times().idle - idle_before) / seconds
+    return result, seconds, cores
+
+
+def fast_pass(browser, url: str, args, seed: int) -> tuple[list[float], list[float]]:
+    """The app used as fast as a browser goes: four page opens in new browser contexts, then
+    30 labels back to back (open times, label round trips)."""
+    opens = time_open(browser, url, args.samples, args.opens)
+    return opens, time_labels(browser, url, args.samples, args.labels, seed=seed)
+
+
 def wait_for_app_start_up(app, timeout: float = 120) -> None:
     """Until the freshly started app has preloaded and its warm worker is ready: before
     that, its start-up (torch imported twice) competes with the run, and is not idleness."""
@@ -273,29 +308,13 @@ def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict
         app_process = psutil.Process(app.process.pid)
 
         def in_use(use):
-            """`use()`'s result, the run's pace meanwhile, and where the cores went (trainer,
-            browser, app, idle)."""
-            browser_before = browser_processes()
-            groups = ([trainer], browser_before, [app_process])
-            cpu_before = [cpu_seconds(group) for group in groups]
-            idle_before = psutil.cpu_times().idle
-            steps_before, started = run_steps(), time.perf_counter()
-            result = use()
-            seconds = time.perf_counter() - started
-            # and the browser's processes started meanwhile (a new tab's renderer), whole
-            known = {process.pid for process in browser_before}
-            started_since = [p for p in browser_processes() if p.pid not in known]
-            groups = ([trainer], browser_before + started_since, [app_process])
-            cores = [
-                (cpu_seconds(group) - before) / seconds
-                for group, before in zip(groups, cpu_before, strict=True)
-            ]
-            cores.append((psutil.cpu_times().idle - idle_before) / seconds)
+            """`use()`'s result, the run's pace meanwhile, and where the cores went."""
+            steps_before = run_steps()
+            result, seconds, cores = cores_during(use, app_process, trainer)
             return result, (run_steps() - steps_before) / seconds, cores
 
         def at_once():
-            opens = time_open(browser, url, args.samples, args.opens)
-            return opens, time_labels(browser, url, args.samples, args.labels, seed=2)
+            return fast_pass(browser, url, args, seed=2)
 
         def at_a_persons_pace():
             return time_labels(
@@ -332,18 +351,18 @@ def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict
         "training_steps_per_s_app_in_use": round(pace_beside_app, 2),
         "training_pace_ratio_app_in_use": round(pace_beside_app / pace_alone, 3),
         "idle_cores_trainer": round((cores_alone_before + cores_alone_after) / 2, 2),
-        "in_use_cores_trainer": round(cores[0], 2),
-        "in_use_cores_browser": round(cores[1], 2),
-        "in_use_cores_app": round(cores[2], 2),
-        "in_use_cores_idle": round(cores[3], 2),
+        "in_use_cores_trainer": round(cores["trainer"], 2),
+        "in_use_cores_browser": round(cores["browser"], 2),
+        "in_use_cores_app": round(cores["app"], 2),
+        "in_use_cores_idle": round(cores["idle"], 2),
         "training_steps_per_s_person_pace": round(pace_beside_person, 2),
         "training_pace_ratio_person_pace": round(pace_beside_person / pace_alone, 3),
         "label_browser_round_trip_p95_ms_person_pace": round(
             float(np.percentile(person_round_trips, 95)), 1
         ),
-        "person_pace_cores_trainer": round(person_cores[0], 2),
-        "person_pace_cores_browser": round(person_cores[1], 2),
-        "person_pace_cores_app": round(person_cores[2], 2),
+        "person_pace_cores_trainer": round(person_cores["trainer"], 2),
+        "person_pace_cores_browser": round(person_cores["browser"], 2),
+        "person_pace_cores_app": round(person_cores["app"], 2),
     }
 
 
@@ -380,6 +399,13 @@ def main() -> None:
             baseline_opens = time_open(browser, baseline_url, args.samples, args.opens)
             try:
                 round_trips = time_labels(browser, url, args.samples, args.labels)
+                if args.under_training:  # what the fast pass asks of the machine, no run beside
+                    import psutil
+
+                    app_process = psutil.Process(app.process.pid)
+                    _, _, fast_pass_cores = cores_during(
+                        lambda: fast_pass(browser, url, args, seed=4), app_process
+                    )
             except Exception:
                 print(app.output()[-4000:])
                 raise
@@ -424,6 +450,17 @@ def main() -> None:
     )
     if args.under_training:
         figures.update(measure_under_training(home, tasks, model_id, args))
+        # The most of its idle pace the run can keep beside the fast pass without slowing the
+        # browser: the cores the pass leaves free when nothing trains, over the cores the run's
+        # idle pace takes.
+        import psutil
+
+        person_side = fast_pass_cores["browser"] + fast_pass_cores["app"]
+        figures["fast_pass_cores_browser_alone"] = round(fast_pass_cores["browser"], 2)
+        figures["fast_pass_cores_app_alone"] = round(fast_pass_cores["app"], 2)
+        figures["training_pace_ratio_app_in_use_ceiling"] = round(
+            (psutil.cpu_count() - person_side) / figures["idle_cores_trainer"], 3
+        )
         print(
             f"under training: open first {figures['open_first_s_under_training']} s (idle "
             f"{figures['open_first_s']} s); label on the server p95 "
@@ -432,7 +469,9 @@ def main() -> None:
             f"{figures['label_browser_round_trip_p95_ms_under_training']} ms; training pace "
             f"x{figures['training_pace_ratio_person_pace']} at a person's pace, "
             f"x{figures['training_pace_ratio_app_in_use']} while the app is in use as fast as "
-            "a browser goes (target >= 0.85 for both)"
+            "a browser goes (target >= 0.85 for both; at most "
+            f"x{figures['training_pace_ratio_app_in_use_ceiling']} there without slowing the "
+            "browser, on this machine's cores)"
         )
     print(json.dumps(figures))
 
