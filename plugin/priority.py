@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 NICE_ENV = "ACTIVELAB_WORKER_NICE"
 DEFAULT_NICE = 10
-AUTOGROUP = Path("/proc/self/autogroup")
 AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
 # Linux lets a process without CAP_SYS_ADMIN change an autogroup's niceness once per 100 ms,
 # machine-wide (EAGAIN otherwise): two workers starting together retry, a bounded number of times.
@@ -67,11 +66,17 @@ def session_nice(pid: int | str = "self") -> int | None:
     session that began at boot (pid 1's, and a process started from it without `setsid`, as a
     CI runner may be) sits in the root group, and the kernel's file for it is empty."""
     try:
-        text = Path(f"/proc/{pid}/autogroup").read_text()
+        text = _autogroup_file(pid).read_text()
     except OSError:
         return None
     found = re.search(r"\bnice (-?\d+)", text)  # "/autogroup-2768 nice 0"
     return int(found.group(1)) if found else None
+
+
+def _autogroup_file(pid: int | str = "self") -> Path:
+    """The kernel's file for a process's session's CPU group (read: "/autogroup-N nice K";
+    written: a niceness)."""
+    return Path(f"/proc/{pid}/autogroup")
 
 
 def _increment() -> int:
@@ -89,7 +94,7 @@ def _set_session_nice(nice: int) -> None:
         return
     for attempt in range(AUTOGROUP_TRIES):
         try:
-            AUTOGROUP.write_text(str(nice))
+            _autogroup_file().write_text(str(nice))
             return
         except BlockingIOError:  # another process changed one in the last 100 ms
             if attempt + 1 < AUTOGROUP_TRIES:
