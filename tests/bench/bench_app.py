@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: served.py, browser.py, helpers.py
@@ -221,8 +222,6 @@ PERSON_CYCLE_S = 1.0
 def cpu_seconds(processes) -> float:
     """CPU time of `processes` and of their ended children (a closed browser tab's renderer
     is counted by the process that reaped it)."""
-    import psutil
-
     total = 0.0
     for process in processes:
         try:
@@ -234,8 +233,6 @@ def cpu_seconds(processes) -> float:
 
 
 def browser_processes() -> list:
-    import psutil
-
     return [p for p in psutil.process_iter(["name"]) if "chrom" in (p.info["name"] or "")]
 
 
@@ -243,11 +240,12 @@ def cores_during(use, app_process, trainer=None) -> tuple[object, float, dict[st
     """`use()`'s result, its seconds, and the cores each side used meanwhile: the training
     run's process (if any), the browser's (a tab's renderer started meanwhile counted whole),
     the app's, and the machine's idle cores."""
-    import psutil
-
     browser_before = browser_processes()
-    groups = {"trainer": [trainer] if trainer else [], "browser": browser_before}
-    groups["app"] = [app_process]
+    groups = {
+        "trainer": [trainer] if trainer else [],
+        "browser": browser_before,
+        "app": [app_process],
+    }
     cpu_before = {side: cpu_seconds(group) for side, group in groups.items()}
     idle_before = psutil.cpu_times().idle
     started = time.perf_counter()
@@ -263,8 +261,8 @@ def cores_during(use, app_process, trainer=None) -> tuple[object, float, dict[st
 
 
 def fast_pass(browser, url: str, args, seed: int) -> tuple[list[float], list[float]]:
-    """The app used as fast as a browser goes: four page opens in new browser contexts, then
-    30 labels back to back (open times, label round trips)."""
+    """The app used as fast as a browser goes: `args.opens` page opens in new browser contexts,
+    then `args.labels` labels back to back (open times, label round trips)."""
     opens = time_open(browser, url, args.samples, args.opens)
     return opens, time_labels(browser, url, args.samples, args.labels, seed=seed)
 
@@ -299,8 +297,6 @@ def measure_under_training(home: Path, tasks: Path, model_id: str, args) -> dict
         time.sleep(0.5)
     app = start_app(home, "--no-mlflow-ui", "--log-level", "info")
     try:
-        import psutil
-
         wait_for_app_start_up(app)
         trainer = psutil.Process(int(handle.run.data.tags[keys.PID]))
         pace_alone_before, cores_alone_before = training_pace(run_steps, 20, trainer)
@@ -400,8 +396,6 @@ def main() -> None:
             try:
                 round_trips = time_labels(browser, url, args.samples, args.labels)
                 if args.under_training:  # what the fast pass asks of the machine, no run beside
-                    import psutil
-
                     app_process = psutil.Process(app.process.pid)
                     _, _, fast_pass_cores = cores_during(
                         lambda: fast_pass(browser, url, args, seed=4), app_process
@@ -453,8 +447,6 @@ def main() -> None:
         # The most of its idle pace the run can keep beside the fast pass without slowing the
         # browser: the cores the pass leaves free when nothing trains, over the cores the run's
         # idle pace takes.
-        import psutil
-
         person_side = fast_pass_cores["browser"] + fast_pass_cores["app"]
         figures["fast_pass_cores_browser_alone"] = round(fast_pass_cores["browser"], 2)
         figures["fast_pass_cores_app_alone"] = round(fast_pass_cores["app"], 2)
