@@ -15,6 +15,7 @@ from activelab.dataset import DataBundle, Dataset, DatasetInfo
 from activelab.errors import DatasetUnavailableError, InvalidConfigError
 from activelab.hookspecs import hookimpl
 from activelab.settings import data_dir
+from activelab.tasks.image_cache import FolderListing, cached_pixels, list_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -168,47 +169,37 @@ class ImageFolder(Dataset):
             raise DatasetUnavailableError(f"Image folder {folder} does not exist.")
         return folder
 
-    def _has_class_folders(self, folder: Path) -> bool:
-        return any(child.is_dir() and not child.name.startswith(".") for child in folder.iterdir())
-
-    def _flat_files(self, folder: Path) -> list[Path]:
-        from torchvision.datasets.folder import IMG_EXTENSIONS
-
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
-
-    def _samples(self) -> tuple[list[tuple[str, int]], tuple[str, ...], bool]:
+    def listing(self) -> FolderListing:
         folder = self._folder()
-        if self._has_class_folders(folder):
-            from torchvision.datasets import ImageFolder as TorchImageFolder
-
-            data = TorchImageFolder(str(folder))
-            return list(data.samples), tuple(data.classes), True
-        files = self._flat_files(folder)
-        if not files:
+        found = list_folder(folder)
+        if not found.files:
             raise DatasetUnavailableError(f"Image folder {folder} holds no images.")
-        return [(str(p), -1) for p in files], tuple(self.classes), False
+        return found
 
     def info(self) -> DatasetInfo:
-        samples, classes, has_truth = self._samples()
+        listing = self.listing()
+        classes = listing.classes if listing.has_class_folders else tuple(self.classes)
         channels = 1 if self.grayscale else 3
         return DatasetInfo(
-            self.kind, len(samples), classes, (channels, self.size, self.size), has_truth
+            self.kind,
+            len(listing.files),
+            classes,
+            (channels, self.size, self.size),
+            listing.has_class_folders,
         )
 
     def load(self, progress: Progress = None) -> DataBundle:
-        from PIL import Image
-
-        samples, _classes, has_truth = self._samples()
+        """The images, decoded once into the data directory's cache (see
+        activelab.tasks.image_cache) and read from there while the folder is unchanged."""
+        listing = self.listing()
         info = self.info()
-        images = np.empty((len(samples), *info.image_shape), dtype=np.float32)
-        mode = "L" if self.grayscale else "RGB"
-        for i, (file, _target) in enumerate(samples):
-            with Image.open(file) as img:
-                pixels = np.asarray(img.convert(mode).resize((self.size, self.size)), np.float32)
-            images[i] = (pixels[None] if self.grayscale else pixels.transpose(2, 0, 1)) / 255.0
-            if progress and i % 500 == 0:
-                progress(i / len(samples), f"loading images {i}/{len(samples)}")
-        truth = np.array([t for _f, t in samples], dtype=np.int64) if has_truth else None
+        channels = info.image_shape[0]
+        pixels = cached_pixels(
+            listing, self.size, channels, data_dir() / "datasets" / "image-cache", progress
+        )
+        images = np.empty(pixels.shape, dtype=np.float32)
+        np.multiply(pixels, np.float32(1 / 255), out=images)
+        truth = np.array(listing.targets, dtype=np.int64) if listing.has_class_folders else None
         return DataBundle(images, truth, info)
 
 
