@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from activelab.dataset import is_image_data
 from activelab.errors import InvalidConfigError
 from activelab.presets import DEFAULT_PRESET, get_preset
 from activelab.task import parse_latent_slice
@@ -141,8 +142,15 @@ def config_from_preset(
     trainer_params = trainer_cls.defaults()
     if "lr" in trainer_params:
         trainer_params["lr"] = chosen.lr
+    if is_image_data(info):
+        trainer_params.update(
+            {k: v for k, v in chosen.image_trainer.items() if k in trainer_params}
+        )
     tasks = []
-    for name, weight in chosen.weights.items():
+    weights = dict(chosen.weights)
+    if is_image_data(info):
+        weights.update(chosen.image_weights)
+    for name, weight in weights.items():
         task_cls = host.get("tasks", name)
         if task_cls.requires <= info.provides:
             tasks.append(TaskSpec(name=name, kind=name, weight=weight, params=task_cls.defaults()))

@@ -57,6 +57,16 @@ class DatasetInfo:
         )
 
 
+# Images at least this many pixels high and wide get a convolutional network and
+# augmentation-consistency by default (digits' 8x8 stays on the MLP, which learns it well).
+IMAGE_MIN_SIDE = 16
+
+
+def is_image_data(info: DatasetInfo) -> bool:
+    """Whether samples are pictures large enough for convolutions and augmentations."""
+    return min(info.image_shape[1:]) >= IMAGE_MIN_SIDE
+
+
 @dataclass
 class DataBundle:
     """A loaded data set: images scaled to [0, 1] and, where known, the true classes."""

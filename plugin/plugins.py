@@ -46,6 +46,7 @@ TRACE_ENV = "ACTIVELAB_TRACE_HOOKS"
 # Built-in plugins, loaded through the same hooks as third-party ones.
 BUILTIN_PLUGINS = (
     "activelab.tasks.losses",
+    "activelab.tasks.consistency",
     "activelab.tasks.ssvae",
     "activelab.tasks.datasets",
     "activelab.tasks.strategies",

@@ -16,6 +16,8 @@ from activelab.component import Component
 from activelab.errors import InvalidConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
     from activelab.dataset import DatasetInfo
@@ -38,13 +40,17 @@ class Batch:
     # labels spread from the person's over the data graph, (B,), and their certainty in [0, 1]
     propagated: torch.Tensor | None = None
     propagated_certainty: torch.Tensor | None = None
+    # the network on other images (e.g. augmented views of `x`), in the step's mode
+    forward: Callable[[torch.Tensor], Outputs] | None = None
+    # class logits of outputs, from the task that predicts classes (None: no such task)
+    classify: Callable[[Outputs], torch.Tensor | None] | None = None
 
 
 @dataclass
 class Outputs:
     """What the network produced for a batch (the SSVAE trainer's contract)."""
 
-    x_hat: torch.Tensor  # reconstruction, same shape as the input
+    x_hat: torch.Tensor | None  # reconstruction, same shape as the input (None for views)
     mu: torch.Tensor  # latent mean, (B, D)
     logvar: torch.Tensor  # latent log-variance, (B, D)
     z: torch.Tensor  # sampled latent, (B, D)

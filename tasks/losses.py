@@ -30,6 +30,8 @@ class Reconstruction(Task):
     def loss(self, batch: Batch, out: Outputs, module: Any) -> torch.Tensor:
         import torch.nn.functional as F
 
+        if out.x_hat is None:  # a view without a reconstruction
+            return out.mu.new_zeros(())
         if self.loss_type == "bce":
             return F.binary_cross_entropy(out.x_hat.clamp(1e-6, 1 - 1e-6), batch.x)
         return F.mse_loss(out.x_hat, batch.x)
@@ -37,6 +39,8 @@ class Reconstruction(Task):
     def metrics(self, batch: Batch, out: Outputs, module: Any) -> dict[str, float]:
         import torch.nn.functional as F
 
+        if out.x_hat is None:
+            return {}
         return {"mse": float(F.mse_loss(out.x_hat, batch.x))}
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import param
 
+from activelab.dataset import is_image_data
 from activelab.errors import InvalidConfigError, TrainingError
 from activelab.hookspecs import hookimpl
 from activelab.task import Batch, Outputs, parse_latent_slice
@@ -42,6 +43,31 @@ if TYPE_CHECKING:
 def head_of(heads: Any, task: Task) -> Any:
     """The module a task owns, or None."""
     return heads[task.name] if task.name in heads else None  # noqa: SIM401 (ModuleDict has no .get)
+
+
+def classifier_of(tasks: list[Task], heads: Any) -> Callable[[Outputs], Any]:
+    """Class logits of a batch's outputs from the task that predicts classes (None without
+    one): what `Batch.classify` gives tasks such as consistency."""
+    predictor = next((t for t in tasks if t.predicts_classes and t.name in heads), None)
+
+    def classify(out: Outputs) -> Any:
+        return predictor.predict(out, heads[predictor.name]) if predictor else None
+
+    return classify
+
+
+def outputs_in_chunks(network: Any, images: Any, chunk: int = 1024) -> Outputs:
+    """The network's outputs for many images, computed a chunk at a time (a conv network's
+    activations for thousands of images at once take gigabytes)."""
+    import torch
+
+    parts = [network(images[start : start + chunk]) for start in range(0, len(images), chunk)]
+    joined = {
+        f.name: None if getattr(parts[0], f.name) is None
+        else torch.cat([getattr(part, f.name) for part in parts])
+        for f in fields(Outputs)
+    }  # fmt: skip
+    return Outputs(**joined)  # type: ignore[arg-type]  # mu, logvar, z are never None
 
 
 def resolve_threads(requested: int) -> int:
@@ -94,13 +120,13 @@ class MixedPrecision:
         self.dtype = getattr(torch, dtype) if dtype else None
         self.scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
 
-    def forward(self, network: Any, x: Any) -> Outputs:
+    def forward(self, network: Any, x: Any, decode: bool = True) -> Outputs:
         import torch
 
         if self.dtype is None:
-            return network(x)
+            return network(x, decode=decode)
         with torch.autocast(self.device_type, dtype=self.dtype):
-            out = network(x)
+            out = network(x, decode=decode)
         return Outputs(**{f.name: _fp32(getattr(out, f.name)) for f in fields(out)})
 
     def step(self, total: Any, optimizer: Any) -> None:
@@ -126,6 +152,10 @@ class TrainingData:
     train_idx: np.ndarray  # samples the loss sees
     val_idx: np.ndarray  # unlabeled samples held out for validation
     graph: np.ndarray  # (len(train_idx), k) neighbours, as positions in train_idx
+    # how often the graph recovers a hidden label (None: too few labels), and the weight its
+    # propagated labels get from that
+    heldout_accuracy: float | None = None
+    graph_trust: float = 1.0
 
     def batch(self, idx: np.ndarray, pairs: np.ndarray | None = None) -> Batch:
         import torch
@@ -161,7 +191,7 @@ class SSVAETrainer(Trainer):
     kind = "ssvae"
     # Parameters that change the network's shape: a checkpoint made with other values
     # cannot be continued.
-    architecture_params = ("latent_dim", "hidden_dims")
+    architecture_params = ("latent_dim", "hidden_dims", "encoder", "conv_width")
 
     latent_dim = param.Integer(
         16,
@@ -169,7 +199,39 @@ class SSVAETrainer(Trainer):
         doc="Latent dimensions the classifier reads; a 2-D head draws them as the labeling "
         "map (2 = the latent is the map).",
     )
-    hidden_dims = param.List([256, 256], item_type=int, doc="Hidden layer widths of the encoder.")
+    hidden_dims = param.List(
+        [256, 256], item_type=int, doc="Hidden layer widths of the MLP encoder."
+    )
+    encoder: param.Selector[str] = param.Selector(
+        default="auto",
+        objects=["auto", "mlp", "conv"],
+        doc="The network that reads the samples: conv (convolutions, for images), mlp "
+        "(flattened pixels, for small or non-image inputs) or auto (conv for images of at "
+        "least 16x16 pixels).",
+    )
+    conv_width = param.Integer(
+        16, bounds=(4, 256), doc="Channels of the first convolutions (conv encoder)."
+    )
+    map_shapes_latent: param.Selector[str] = param.Selector(
+        default="auto",
+        objects=["auto", "yes", "no"],
+        doc="Whether the map's loss also shapes the latent (yes), or the map only draws it "
+        "(no); auto: yes for the MLP (its pixel neighbours are good ones), no for the conv "
+        "network (its latent learns from augmentations, and pixel neighbours of varied "
+        "images mislead it).",
+    )
+    graph: param.Selector[str] = param.Selector(
+        default="auto",
+        objects=["auto", "pixels", "latent"],
+        doc="What the data graph (label propagation, the map's neighbours) is built on: the "
+        "pixels, the model's own latent once trained, or auto (the latent when a task makes "
+        "it augmentation-invariant, e.g. consistency; else the pixels).",
+    )
+    graph_every = param.Integer(
+        0,
+        bounds=(0, None),
+        doc="Rebuild a latent graph every N epochs (0 = about every 150 steps).",
+    )
     lr = param.Number(
         1e-3, bounds=(0, 1), inclusive_bounds=(False, True), doc="Adam learning rate."
     )
@@ -225,6 +287,12 @@ class SSVAETrainer(Trainer):
     # The per-epoch whole-data figures read at most this many samples (the same ones every
     # epoch); the run's final accuracy on every unlabeled sample comes from its predictions.
     EVAL_MAX = 5000
+    # A latent data graph is rebuilt about this often (graph_every=0).
+    GRAPH_STEPS = 150
+    # A graph that recovers at least this share of hidden labels spreads them at full
+    # certainty; a worse one in proportion (pixel graphs of digits: ~0.9; of rotated, noisy
+    # digits: ~0.3).
+    TRUSTED_GRAPH_ACCURACY = 0.8
 
     @classmethod
     def check_value(cls, pname: str, value: Any) -> None:
@@ -295,7 +363,16 @@ class SSVAETrainer(Trainer):
         from activelab.tasks.ssvae_network import SSVAEModule, SSVAENetwork
 
         torch.manual_seed(self.seed)
-        network = SSVAENetwork(info.image_shape, list(self.hidden_dims), self.latent_dim)
+        network = SSVAENetwork(
+            info.image_shape,
+            list(self.hidden_dims),
+            self.latent_dim,
+            encoder=self.encoder_kind(info),
+            conv_width=self.conv_width,
+        )
+        network.map_shapes_latent = self.map_shapes_latent == "yes" or (
+            self.map_shapes_latent == "auto" and network.kind == "mlp"
+        )
         heads = torch.nn.ModuleDict()
         for task in tasks:
             module = task.build(self.latent_dim, info)
@@ -307,6 +384,18 @@ class SSVAETrainer(Trainer):
             window = parse_latent_slice(predictor.latent_slice)
             model.predictor_slice = (window.start, window.stop)
         return model
+
+    def encoder_kind(self, info: DatasetInfo) -> str:
+        """`encoder`, with auto resolved from the data's shape."""
+        if self.encoder != "auto":
+            return str(self.encoder)
+        return "conv" if is_image_data(info) else "mlp"
+
+    def uses_latent_graph(self, tasks: list[Task]) -> bool:
+        """`graph`, with auto resolved from the tasks."""
+        if self.graph != "auto":
+            return self.graph == "latent"
+        return any(getattr(task, "invariant_latent", False) for task in tasks)
 
     def load_model(self, info: DatasetInfo, tasks: list[Task], state: dict | None) -> Any:
         """`build_model` with a checkpoint's weights (if any), in eval mode."""
@@ -330,14 +419,24 @@ class SSVAETrainer(Trainer):
         torch = _torch(self.threads)
         device = self.resolve_device()
         log.info("training on %s", device)
-        data = self.training_data(session.data, session.labels, session.tasks).to(device)
+        latent_graph = self.uses_latent_graph(session.tasks)
+        trained = session.resume is not None
+        # a trained model's latent replaces the pixel graph at once: skip building that
+        data = self.training_data(
+            session.data, session.labels, session.tasks, with_graph=not (latent_graph and trained)
+        ).to(device)
         loop = self.start_loop(session, device)
+        session.log_metrics(self.graph_figures(data), step=session.start_epoch)
         steps_per_epoch = max(1, math.ceil(len(data.train_idx) / self.batch_size))
         session.begin(steps_per_epoch, modules=loop.model, batch_size=self.batch_size)
         rng = np.random.default_rng(self.seed + session.start_epoch)
         first, last = session.start_epoch + 1, session.start_epoch + session.epochs
         image_every = max(1, session.epochs // self.IMAGES_PER_RUN)
+        rebuild_every = self.graph_every or max(1, round(self.GRAPH_STEPS / steps_per_epoch))
         for epoch in range(first, last + 1):
+            since = epoch - first
+            if latent_graph and (trained or since > 0) and since % rebuild_every == 0:
+                self.rebuild_graph(session, data, loop.model, epoch - 1)
             sums, steps = self.train_epoch(session, data, loop, epoch, rng)
             if steps < steps_per_epoch:
                 # A stop mid-epoch: keep the work in a checkpoint; the epoch does not count.
@@ -388,38 +487,120 @@ class SSVAETrainer(Trainer):
     def training_data(
         self, bundle: DataBundle, labels: np.ndarray, tasks: list[Task], with_graph: bool = True
     ) -> TrainingData:
-        """Tensors, the split, the data graph of the training samples and, when a task
+        """Tensors, the split, the pixel graph of the training samples and, when a task
         predicts classes, the labels propagated over it (`with_graph=False`: neither)."""
         import torch
 
-        from activelab.tasks.neighbors import neighbours_of, propagate_labels
+        from activelab.tasks.neighbors import neighbours_of
 
         train_idx, val_idx = self.split(labels)
-        graph = np.empty((len(train_idx), 0), dtype=np.int64)
-        if with_graph and len(train_idx) > 1:
-            graph = neighbours_of(bundle.images[train_idx], self.neighbours)
-        propagated = certainty = None
-        wants_classes = any(t.predicts_classes for t in tasks)
-        if graph.shape[1] and wants_classes and (labels >= 0).any():
-            spread = propagate_labels(
-                graph[:, : self.propagation_neighbours],
-                labels[train_idx],
-                bundle.info.num_classes,
-            )
-            classes = np.full(len(labels), -1, dtype=np.int64)
-            sure = np.zeros(len(labels), dtype=np.float32)
-            classes[train_idx], sure[train_idx] = spread.classes, spread.certainty
-            propagated, certainty = torch.from_numpy(classes), torch.from_numpy(sure)
-        return TrainingData(
+        data = TrainingData(
             images=torch.from_numpy(bundle.images),
             labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
             truth=torch.from_numpy(bundle.true_labels) if bundle.true_labels is not None else None,
-            propagated=propagated,
-            certainty=certainty,
+            propagated=None,
+            certainty=None,
             train_idx=train_idx,
             val_idx=val_idx,
-            graph=graph,
+            graph=np.empty((len(train_idx), 0), dtype=np.int64),
         )
+        if with_graph and len(train_idx) > 1:
+            graph = neighbours_of(bundle.images[train_idx], self.neighbours)
+            self.use_graph(data, graph, tasks, bundle.info.num_classes)
+        return data
+
+    def use_graph(
+        self,
+        data: TrainingData,
+        graph: np.ndarray,
+        tasks: list[Task],
+        num_classes: int,
+        from_latent: bool = False,
+    ) -> None:
+        """Make `graph` the data graph of `data`, and propagate the labels over it.
+
+        A pixel graph is trusted as far as it recovers hidden labels. A latent graph is not
+        checked that way: the latent learned from those very labels, so they cluster by class
+        whatever the unlabeled samples do (its propagated labels' accuracy is logged)."""
+        import torch
+
+        from activelab.tasks.neighbors import heldout_accuracy, propagate_labels
+
+        data.graph = graph
+        labels = data.labels.cpu().numpy()
+        if not (graph.shape[1] and any(t.predicts_classes for t in tasks) and (labels >= 0).any()):
+            return
+        nearest = graph[:, : self.propagation_neighbours]
+        spread = propagate_labels(nearest, labels[data.train_idx], num_classes)
+        # Guard against a graph that mixes the classes (and against confirmation bias from
+        # a latent that learned from it): its held-out accuracy scales every certainty.
+        data.heldout_accuracy = None
+        data.graph_trust = 1.0
+        if not from_latent:
+            data.heldout_accuracy = heldout_accuracy(
+                nearest, labels[data.train_idx], num_classes, seed=self.seed
+            )
+        if data.heldout_accuracy is not None:
+            data.graph_trust = min(1.0, data.heldout_accuracy / self.TRUSTED_GRAPH_ACCURACY)
+        classes = np.full(len(labels), -1, dtype=np.int64)
+        sure = np.zeros(len(labels), dtype=np.float32)
+        classes[data.train_idx] = spread.classes
+        sure[data.train_idx] = spread.certainty * data.graph_trust
+        device = data.images.device
+        data.propagated = torch.from_numpy(classes).to(device)
+        data.certainty = torch.from_numpy(sure).to(device)
+
+    def rebuild_graph(
+        self, session: TrainingSession, data: TrainingData, model: Any, epoch: int
+    ) -> None:
+        """The data graph from the model's own latent (Iscen et al. 2019: neighbours in a
+        representation that has learned what stays the same under augmentation), its labels
+        propagated again. Propagated labels feed the classifier that shapes the latent, so
+        their accuracy on samples with a known class is logged (`graph/propagated_accuracy`):
+        confirmation bias shows there first."""
+        import torch
+
+        from activelab.tasks.neighbors import nearest_neighbours
+
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            latent = torch.cat(
+                [
+                    model.network.encode(data.images[chunk])[0]
+                    for chunk in torch.from_numpy(data.train_idx).split(4096)
+                ]
+            )
+        model.train(was_training)
+        points = torch.nn.functional.normalize(latent, dim=1).cpu().numpy()
+        graph = nearest_neighbours(points, self.neighbours, seed=self.seed)
+        self.use_graph(data, graph, session.tasks, session.data.info.num_classes, from_latent=True)
+        session.log_metrics(self.graph_figures(data), step=epoch)
+
+    @staticmethod
+    def graph_figures(data: TrainingData) -> dict[str, float]:
+        """How right the propagated labels are where the true class is known (unlabeled
+        training samples only), and how much of them is certain."""
+        if data.propagated is None or data.certainty is None:
+            return {}
+        figures = {"graph/trust": data.graph_trust}
+        if data.heldout_accuracy is not None:
+            figures["graph/heldout_accuracy"] = data.heldout_accuracy
+        if data.truth is None:
+            return figures
+        rows = data.train_idx[data.labels.cpu().numpy()[data.train_idx] < 0]
+        truth = data.truth.cpu().numpy()[rows]
+        known = truth >= 0
+        if not known.any():
+            return figures
+        guessed = data.propagated.cpu().numpy()[rows][known]
+        certainty = data.certainty.cpu().numpy()[rows][known]
+        sure = certainty >= 0.5
+        figures["graph/propagated_accuracy"] = float((guessed == truth[known]).mean())
+        figures["graph/certain_share"] = float(sure.mean())
+        if sure.any():
+            figures["graph/certain_accuracy"] = float((guessed[sure] == truth[known][sure]).mean())
+        return figures
 
     def start_loop(self, session: TrainingSession, device: Any = "cpu") -> LoopState:
         """The model and optimizer, from the checkpoint the run continues when there is one."""
@@ -468,7 +649,10 @@ class SSVAETrainer(Trainer):
         sums: dict[str, float] = {}
         steps = 0
         precision = loop.precision or MixedPrecision("cpu", None)
+        classify = classifier_of(session.tasks, heads)
         for batch in self.batches(data, rng):
+            batch.forward = lambda x: precision.forward(network, x, decode=False)
+            batch.classify = classify
             out = precision.forward(network, batch.x)
             terms = self.loss_terms(session.tasks, heads, batch, out)
             total = session.total_loss(terms, epoch, loop.global_step + 1)
@@ -521,7 +705,8 @@ class SSVAETrainer(Trainer):
         with torch.no_grad():
             if len(data.val_idx):
                 batch = data.batch(data.val_idx)
-                out = network(batch.x)
+                batch.classify = classifier_of(tasks, heads)
+                out = outputs_in_chunks(network, batch.x)
                 measured = [t for t in tasks if t.has_validation_loss]
                 terms = self.loss_terms(measured, heads, batch, out)
                 figures.update({f"val/loss/{k}": float(v) for k, v in terms.items()})
@@ -533,7 +718,9 @@ class SSVAETrainer(Trainer):
                     np.random.default_rng(self.seed).choice(everything, self.EVAL_MAX, False)
                 )
             batch = data.batch(everything)
-            figures.update(self.task_metrics(tasks, heads, batch, network(batch.x), "eval"))
+            batch.classify = classifier_of(tasks, heads)
+            out = outputs_in_chunks(network, batch.x)
+            figures.update(self.task_metrics(tasks, heads, batch, out, "eval"))
         model.train(was_training)
         return figures
 
@@ -574,7 +761,7 @@ class SSVAETrainer(Trainer):
         model.eval()
         with torch.no_grad():
             for start in range(0, len(images), 4096):
-                out = network(images[start : start + 4096])
+                out = network(images[start : start + 4096], decode=False)
                 maps.append(out.map.cpu().numpy())
                 latents.append(out.mu.cpu().numpy())
                 if predictor is not None:
@@ -606,11 +793,22 @@ class SSVAETrainer(Trainer):
     def predictions(
         self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None = None
     ) -> Any:
-        """Per-sample predictions from a checkpoint, or from the untrained model if None."""
+        """Per-sample predictions from a checkpoint, or from the untrained model if None.
+
+        The untrained model places samples by what its random layers see (good enough for a
+        first map and for picking typical samples of its clusters), but its classes mean
+        nothing: they are left out (`predicted` -1, no certainty or probabilities)."""
         torch = _torch(self.threads)
         model = self.load_model(data.info, tasks, state)
         truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
-        return self.predict_frame(tasks, model, torch.from_numpy(data.images), truth)
+        frame = self.predict_frame(tasks, model, torch.from_numpy(data.images), truth)
+        if state is None:
+            frame = frame.drop(
+                columns=[c for c in frame.columns if c[:1] == "p" and c[1:].isdigit()]
+            )
+            frame["predicted"] = np.full(len(frame), -1, dtype=np.int16)
+            frame["certainty"] = np.full(len(frame), np.nan, dtype=np.float32)
+        return frame
 
     def evaluate_state(
         self, data: DataBundle, tasks: list[Task], state: dict[str, Any] | None, labels: np.ndarray

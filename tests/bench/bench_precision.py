@@ -54,7 +54,12 @@ def speed(lab, samples: int) -> dict[str, float]:
             model = lab.create_model(
                 f"speed-{name}-{precision}",
                 dataset="bench-digits28",
-                config={"trainer.hidden_dims": json.dumps(widths), "trainer.recon_images": "0"},
+                config={
+                    "trainer.hidden_dims": json.dumps(widths),
+                    "trainer.recon_images": "0",
+                    "trainer.encoder": "mlp",  # the widths measured are the MLP's
+                    "tasks.consistency.enabled": "false",
+                },
             )
             model.set_labels(labels)
             _, seconds[precision] = train(model, {"trainer.precision": precision}, epochs=1)

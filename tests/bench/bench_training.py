@@ -278,6 +278,10 @@ def main() -> None:
             dataset="bench-digits28",
             config={
                 "trainer.hidden_dims": json.dumps(HIDDEN),
+                # the plain loop it is compared with is this MLP (28x28 images would get the
+                # conv network and consistency by default)
+                "trainer.encoder": "mlp",
+                "tasks.consistency.enabled": "false",
                 "trainer.batch_size": str(BATCH),
                 "trainer.checkpoint_every": "1",
                 "trainer.threads": str(threads),
