@@ -451,6 +451,21 @@ class Model:
                 frame[column] = np.where(codes >= 0, classes[np.clip(codes, 0, None)], None)
         return frame
 
+    def _latest_or_untrained(self) -> pd.DataFrame:
+        """The latest run's predictions; before any run, the untrained model's placement
+        (a cold start: typical samples of its clusters are what to label first)."""
+        from activelab.runs import latest_predictions_run
+        from activelab.runtime import build_tasks, build_trainer
+
+        if latest_predictions_run(self.lab.tracking, self.id) is not None:
+            return self._predictions_frame(None)[1]
+        config = self.config
+        host = self.lab.plugins
+        data = host.get("datasets", config.dataset)(**config.dataset_params).load()
+        trainer = build_trainer(config, host)
+        frame: pd.DataFrame = trainer.predictions(data, build_tasks(config, host, data.info))
+        return frame
+
     def _predictions_frame(self, run: str | None) -> tuple[str, pd.DataFrame]:
         from activelab.runs import get_run, latest_predictions_run, read_predictions
 
@@ -487,7 +502,7 @@ class Model:
         chooser = self.lab.plugins.get("strategies", strategy)()  # unknown: a clear error
         if isinstance(count, bool) or int(count) != count or count < 1:
             raise InvalidConfigError(f"count must be a whole number of at least 1, not {count}.")
-        _run_id, frame = self._predictions_frame(run)
+        frame = self._predictions_frame(run)[1] if run else self._latest_or_untrained()
         labels = self.labels
         labels.refresh()
         options: dict[str, Any] = {"seed": seed, "latent": features_of(frame)}

@@ -215,7 +215,8 @@ def typicality(points: np.ndarray, neighbours: int) -> np.ndarray:
 
 class Auto(QueryStrategy):
     """The budget-aware default: typical samples of each cluster while labels are scarce
-    (fewer than `scarce_per_class` per class), then uncertain samples spread over the map."""
+    (fewer than `scarce_per_class` per class) or no classifier is trained yet, then uncertain
+    samples spread over the map."""
 
     kind = "auto"
     balanced = False  # each of the two balances in its own way
@@ -232,7 +233,9 @@ class Auto(QueryStrategy):
     ) -> np.ndarray:
         classes = max(2, probabilities.shape[1] if probabilities.ndim == 2 else 2)
         scarce = int(np.asarray(labeled).sum()) < self.scarce_per_class * classes
-        chosen = TypicalClusters() if scarce else DiverseMargin()
+        # no trained classifier yet (a cold start): only the representation can guide
+        untrained = bool(np.isnan(probabilities).all())
+        chosen = TypicalClusters() if scarce or untrained else DiverseMargin()
         return chosen.select(probabilities, labeled, count, seed, latent, candidates)
 
 

@@ -153,7 +153,14 @@ def test_the_queue_labels_one_sample_at_a_time_and_moves_on(loaded):
 
 
 def test_the_gallery_shows_the_selection_sorted_by_certainty(loaded):
-    vm, _model = loaded
+    vm, model = loaded
+    vm.selected = [5, 6, 7, 8]
+    # the untrained model's classes mean nothing: no certainty is shown
+    assert [t["certainty"] for t in vm.gallery()] == [None] * 4
+    model.set_labels({0: 0, 1: 1})
+    handle = model.launch(epochs=1, wait=True, system_metrics=False, in_process=True)
+    assert handle.status == "FINISHED", handle.summary.error
+    vm.load(model.id)
     vm.selected = [5, 6, 7, 8]
     assert [t["index"] for t in vm.gallery()] == [5, 6, 7, 8]  # as picked
     vm.gallery_order = "least_certain"

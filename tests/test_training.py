@@ -376,8 +376,11 @@ def test_next_to_label_from_the_latest_predictions(local_lab, trained, unique):
         model.next_to_label(3, strategy="no_such_strategy")
     with pytest.raises(InvalidConfigError, match="at least 1"):
         model.next_to_label(0)
+    # before any run: a cold start from the untrained model's representation
+    fresh = local_lab.create_model(f"{unique}-fresh")
+    assert len(set(fresh.next_to_label())) == 10
     with pytest.raises(RunNotFoundError, match="train it"):
-        local_lab.create_model(f"{unique}-fresh").next_to_label()
+        fresh.predictions()
 
 
 def test_next_to_label_among_candidates_with_a_seed_and_predictions(local_lab, trained):
