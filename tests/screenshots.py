@@ -4,7 +4,11 @@ after a change to the app.
 
     .venv/bin/python tests/screenshots.py [--out screenshots/]
 
-Writes `<out>/<size>-<page>.png` (full pages) and prints the files it wrote.
+Writes `<out>/<size>-<page>.png` (full pages) and prints the files it wrote. `--hard` also
+writes `<size>-label-hard.png`: the Label page of a model of digits with real variation
+(rotated, scaled, noisy; `bench/hard_digits.py`) after the labeling loop reached 50 labels
+(10 to start, +10 a round picked by `auto`, each round continuing the last): the islands the
+map should show (a few minutes of training).
 """
 
 from __future__ import annotations
@@ -50,14 +54,40 @@ def prepare(home: Path) -> str:
     return model.id
 
 
+def prepare_hard(home: Path) -> str:
+    """A hard-digits model labeled by the loop to 50 labels, as a person would with `auto`."""
+    import numpy as np
+    from bench.hard_digits import folder_sources, write_folder
+
+    folder = home.parent / "hard-digits"
+    write_folder(folder, variants=3)
+    _sources, truth = folder_sources(folder)
+    lab = Lab(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", home=home)
+    model = lab.create_model(
+        "hard-digits", dataset="image-folder", config={"dataset.path": str(folder)}
+    )
+    rng = np.random.default_rng(0)
+    model.set_labels({int(rng.choice(np.flatnonzero(truth == c))): int(c) for c in range(10)})
+    run = None
+    for round_number in range(5):
+        if round_number:
+            model.set_labels({i: int(truth[i]) for i in model.next_to_label(10, run=run)})
+        handle = model.launch(resume_from=run, wait=True, system_metrics=False)
+        assert handle.status == "FINISHED", handle.summary.error
+        run = handle.run_id
+    return model.id
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("screenshots"))
+    parser.add_argument("--hard", action="store_true", help="also a hard-digits Label page")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     home = Path(tempfile.mkdtemp(prefix="activelab-screens-")) / "home"
     model_id = prepare(home)
+    hard_id = prepare_hard(home) if args.hard else None
     args.out.mkdir(parents=True, exist_ok=True)
     app = start_app(home, "--no-mlflow-ui")
     try:
@@ -70,6 +100,13 @@ def main() -> None:
                     page.get_by_text(ready).first.wait_for(timeout=60_000)
                     page.wait_for_timeout(1500)  # a picture, not a test: let plots settle
                     path = args.out / f"{size}-{name}.png"
+                    page.screenshot(path=str(path), full_page=True)
+                    print(path)
+                if hard_id is not None:
+                    page.goto(f"{app.url}/?page=label&model={hard_id}")
+                    page.get_by_text(PAGES["label"]).first.wait_for(timeout=60_000)
+                    page.wait_for_timeout(1500)
+                    path = args.out / f"{size}-label-hard.png"
                     page.screenshot(path=str(path), full_page=True)
                     print(path)
                 page.close()

@@ -13,12 +13,21 @@ training compute (the run's `train_time_s`: first to last step).
 Baselines on the same labels in the same run: scikit-learn LogisticRegression on the pixels
 and LabelSpreading (knn, 7 neighbours) over all samples, scored on the same test split.
 
-    .venv/bin/python tests/bench/bench_learning.py [--seeds 3] [--jobs 2]
+    .venv/bin/python tests/bench/bench_learning.py [--seeds 3] [--jobs 2] [--data all]
+
+`--data hard-digits` runs the same loop on images with real variation (issue 30): digits
+redrawn as 28x28 PNGs with random rotation, scale, shear, shift, stroke, blur, contrast and
+noise, three per source digit, written by the bench into class folders and read through the
+`image-folder` data set; the test split keeps every drawing of a source digit on one side.
+Strategies random and auto; baselines on the same labels: LabelSpreading on the pixels and a
+plain FixMatch CNN written here (no activelab code); and the image folder's decode cache
+(`cache_load_ratio`: a second load of a 20,000-image folder over the first). `--data all`
+(the default) runs both data sets.
 
 The last line printed is one JSON object of the figures (accuracies in %), among them the
 keys issue 17 names: ssvae_acc_10/30/50, logreg_acc_50, labelspreading_acc_50,
 best_strategy, strategy_gain_pts_30, worst_strategy_gap_pts, auto_gap_pts, map_knn_acc_50,
-round_overhead_s, quick_start_acc.
+round_overhead_s, quick_start_acc; and issue 30's hard_* keys.
 """
 
 from __future__ import annotations
@@ -84,33 +93,31 @@ def train_round(model, resume_from: str | None, threads: int) -> tuple[str, obje
     return handle.run_id, frame, wall, handle.metrics["train_time_s"]
 
 
-def run_job(job: tuple[int, tuple[str, ...], int, str]) -> dict:
+def run_job(job: tuple) -> dict:
     """One seed, some strategies: the shared first round, then 4 rounds per strategy."""
-    seed, strategies, threads, folder, in_process = job
+    seed, strategies, threads, folder, in_process, data = job
     global IN_PROCESS
     IN_PROCESS = in_process
     os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
     from activelab import standby
     from activelab.models import Lab
 
-    _images, truth = digits()
-    pool, test = split(truth, seed)
-    home = Path(folder) / f"seed{seed}-{strategies[0]}"
+    truth, pool, test, create = setting(data, seed)
+    home = Path(folder) / f"{data['name']}-seed{seed}-{strategies[0]}"
     lab = Lab(tracking_uri=f"sqlite:///{home}/mlflow.db", home=home)
     if not in_process:
         standby.ensure(home)  # as the app does when it starts
     start_labels = first_labels(truth, pool, seed)
     results: dict = {"accuracy": {}, "map_knn": {}, "wall": [], "compute": []}
 
-    base = lab.create_model("first-round", config={"trainer.seed": seed})
+    base = create(lab, "first-round")
     base.set_labels(start_labels)
     first_run, frame, wall, compute = train_round(base, None, threads)
-    results["wall"].append(wall)
-    results["compute"].append(compute)
+    results["first_wall"], results["first_compute"] = wall, compute
     first = score(frame, truth, pool, test)
 
     for strategy in strategies:
-        model = lab.create_model(strategy, config={"trainer.seed": seed})
+        model = create(lab, strategy)
         model.set_labels(start_labels)
         accuracies, maps = [first[0]], [first[1]]
         # every strategy continues the same first round (copied in as a run of this model)
@@ -128,9 +135,45 @@ def run_job(job: tuple[int, tuple[str, ...], int, str]) -> dict:
             maps.append(map_knn)
         results["accuracy"][strategy] = accuracies
         results["map_knn"][strategy] = maps
-        print(f"seed {seed} {strategy:>16}: " + " ".join(f"{a:5.1f}" for a in accuracies),
-              flush=True)  # fmt: skip
+        if strategy == "random":  # the FixMatch baseline learns from the same labels
+            results["random_labels"] = model.labels.as_dict()
+        print(f"{data['name']} seed {seed} {strategy:>16}: "
+              + " ".join(f"{a:5.1f}" for a in accuracies), flush=True)  # fmt: skip
     return results
+
+
+def setting(data: dict, seed: int) -> tuple:
+    """(true classes, pool, test split, model factory) of a data set for one seed."""
+    if data["name"] == "digits":
+        _images, truth = digits()
+        pool, test = split(truth, seed)
+
+        def create(lab, name):
+            return lab.create_model(name, config={"trainer.seed": seed})
+
+        return truth, pool, test, create
+    from hard_digits import folder_sources
+
+    sources, truth = folder_sources(Path(data["path"]))
+    pool, test = split_by_source(sources, seed)
+
+    def create_image_model(lab, name):
+        return lab.create_model(
+            name,
+            dataset="image-folder",
+            config={"dataset.path": data["path"], "trainer.seed": seed},
+        )
+
+    return truth, pool, test, create_image_model
+
+
+def split_by_source(sources: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every drawing of a source digit on one side: 30 % of the sources are the test split."""
+    rng = np.random.default_rng(seed)
+    unique = np.unique(sources)
+    held = rng.choice(unique, int(len(unique) * TEST_FRACTION), replace=False)
+    test = np.isin(sources, held)
+    return np.flatnonzero(~test), np.flatnonzero(test)
 
 
 def adopt_checkpoint(source, target, run_id: str) -> str:
@@ -228,31 +271,98 @@ def quick_start(folder: str) -> float:
     return float((predicted[others] == truth[others]).mean() * 100)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=2, help="processes (1 torch thread each)")
-    parser.add_argument("--in-process", action="store_true", help="train in the job processes")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    halves = (STRATEGIES[:4], STRATEGIES[4:])
-    with tempfile.TemporaryDirectory(prefix="bench-learning-") as folder:
-        jobs = [
-            (seed, half, 1, folder, args.in_process)
-            for seed in range(args.seeds)
-            for half in halves
-        ]
-        with ProcessPoolExecutor(args.jobs) as pool:
-            pending = pool.map(run_job, jobs)
-            quick = quick_start(folder)
-            results = list(pending)
-    base = baselines(args.seeds)
+HARD_STRATEGIES = ("random", "auto")
+FIXMATCH_STEPS = 1500  # ~2 minutes on one CPU thread (B = 32, mu = 4)
+CACHE_IMAGES = 20000
 
+
+def hard_baselines(path: str, seeds: int, results: list[dict]) -> dict[str, float]:
+    """LabelSpreading on the pixels and the plain FixMatch CNN, on each seed's labels of the
+    random strategy at 50, scored on the same test split (in %)."""
+    from fixmatch_baseline import fixmatch_accuracy
+    from hard_digits import folder_sources
+    from sklearn.semi_supervised import LabelSpreading
+
+    from activelab.tasks.datasets import ImageFolder
+
+    images = ImageFolder(path=path).load().images
+    sources, truth = folder_sources(Path(path))
+    spreading, fixmatch = [], []
+    labels_per_seed = [r["random_labels"] for r in results if "random_labels" in r]
+    for seed, labels in enumerate(labels_per_seed[:seeds]):
+        _pool, test = split_by_source(sources, seed)
+        known = np.full(len(truth), -1)
+        for index, label in labels.items():
+            known[index] = label
+        model = LabelSpreading(kernel="knn", n_neighbors=7, max_iter=100)
+        model.fit(images.reshape(len(images), -1), known)
+        spreading.append(float((model.transduction_[test] == truth[test]).mean() * 100))
+        fixmatch.append(fixmatch_accuracy(images, labels, truth, test, FIXMATCH_STEPS, seed))
+        print(f"hard-digits seed {seed} baselines: LabelSpreading {spreading[-1]:.1f}, "
+              f"FixMatch {fixmatch[-1]:.1f}", flush=True)  # fmt: skip
+    return {"labelspreading": float(np.mean(spreading)), "fixmatch": float(np.mean(fixmatch))}
+
+
+def cache_load_ratio(folder: str) -> tuple[float, float, float]:
+    """(second load / first load, first s, second s) of a 20,000-image folder through the
+    `image-folder` data set, the decode cache under a fresh data directory."""
+    from hard_digits import write_folder
+
+    from activelab.tasks.datasets import ImageFolder
+
+    images = Path(folder) / "cache-folder"
+    write_folder(images, variants=CACHE_IMAGES // 1797 + 1, seed=7, limit=None)
+    times = []  # a folder nobody loaded yet: the first load decodes it
+    for _ in range(2):
+        start = time.perf_counter()
+        loaded = ImageFolder(path=str(images)).load()
+        times.append(time.perf_counter() - start)
+    assert len(loaded.images) >= CACHE_IMAGES
+    return times[1] / times[0], times[0], times[1]
+
+
+def run_data_set(data: dict, args: argparse.Namespace, folder: str) -> tuple[list[dict], float]:
+    """Every job of one data set (and, for digits, Quick start beside them)."""
+    strategies = STRATEGIES if data["name"] == "digits" else HARD_STRATEGIES
+    halves = (strategies[: len(strategies) // 2], strategies[len(strategies) // 2 :])
+    jobs = [
+        (seed, half, 1, folder, args.in_process, data)
+        for seed in range(args.seeds)
+        for half in halves
+    ]
+    quick = float("nan")
+    with ProcessPoolExecutor(args.jobs) as pool:
+        pending = pool.map(run_job, jobs)
+        if data["name"] == "digits":
+            quick = quick_start(folder)
+        results = list(pending)
+    return results, quick
+
+
+def curves_of(results: list[dict], strategies: tuple[str, ...]) -> dict[str, list[float]]:
     def mean_curve(strategy: str) -> list[float]:
         curves = [r["accuracy"][strategy] for r in results if strategy in r["accuracy"]]
         return list(np.mean(curves, axis=0))
 
-    curves = {s: mean_curve(s) for s in STRATEGIES}
+    return {s: mean_curve(s) for s in strategies}
+
+
+def round_times(results: list[dict]) -> tuple[float, float]:
+    """Median (overhead, training compute) of a continuing round, in s."""
+    overheads = [w - c for r in results for w, c in zip(r["wall"], r["compute"], strict=True)]
+    computes = [c for r in results for c in r["compute"]]
+    return statistics.median(overheads), statistics.median(computes)
+
+
+def print_curves(curves: dict[str, list[float]], title: str) -> None:
+    print(f"{title:>18} " + " ".join(f"{n:>6}" for n in ROUNDS))
+    for name, curve in curves.items():
+        print(f"{name:>18} " + " ".join(f"{v:6.1f}" for v in curve))
+
+
+def digits_figures(results: list[dict], quick: float, seeds: int) -> dict:
+    base = baselines(seeds)
+    curves = curves_of(results, STRATEGIES)
     gaps = {
         s: [a - b for a, b in zip(curves[s], curves["random"], strict=True)][1:]
         for s in STRATEGIES
@@ -261,12 +371,8 @@ def main() -> None:
     at_30 = ROUNDS.index(30)
     best = max(gaps, key=lambda s: curves[s][at_30])
     maps = [r["map_knn"]["random"][-1] for r in results if "random" in r["map_knn"]]
-    overheads = [w - c for r in results for w, c in zip(r["wall"], r["compute"], strict=True)]
-    computes = [c for r in results for c in r["compute"]]
-
-    print(f"{'labels':>18} " + " ".join(f"{n:>6}" for n in ROUNDS))
-    for name, curve in [*curves.items(), *((f"{k} (baseline)", v) for k, v in base.items())]:
-        print(f"{name:>18} " + " ".join(f"{v:6.1f}" for v in curve))
+    overhead, compute = round_times(results)
+    print_curves({**curves, **{f"{k} (baseline)": v for k, v in base.items()}}, "digits labels")
     figures = {f"ssvae_acc_{n}": round(curves["random"][i], 1) for i, n in enumerate(ROUNDS)}
     figures.update({f"logreg_acc_{n}": round(base["logreg"][i], 1) for i, n in enumerate(ROUNDS)})
     figures.update(
@@ -287,13 +393,66 @@ def main() -> None:
             "strategy_acc_50": {s: round(curves[s][-1], 1) for s in STRATEGIES},
             "strategy_acc_30": {s: round(curves[s][at_30], 1) for s in STRATEGIES},
             "map_knn_acc_50": round(float(np.mean(maps)), 1),
-            "round_overhead_s": round(statistics.median(overheads), 2),
-            "round_training_s": round(statistics.median(computes), 2),
+            "round_overhead_s": round(overhead, 2),
+            "round_training_s": round(compute, 2),
             "quick_start_acc": round(quick, 1),
-            "seeds": args.seeds,
-            "elapsed_s": round(time.perf_counter() - started, 1),
         }
     )
+    return figures
+
+
+def hard_figures(results: list[dict], path: str, folder: str, seeds: int) -> dict:
+    curves = curves_of(results, HARD_STRATEGIES)
+    base = hard_baselines(path, seeds, results)
+    at_30 = ROUNDS.index(30)
+    maps = [r["map_knn"]["random"][-1] for r in results if "random" in r["map_knn"]]
+    overhead, compute = round_times(results)
+    first = [r["first_compute"] for r in results]
+    ratio, cold, warm = cache_load_ratio(folder)
+    print_curves(curves, "hard-digits labels")
+    print(f"hard-digits at 50: LabelSpreading {base['labelspreading']:.1f}, "
+          f"FixMatch ({FIXMATCH_STEPS} steps) {base['fixmatch']:.1f}")  # fmt: skip
+    print(f"cache: first load {cold:.2f} s, second {warm:.3f} s of {CACHE_IMAGES:,}+ images")
+    return {
+        **{f"hard_acc_{n}": round(curves["random"][i], 1) for i, n in enumerate(ROUNDS)},
+        "hard_auto_acc_30": round(curves["auto"][at_30], 1),
+        "hard_auto_acc_50": round(curves["auto"][-1], 1),
+        "hard_auto_gain_pts_30": round(curves["auto"][at_30] - curves["random"][at_30], 1),
+        "hard_fixmatch_acc_50": round(base["fixmatch"], 1),
+        "hard_fixmatch_steps": FIXMATCH_STEPS,
+        "hard_labelspreading_acc_50": round(base["labelspreading"], 1),
+        "hard_map_knn_acc_50": round(float(np.mean(maps)), 1),
+        "hard_first_round_train_s": round(statistics.median(first), 1),
+        "hard_round_train_s": round(compute, 1),
+        "hard_round_overhead_s": round(overhead, 2),
+        "cache_load_ratio": round(ratio, 3),
+        "cache_first_load_s": round(cold, 2),
+        "cache_second_load_s": round(warm, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2, help="processes (1 torch thread each)")
+    parser.add_argument("--in-process", action="store_true", help="train in the job processes")
+    parser.add_argument("--data", choices=("all", "digits", "hard-digits"), default="all")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    figures: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-learning-") as folder:
+        os.environ["ACTIVELAB_HOME"] = str(Path(folder) / "home")  # the image cache too
+        if args.data in ("all", "hard-digits"):
+            from hard_digits import write_folder
+
+            path = str(Path(folder) / "hard-digits")
+            write_folder(Path(path), variants=3, seed=0)
+            results, _ = run_data_set({"name": "hard-digits", "path": path}, args, folder)
+            figures.update(hard_figures(results, path, folder, args.seeds))
+        if args.data in ("all", "digits"):
+            results, quick = run_data_set({"name": "digits"}, args, folder)
+            figures.update(digits_figures(results, quick, args.seeds))
+    figures.update({"seeds": args.seeds, "elapsed_s": round(time.perf_counter() - started, 1)})
     print(json.dumps(figures))
 
 
