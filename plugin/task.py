@@ -40,7 +40,10 @@ class Batch:
     # labels spread from the person's over the data graph, (B,), and their certainty in [0, 1]
     propagated: torch.Tensor | None = None
     propagated_certainty: torch.Tensor | None = None
-    # the network on other images (e.g. augmented views of `x`), in the step's mode
+    # what the network reads when it is not `x` (pretrained features of the images), (B, D)
+    inputs: torch.Tensor | None = None
+    # the network on other images (e.g. augmented views of `x`), in the step's mode; None
+    # where the network does not read images (pretrained features)
     forward: Callable[[torch.Tensor], Outputs] | None = None
     # class logits of outputs, from the task that predicts classes (None: no such task)
     classify: Callable[[Outputs], torch.Tensor | None] | None = None

@@ -45,6 +45,10 @@ def head_of(heads: Any, task: Task) -> Any:
     return heads[task.name] if task.name in heads else None  # noqa: SIM401 (ModuleDict has no .get)
 
 
+# (architecture, weights, size) -> feature width, so building a model loads no network twice
+_FEATURE_WIDTHS: dict[tuple[str, str, int], int] = {}
+
+
 def classifier_of(tasks: list[Task], heads: Any) -> Callable[[Outputs], Any]:
     """Class logits of a batch's outputs from the task that predicts classes (None without
     one): what `Batch.classify` gives tasks such as consistency."""
@@ -54,6 +58,11 @@ def classifier_of(tasks: list[Task], heads: Any) -> Callable[[Outputs], Any]:
         return predictor.predict(out, heads[predictor.name]) if predictor else None
 
     return classify
+
+
+def network_input(batch: Batch) -> Any:
+    """What the network reads for a batch: its images, or their pretrained features."""
+    return batch.x if batch.inputs is None else batch.inputs
 
 
 def outputs_in_chunks(network: Any, images: Any, chunk: int = 1024) -> Outputs:
@@ -156,6 +165,13 @@ class TrainingData:
     # propagated labels get from that
     heldout_accuracy: float | None = None
     graph_trust: float = 1.0
+    # what the network reads when it is not the images (pretrained features), (N, D)
+    features: Any = None
+
+    @property
+    def inputs(self) -> Any:
+        """What the network reads: the images, or their pretrained features."""
+        return self.images if self.features is None else self.features
 
     def batch(self, idx: np.ndarray, pairs: np.ndarray | None = None) -> Batch:
         import torch
@@ -170,6 +186,7 @@ class TrainingData:
             pairs=torch.from_numpy(pairs).to(device) if pairs is not None else None,
             propagated=self.propagated[index] if self.propagated is not None else None,
             propagated_certainty=self.certainty[index] if self.certainty is not None else None,
+            inputs=self.features[index] if self.features is not None else None,
         )
 
     def to(self, device: Any) -> TrainingData:
@@ -182,6 +199,7 @@ class TrainingData:
         return dataclasses.replace(
             self, images=moved(self.images), labels=moved(self.labels), truth=moved(self.truth),
             propagated=moved(self.propagated), certainty=moved(self.certainty),
+            features=moved(self.features),
         )  # fmt: skip
 
 
@@ -191,7 +209,7 @@ class SSVAETrainer(Trainer):
     kind = "ssvae"
     # Parameters that change the network's shape: a checkpoint made with other values
     # cannot be continued.
-    architecture_params = ("latent_dim", "hidden_dims", "encoder", "conv_width")
+    architecture_params = ("latent_dim", "hidden_dims", "encoder", "conv_width", "features")
 
     latent_dim = param.Integer(
         16,
@@ -219,6 +237,18 @@ class SSVAETrainer(Trainer):
         "(no); auto: yes for the MLP (its pixel neighbours are good ones), no for the conv "
         "network (its latent learns from augmentations, and pixel neighbours of varied "
         "images mislead it).",
+    )
+    features = param.String(
+        "",
+        doc="A torchvision classifier (e.g. resnet18) whose frozen features the model learns "
+        "on, for photos; its weights come from features_weights or torch's cache (nothing is "
+        "downloaded). Empty: the model reads the pixels.",
+    )
+    features_weights = param.String(
+        "", doc="The pretrained network's weights (a state dict saved with torch.save)."
+    )
+    features_size = param.Integer(
+        64, bounds=(16, 512), doc="Images are resized to this for the pretrained network."
     )
     graph: param.Selector[str] = param.Selector(
         default="auto",
@@ -369,6 +399,7 @@ class SSVAETrainer(Trainer):
             self.latent_dim,
             encoder=self.encoder_kind(info),
             conv_width=self.conv_width,
+            input_shape=(self.feature_width(),) if self.features else None,
         )
         network.map_shapes_latent = self.map_shapes_latent == "yes" or (
             self.map_shapes_latent == "auto" and network.kind == "mlp"
@@ -386,16 +417,51 @@ class SSVAETrainer(Trainer):
         return model
 
     def encoder_kind(self, info: DatasetInfo) -> str:
-        """`encoder`, with auto resolved from the data's shape."""
+        """`encoder`, with auto resolved from the data's shape (pretrained features: mlp)."""
+        if self.features:
+            return "mlp"
         if self.encoder != "auto":
             return str(self.encoder)
         return "conv" if is_image_data(info) else "mlp"
 
     def uses_latent_graph(self, tasks: list[Task]) -> bool:
-        """`graph`, with auto resolved from the tasks."""
+        """`graph`, with auto resolved from the tasks (pretrained features: their graph)."""
+        if self.graph == "auto" and self.features:
+            return False
         if self.graph != "auto":
             return self.graph == "latent"
         return any(getattr(task, "invariant_latent", False) for task in tasks)
+
+    def extractor(self) -> Any:
+        """The frozen pretrained network (`features`), loaded from its weights file."""
+        from activelab.tasks.features import FrozenFeatures, weights_file
+
+        weights = weights_file(self.features, self.features_weights)
+        return FrozenFeatures(self.features, weights, self.features_size)
+
+    def feature_width(self) -> int:
+        """Width of the pretrained features (what the encoder reads)."""
+        key = (self.features, self.features_weights, self.features_size)
+        if key not in _FEATURE_WIDTHS:
+            import torch
+
+            probe = torch.zeros(1, 3, self.features_size, self.features_size)
+            _FEATURE_WIDTHS[key] = int(self.extractor()(probe).shape[1])
+        return _FEATURE_WIDTHS[key]
+
+    def features_of(self, bundle: DataBundle) -> np.ndarray | None:
+        """The data's pretrained features (computed once, then from the data directory's
+        cache), or None when the model reads pixels."""
+        if not self.features:
+            return None
+        from activelab.settings import data_dir
+        from activelab.tasks.features import features_of, weights_file
+
+        weights = weights_file(self.features, self.features_weights)
+        cache = data_dir() / "datasets" / "feature-cache"
+        found = features_of(bundle.images, self.features, weights, self.features_size, cache)
+        _FEATURE_WIDTHS[(self.features, self.features_weights, self.features_size)] = found.shape[1]
+        return found
 
     def load_model(self, info: DatasetInfo, tasks: list[Task], state: dict | None) -> Any:
         """`build_model` with a checkpoint's weights (if any), in eval mode."""
@@ -457,12 +523,16 @@ class SSVAETrainer(Trainer):
             if session.stop_requested:
                 break
         with torch.no_grad():
-            frame = self.predict_frame(session.tasks, loop.model, data.images, data.truth)
+            frame = self.predict_frame(session.tasks, loop.model, data.inputs, data.truth)
         session.log_predictions(frame)
         self.log_final_accuracy(session, frame)
         # logged for the CPU: it loads anywhere (torch.export traces it with a CPU example)
         if self.log_model:
-            session.log_model(loop.model.to("cpu"), example=session.data.images[:2].copy())
+            logged = loop.model.to("cpu")
+            if self.features:  # the logged model takes images, as the data set gives them
+                logged.image_features = self.extractor()
+            session.log_model(logged, example=session.data.images[:2].copy())
+            logged.image_features = None
 
     # --- pieces of the loop ------------------------------------------------------------------
 
@@ -494,6 +564,7 @@ class SSVAETrainer(Trainer):
         from activelab.tasks.neighbors import neighbours_of
 
         train_idx, val_idx = self.split(labels)
+        features = self.features_of(bundle)
         data = TrainingData(
             images=torch.from_numpy(bundle.images),
             labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
@@ -503,9 +574,12 @@ class SSVAETrainer(Trainer):
             train_idx=train_idx,
             val_idx=val_idx,
             graph=np.empty((len(train_idx), 0), dtype=np.int64),
+            features=torch.from_numpy(features) if features is not None else None,
         )
         if with_graph and len(train_idx) > 1:
-            graph = neighbours_of(bundle.images[train_idx], self.neighbours)
+            # the pixels' graph, or the pretrained features' (what they are for)
+            points = bundle.images if features is None else features
+            graph = neighbours_of(points[train_idx], self.neighbours)
             self.use_graph(data, graph, tasks, bundle.info.num_classes)
         return data
 
@@ -567,7 +641,7 @@ class SSVAETrainer(Trainer):
         with torch.no_grad():
             latent = torch.cat(
                 [
-                    model.network.encode(data.images[chunk])[0]
+                    model.network.encode(data.inputs[chunk])[0]
                     for chunk in torch.from_numpy(data.train_idx).split(4096)
                 ]
             )
@@ -650,10 +724,12 @@ class SSVAETrainer(Trainer):
         steps = 0
         precision = loop.precision or MixedPrecision("cpu", None)
         classify = classifier_of(session.tasks, heads)
+        reads_images = data.features is None
         for batch in self.batches(data, rng):
-            batch.forward = lambda x: precision.forward(network, x, decode=False)
+            if reads_images:  # augmented views of images mean nothing to a features model
+                batch.forward = lambda x: precision.forward(network, x, decode=False)
             batch.classify = classify
-            out = precision.forward(network, batch.x)
+            out = precision.forward(network, network_input(batch))
             terms = self.loss_terms(session.tasks, heads, batch, out)
             total = session.total_loss(terms, epoch, loop.global_step + 1)
             loop.optimizer.zero_grad(set_to_none=True)
@@ -706,7 +782,7 @@ class SSVAETrainer(Trainer):
             if len(data.val_idx):
                 batch = data.batch(data.val_idx)
                 batch.classify = classifier_of(tasks, heads)
-                out = outputs_in_chunks(network, batch.x)
+                out = outputs_in_chunks(network, network_input(batch))
                 measured = [t for t in tasks if t.has_validation_loss]
                 terms = self.loss_terms(measured, heads, batch, out)
                 figures.update({f"val/loss/{k}": float(v) for k, v in terms.items()})
@@ -719,7 +795,7 @@ class SSVAETrainer(Trainer):
                 )
             batch = data.batch(everything)
             batch.classify = classifier_of(tasks, heads)
-            out = outputs_in_chunks(network, batch.x)
+            out = outputs_in_chunks(network, network_input(batch))
             figures.update(self.task_metrics(tasks, heads, batch, out, "eval"))
         model.train(was_training)
         return figures
@@ -740,11 +816,12 @@ class SSVAETrainer(Trainer):
         pool = data.val_idx if len(data.val_idx) >= self.recon_images else data.train_idx
         rng = np.random.default_rng(self.seed)
         chosen = np.sort(rng.choice(pool, size=min(self.recon_images, len(pool)), replace=False))
-        x = data.images[torch.from_numpy(chosen).to(data.images.device)]
+        rows = torch.from_numpy(chosen).to(data.images.device)
+        x = data.images[rows]
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            x_hat = model.network(x).x_hat
+            x_hat = model.network(data.inputs[rows]).x_hat
         model.train(was_training)
         scale = max(1, 64 // x.shape[-1])
         return image_grid([x.cpu().numpy(), x_hat.cpu().numpy()], scale)
@@ -801,7 +878,9 @@ class SSVAETrainer(Trainer):
         torch = _torch(self.threads)
         model = self.load_model(data.info, tasks, state)
         truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
-        frame = self.predict_frame(tasks, model, torch.from_numpy(data.images), truth)
+        features = self.features_of(data)
+        inputs = data.images if features is None else features
+        frame = self.predict_frame(tasks, model, torch.from_numpy(inputs), truth)
         if state is None:
             frame = frame.drop(
                 columns=[c for c in frame.columns if c[:1] == "p" and c[1:].isdigit()]
@@ -826,13 +905,17 @@ class SSVAETrainer(Trainer):
         torch = _torch(self.threads)
         model = self.load_model(data.info, tasks, state)
         with torch.no_grad():
-            out = model.network(torch.from_numpy(data.images[np.asarray(indices)]))
+            features = self.features_of(data)
+            inputs = data.images if features is None else features
+            out = model.network(torch.from_numpy(inputs[np.asarray(indices)]))
         return out.x_hat.numpy()
 
     def state(self, modules: Any, optimizer: Any, epoch: int, global_step: int) -> dict[str, Any]:
         return {
             "trainer": self.kind,
-            "model": modules.state_dict(),
+            "model": {
+                k: v for k, v in modules.state_dict().items() if not k.startswith("image_features.")
+            },
             "optimizer": optimizer.state_dict(),
             "epoch": epoch,
             "global_step": global_step,

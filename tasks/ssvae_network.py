@@ -81,7 +81,10 @@ class SSVAENetwork(nn.Module):
         latent_dim: int,
         encoder: str = "mlp",
         conv_width: int = 16,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
+        """`input_shape`: what the encoder reads when it is not the image (pretrained
+        features); the decoder always draws the image."""
         super().__init__()
         self.latent_dim = latent_dim
         self.image_shape = tuple(image_shape)
@@ -94,7 +97,7 @@ class SSVAENetwork(nn.Module):
             previous = conv.features
             self.decoder: nn.Module = ConvDecoder(latent_dim, self.image_shape, conv_width)
         else:
-            self.encoder, previous = _mlp_encoder(self.image_shape, hidden_dims)
+            self.encoder, previous = _mlp_encoder(input_shape or self.image_shape, hidden_dims)
             self.decoder = _mlp_decoder(self.image_shape, hidden_dims, latent_dim)
         self.to_mu = nn.Linear(previous, latent_dim)
         self.to_logvar = nn.Linear(previous, latent_dim)
@@ -161,8 +164,13 @@ class SSVAEModule(nn.Module):
         self.heads = heads
         self.predictor = predictor
         self.predictor_slice: tuple[int | None, int | None] = (None, None)
+        # the frozen network whose features the model learned on (set for the logged model,
+        # so it takes images; never in checkpoints)
+        self.image_features: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.image_features is not None:
+            x = self.image_features(x)
         mu, _logvar = self.network.encode(x)
         if self.predictor is None:
             return mu

@@ -65,7 +65,7 @@ def test_a_conv_model_trains_with_consistency_and_rebuilds_its_graph_from_the_la
     _sources, truth = folder_sources(hard_folder)
     model.set_labels({int(i): int(truth[i]) for i in range(0, 80, 4)})
     first = model.launch(epochs=2, wait=True, system_metrics=False, in_process=True)
-    assert first.status == "FINISHED", first.error
+    assert first.status == "FINISHED", first.summary.error
     client = mlflow_client(local_lab)
     metrics = client.get_run(first.run_id).data.metrics
     assert metrics["loss/consistency"] >= 0
@@ -76,7 +76,7 @@ def test_a_conv_model_trains_with_consistency_and_rebuilds_its_graph_from_the_la
     resumed = model.launch(
         epochs=1, resume_from=first.run_id, wait=True, system_metrics=False, in_process=True
     )
-    assert resumed.status == "FINISHED", resumed.error
+    assert resumed.status == "FINISHED", resumed.summary.error
     history = client.get_metric_history(resumed.run_id, "graph/propagated_accuracy")
     # a continued run takes its graph from the checkpoint's latent before its first step
     assert [point.step for point in history] == [2]
@@ -165,3 +165,55 @@ def test_a_cold_start_picks_what_the_data_is_made_of_and_shows_no_made_up_classe
     frame = model._latest_or_untrained()
     assert (frame["predicted"] == -1).all() and frame["certainty"].isna().all()
     assert not [c for c in frame.columns if c[:1] == "p" and c[1:].isdigit()]
+
+
+def test_pretrained_features_from_a_local_file_reach_the_graph_classifier_and_map(
+    local_lab, hard_folder, tmp_path, monkeypatch
+):
+    import mlflow
+    import torch
+    import torchvision
+
+    from activelab.runtime import build_tasks, build_trainer
+    from activelab.tasks.neighbors import nearest_neighbours
+
+    weights = tmp_path / "resnet18-random.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    settings = {
+        "trainer.features": "resnet18",
+        "trainer.features_weights": str(weights),
+        "trainer.features_size": "32",
+        "trainer.log_model": "true",
+    }
+    model = image_model(local_lab, hard_folder, "photos", **settings)
+    _sources, truth = folder_sources(hard_folder)
+    model.set_labels({int(i): int(truth[i]) for i in range(0, 80, 4)})
+    handle = model.launch(epochs=2, wait=True, system_metrics=False, in_process=True)
+    assert handle.status == "FINISHED", handle.summary.error
+
+    config, host = model.config, local_lab.plugins
+    trainer = build_trainer(config, host)
+    bundle = host.get("datasets", config.dataset)(**config.dataset_params).load()
+    features = trainer.features_of(bundle)
+    assert features.shape == (80, 512)  # resnet18's features, not the 784 pixels
+    tasks = build_tasks(config, host, bundle.info)
+    network = trainer.build_model(bundle.info, tasks).network
+    assert network.encoder[1].in_features == 512
+    data = trainer.training_data(bundle, model.labels.as_array(), tasks)
+    expected = nearest_neighbours(features[data.train_idx], trainer.neighbours)
+    np.testing.assert_array_equal(data.graph, expected)  # the graph is the features'
+    frame = model._predictions_frame(handle.run_id)[1]
+    assert set(frame["predicted"]) <= set(range(10)) and frame[["z0", "z1"]].notna().all().all()
+    # the logged model holds the frozen network, so it takes images
+    found = mlflow_client(local_lab).search_logged_models(experiment_ids=[model.id])
+    logged = mlflow.pyfunc.load_model(found[0].model_uri)
+    out = logged.predict(bundle.images[:3])
+    assert np.asarray(out).shape == (3, 16 + 10)
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    missing = image_model(local_lab, hard_folder, "no-weights", **{"trainer.features": "resnet18"})
+    missing.set_labels({0: int(truth[0])})
+    failed = missing.launch(epochs=1, wait=True, system_metrics=False, in_process=True)
+    assert failed.status == "FAILED"
+    assert "nothing is downloaded" in failed.summary.error and "empty-torch-home" in failed.summary.error
