@@ -216,4 +216,7 @@ def test_pretrained_features_from_a_local_file_reach_the_graph_classifier_and_ma
     missing.set_labels({0: int(truth[0])})
     failed = missing.launch(epochs=1, wait=True, system_metrics=False, in_process=True)
     assert failed.status == "FAILED"
-    assert "nothing is downloaded" in failed.summary.error and "empty-torch-home" in failed.summary.error
+    assert (
+        "nothing is downloaded" in failed.summary.error
+        and "empty-torch-home" in failed.summary.error
+    )
