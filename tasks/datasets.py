@@ -176,8 +176,8 @@ class ImageFolder(Dataset):
             raise DatasetUnavailableError(f"Image folder {folder} holds no images.")
         return found
 
-    def info(self) -> DatasetInfo:
-        listing = self.listing()
+    def info(self, listing: FolderListing | None = None) -> DatasetInfo:
+        listing = listing or self.listing()
         classes = listing.classes if listing.has_class_folders else tuple(self.classes)
         channels = 1 if self.grayscale else 3
         return DatasetInfo(
@@ -192,7 +192,7 @@ class ImageFolder(Dataset):
         """The images, decoded once into the data directory's cache (see
         activelab.tasks.image_cache) and read from there while the folder is unchanged."""
         listing = self.listing()
-        info = self.info()
+        info = self.info(listing)
         channels = info.image_shape[0]
         pixels = cached_pixels(
             listing, self.size, channels, data_dir() / "datasets" / "image-cache", progress

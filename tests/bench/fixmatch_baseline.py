@@ -10,7 +10,9 @@ recipe at a CPU's scale.
 - loss: cross-entropy on the weakly augmented labeled batch plus, on the unlabeled batch, the
   cross-entropy of the strong view against the weak view's class where its confidence is at
   least 0.95;
-- SGD with Nesterov momentum 0.9, lr 0.03 with the paper's cosine decay, weight decay 5e-4.
+- Adam at lr 3e-3 with the paper's cosine decay. (The paper's SGD at lr 0.03 is made for
+  a million steps: at 1,500 steps it reached 72 % where Adam reaches ~84 %; the baseline gets
+  the stronger of the two.)
 """
 
 from __future__ import annotations
@@ -99,9 +101,7 @@ def fixmatch_accuracy(
     labeled = np.array(sorted(labels))
     targets = torch.tensor([labels[i] for i in labeled])
     model = network(int(truth.max()) + 1)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=0.03, momentum=0.9, nesterov=True, weight_decay=5e-4
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: math.cos(7 * math.pi * step / (16 * steps))
     )
