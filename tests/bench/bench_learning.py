@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -333,7 +334,10 @@ def run_data_set(data: dict, args: argparse.Namespace, folder: str) -> tuple[lis
         for half in halves
     ]
     quick = float("nan")
-    with ProcessPoolExecutor(args.jobs) as pool:
+    # a fresh interpreter per job: a process forked after this one ran torch or scikit-learn
+    # (the other data set's baselines) can hang in their thread pools (seen: KMeans waiting
+    # forever in a forked job of --data all)
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending = pool.map(run_job, jobs)
         if data["name"] == "digits":
             quick = quick_start(folder)
