@@ -61,12 +61,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        trainer = data.get("trainer", DEFAULT_TRAINER)
+        trainer_params = dict(data.get("trainer_params", {}))
+        if trainer == DEFAULT_TRAINER and trainer_params and "encoder" not in trainer_params:
+            # saved before the conv network existed: its checkpoints are the MLP's
+            trainer_params["encoder"] = "mlp"
         return cls(
             preset=data.get("preset", DEFAULT_PRESET),
             dataset=data["dataset"],
             dataset_params=dict(data.get("dataset_params", {})),
-            trainer=data.get("trainer", DEFAULT_TRAINER),
-            trainer_params=dict(data.get("trainer_params", {})),
+            trainer=trainer,
+            trainer_params=trainer_params,
             tasks=[TaskSpec(**t) for t in data.get("tasks", [])],
         )
 

@@ -220,3 +220,13 @@ def test_pretrained_features_from_a_local_file_reach_the_graph_classifier_and_ma
         "nothing is downloaded" in failed.summary.error
         and "empty-torch-home" in failed.summary.error
     )
+
+
+def test_a_model_saved_before_the_conv_network_keeps_its_mlp(local_lab, hard_folder):
+    from activelab.config import ModelConfig
+
+    model = image_model(local_lab, hard_folder)
+    saved = model.config.to_dict()
+    assert saved["trainer_params"]["encoder"] == "auto"  # new models resolve it from the data
+    del saved["trainer_params"]["encoder"]  # as every config written before it existed
+    assert ModelConfig.from_dict(saved).trainer_params["encoder"] == "mlp"
