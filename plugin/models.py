@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Experiment
 
     from activelab.analyzer import AnalyzerResult
+    from activelab.dataset import DataBundle
     from activelab.evaluation import Evaluation
     from activelab.labels import LabelEvent, LabelState
     from activelab.launcher import TrainingHandle
@@ -455,13 +456,20 @@ class Model:
         """The latest run's predictions; before any run, the untrained model's placement
         (a cold start: typical samples of its clusters are what to label first)."""
         from activelab.runs import latest_predictions_run
-        from activelab.runtime import build_tasks, build_trainer
 
         if latest_predictions_run(self.lab.tracking, self.id) is not None:
             return self._predictions_frame(None)[1]
+        return self.untrained_predictions()
+
+    def untrained_predictions(self, data: DataBundle | None = None) -> pd.DataFrame:
+        """Where the untrained model places each sample (no classes: they would mean
+        nothing); `data` when already loaded."""
+        from activelab.runtime import build_tasks, build_trainer
+
         config = self.config
         host = self.lab.plugins
-        data = host.get("datasets", config.dataset)(**config.dataset_params).load()
+        if data is None:
+            data = host.get("datasets", config.dataset)(**config.dataset_params).load()
         trainer = build_trainer(config, host)
         frame: pd.DataFrame = trainer.predictions(data, build_tasks(config, host, data.info))
         return frame

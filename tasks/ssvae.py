@@ -463,6 +463,11 @@ class SSVAETrainer(Trainer):
         _FEATURE_WIDTHS[(self.features, self.features_weights, self.features_size)] = found.shape[1]
         return found
 
+    def inputs_of(self, bundle: DataBundle) -> np.ndarray:
+        """What the network reads of a data set: its images, or their pretrained features."""
+        features = self.features_of(bundle)
+        return bundle.images if features is None else features
+
     def load_model(self, info: DatasetInfo, tasks: list[Task], state: dict | None) -> Any:
         """`build_model` with a checkpoint's weights (if any), in eval mode."""
         model = self.build_model(info, tasks)
@@ -531,8 +536,10 @@ class SSVAETrainer(Trainer):
             logged = loop.model.to("cpu")
             if self.features:  # the logged model takes images, as the data set gives them
                 logged.image_features = self.extractor()
-            session.log_model(logged, example=session.data.images[:2].copy())
-            logged.image_features = None
+            try:
+                session.log_model(logged, example=session.data.images[:2].copy())
+            finally:
+                logged.image_features = None
 
     # --- pieces of the loop ------------------------------------------------------------------
 
@@ -606,8 +613,8 @@ class SSVAETrainer(Trainer):
             return
         nearest = graph[:, : self.propagation_neighbours]
         spread = propagate_labels(nearest, labels[data.train_idx], num_classes)
-        # Guard against a graph that mixes the classes (and against confirmation bias from
-        # a latent that learned from it): its held-out accuracy scales every certainty.
+        # Guard against a pixel graph that mixes the classes: its held-out accuracy scales
+        # every certainty.
         data.heldout_accuracy = None
         data.graph_trust = 1.0
         if not from_latent:
@@ -878,9 +885,7 @@ class SSVAETrainer(Trainer):
         torch = _torch(self.threads)
         model = self.load_model(data.info, tasks, state)
         truth = torch.from_numpy(data.true_labels) if data.true_labels is not None else None
-        features = self.features_of(data)
-        inputs = data.images if features is None else features
-        frame = self.predict_frame(tasks, model, torch.from_numpy(inputs), truth)
+        frame = self.predict_frame(tasks, model, torch.from_numpy(self.inputs_of(data)), truth)
         if state is None:
             frame = frame.drop(
                 columns=[c for c in frame.columns if c[:1] == "p" and c[1:].isdigit()]
@@ -905,17 +910,14 @@ class SSVAETrainer(Trainer):
         torch = _torch(self.threads)
         model = self.load_model(data.info, tasks, state)
         with torch.no_grad():
-            features = self.features_of(data)
-            inputs = data.images if features is None else features
-            out = model.network(torch.from_numpy(inputs[np.asarray(indices)]))
+            inputs = self.inputs_of(data)[np.asarray(indices)]
+            out = model.network(torch.from_numpy(inputs))
         return out.x_hat.numpy()
 
     def state(self, modules: Any, optimizer: Any, epoch: int, global_step: int) -> dict[str, Any]:
         return {
             "trainer": self.kind,
-            "model": {
-                k: v for k, v in modules.state_dict().items() if not k.startswith("image_features.")
-            },
+            "model": modules.state_dict(),
             "optimizer": optimizer.state_dict(),
             "epoch": epoch,
             "global_step": global_step,

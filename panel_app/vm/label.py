@@ -145,12 +145,10 @@ class LabelViewModel(LoadedModel, param.Parameterized):
         return ("untrained", model.id, model.config.to_json())
 
     def _untrained_predictions(self, model: Model) -> pd.DataFrame:
-        config = model.config
         key = self._untrained_key(model)
 
         def compute() -> pd.DataFrame:
-            trainer = build_trainer(config, self.lab.plugins)
-            return trainer.predictions(self.data, build_tasks(config, self.lab.plugins))
+            return model.untrained_predictions(self.data)
 
         return self.state.context.predictions.get(key, compute)
 
