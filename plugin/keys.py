@@ -37,6 +37,8 @@ PID = "activelab.pid"
 HOST = "activelab.host"
 PROCESS_STARTED = "activelab.process_started"  # create time of PID, so a reused PID is not alive
 ERROR = "activelab.error"
+# "running" from the run's end while its logged model and evaluation are made (then deleted)
+FOLLOW_UPS = "activelab.follow_ups"
 PARENT_RUN = "activelab.parent_run"
 PARENT_CHECKPOINT = "activelab.parent_checkpoint"
 START_EPOCH = "activelab.start_epoch"  # epochs already trained along the lineage

@@ -28,6 +28,7 @@ from activelab.runs import (
     request_stop,
     resolve_checkpoint,
     settle_dead_run,
+    trainer_process_ended,
 )
 from activelab.version import __version__
 from activelab.worker import LaunchSpec, execute_run
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
     from activelab.runtime import Progress
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit of a param value
+# a wait for follow-ups with no timeout of its own ends here (a trainer elsewhere that died
+# after its run's end never says they are done)
+FOLLOW_UPS_WAIT_S = 900
+IN_PROCESS_RUN_THREAD = "activelab-run-"  # its name's start
 
 
 def _run_name(model: Model, number: int, epochs: int, parent_number: str | None) -> str:
@@ -265,7 +270,9 @@ class TrainingHandle:
                 self._thread_error = exc
                 log.exception("The training thread of run %s failed", spec.run_id)
 
-        self.thread = threading.Thread(target=target, name=f"activelab-run-{spec.run_id[:8]}")
+        self.thread = threading.Thread(
+            target=target, name=f"{IN_PROCESS_RUN_THREAD}{spec.run_id[:8]}"
+        )
         record_process(self._tracking, self.run_id, os.getpid())
         self.thread.start()
 
@@ -320,8 +327,18 @@ class TrainingHandle:
         """The latest value of every metric."""
         return dict(self.run.data.metrics)
 
-    def wait(self, timeout: float | None = None, progress: bool = False, poll: float = 0.2) -> str:
-        """Block until the run ends; returns its final status (TimeoutError after `timeout`)."""
+    def wait(
+        self,
+        timeout: float | None = None,
+        progress: bool = False,
+        poll: float = 0.2,
+        follow_ups: bool = False,
+    ) -> str:
+        """Block until the run ends; returns its final status (TimeoutError after `timeout`).
+
+        The run's predictions and checkpoints are in when it ends. `follow_ups=True` also waits
+        for what the run does after its end: its logged model and the evaluation of a finished
+        run (a few seconds), as the CLI does."""
         from activelab.connectivity import Outage
         from activelab.runtime import outage_wait_s
 
@@ -340,17 +357,43 @@ class TrainingHandle:
                     status = "RUNNING"
                 if status not in ACTIVE:
                     break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"Run {self.run_id} is still {status} after {timeout} s.")
+                self._check_deadline(deadline, f"still {status}")
                 time.sleep(poll)
+            if follow_ups:
+                if bar is not None:
+                    bar.say("Logging the model and evaluating the last checkpoint...")
+                self._wait_for_follow_ups(deadline, poll)
         finally:
             if bar is not None:
                 bar.close()
+        return status
+
+    def _wait_for_follow_ups(self, deadline: float | None, poll: float) -> None:
+        """Until the run says its follow-ups are done, or its trainer is gone (then they
+        never will be), within `deadline` (else FOLLOW_UPS_WAIT_S)."""
+        if deadline is None:
+            deadline = time.monotonic() + FOLLOW_UPS_WAIT_S
+        while self.run.data.tags.get(keys.FOLLOW_UPS) == "running":
+            if self._trainer_gone():
+                break
+            self._check_deadline(deadline, "making its logged model and evaluation")
+            time.sleep(poll)
+        # and the trainer's own end (its process reaped, its thread joined)
         if self.job is not None:
             self.job.wait(timeout=60)
         if self.thread is not None:
             self.thread.join(timeout=60)
-        return status
+
+    def _trainer_gone(self) -> bool:
+        if self.job is not None:
+            return self.job.exit_reason() is not None
+        if self.thread is not None:
+            return not self.thread.is_alive()
+        return trainer_process_ended(self.run)
+
+    def _check_deadline(self, deadline: float | None, doing: str) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"Run {self.run_id} is {doing} after the time allowed.")
 
     def stop(self, wait: bool = True, timeout: float | None = 300) -> str:
         """Ask the run to stop at the next step; it saves a checkpoint and ends KILLED."""

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 NICE_ENV = "ACTIVELAB_WORKER_NICE"
 DEFAULT_NICE = 10
+LOWEST_NICE = 19
 AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
 # Linux lets a process without CAP_SYS_ADMIN change an autogroup's niceness once per 100 ms,
 # machine-wide (EAGAIN otherwise): two workers starting together retry, a bounded number of times.
@@ -37,7 +38,7 @@ def yield_to_the_person(launcher_nice: int | None = None) -> None:
     (a worker forked by the warm worker)."""
     increment = _increment()
     now = os.nice(0)
-    wanted = min((now if launcher_nice is None else launcher_nice) + increment, 19)
+    wanted = min((now if launcher_nice is None else launcher_nice) + increment, LOWEST_NICE)
     if wanted != now:
         try:
             os.setpriority(os.PRIO_PROCESS, 0, wanted)
@@ -49,6 +50,17 @@ def yield_to_the_person(launcher_nice: int | None = None) -> None:
             )  # fmt: skip
     if os.getsid(0) == os.getpid():  # never the launcher's session: that is the person's app
         _set_session_nice(os.nice(0))
+
+
+def step_aside() -> None:
+    """The lowest priority for this worker's remaining work (a run's follow-ups, once its
+    results are out): the next round's training, started meanwhile, comes first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, LOWEST_NICE)
+    except OSError as exc:
+        log.debug("Left this worker at nice %d: %s", os.nice(0), exc)
+    if os.getsid(0) == os.getpid():
+        _set_session_nice(LOWEST_NICE)
 
 
 def autogroup_enabled() -> bool:

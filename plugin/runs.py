@@ -175,6 +175,17 @@ def get_run(tracking: Tracking, run_id: str) -> Run:
 # --- liveness -------------------------------------------------------------------------------
 
 
+def trainer_process_ended(run: Run) -> bool:
+    """Whether the process that ran `run` is known to be gone (on this machine; False where
+    it cannot be told: elsewhere, or no process recorded), whatever the run's status."""
+    tags = run.data.tags
+    pid, host = tags.get(keys.PID), tags.get(keys.HOST)
+    if not pid or host != socket.gethostname():
+        return False
+    started = float(tags[keys.PROCESS_STARTED]) if tags.get(keys.PROCESS_STARTED) else None
+    return not _process_alive(int(pid), started)
+
+
 def _process_alive(pid: int, started: float | None) -> bool:
     import psutil
 

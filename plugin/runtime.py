@@ -141,9 +141,12 @@ class TrainingSession:
         self.last_checkpoint: str | None = None
         self.batch_size = 1
         self._last_progress_sent = 0.0
-        self._last_step_at: float | None = None
+        self._loop_ended_at: float | None = None
         self._step_times: list[float] = []
         self._last_epoch: tuple[dict[str, float], int, int] | None = None  # figures, step, ms
+        # work that waits until the run has ended (`follow_ups`): the run's results are out
+        # and its waiters go on while the model is exported
+        self.follow_ups: list[Callable[[], None]] = []
 
     @property
     def run_id(self) -> str:
@@ -195,7 +198,7 @@ class TrainingSession:
         p = self.progress
         p.epoch, p.step, p.run_steps = epoch, step, p.run_steps + 1
         now = time.time()
-        self._last_step_at = now
+        self._loop_ended_at = now
         elapsed = max(now - p.started, 1e-9)
         p.samples_per_s = p.run_steps * self.batch_size / elapsed
         if p.total_steps:
@@ -219,6 +222,7 @@ class TrainingSession:
         self._last_epoch = (dict(figures), epoch, stamp)
         self.outbox.add({"epoch": epoch}, step)
         self.epochs_done += 1
+        self._loop_ended_at = time.time()  # an epoch's evaluation is part of the loop
         card = {keys.TOTAL_EPOCHS: str(epoch), keys.UPDATED_AT: str(int(time.time() * 1000))}
         loss = figures.get("epoch/loss/total")
         if loss is not None:
@@ -258,10 +262,11 @@ class TrainingSession:
 
     def finish(self) -> None:
         """The final progress and the loop's own time (`train_time_s`: from the model being
-        ready to the last step, so what a run costs beyond it can be told apart)."""
+        ready to the end of its last epoch, each epoch's evaluation included), so what a run
+        costs beyond its training (start, final predictions, end) can be told apart."""
         self.outbox.set_run_tags({keys.PROGRESS: self.progress.to_json()})
-        if self._last_step_at is not None:
-            loop = self._last_step_at - self.progress.started
+        if self._loop_ended_at is not None:
+            loop = self._loop_ended_at - self.progress.started
             self.outbox.add({"train_time_s": round(loop, 3)}, self.progress.step)
 
     def log_image(self, key: str, image: np.ndarray, step: int) -> None:
@@ -276,11 +281,15 @@ class TrainingSession:
         )
 
     def log_model(self, module: Any, example: np.ndarray | None = None) -> None:
-        """The final model through `mlflow.pytorch.log_model`, so it can be registered."""
-        import mlflow.pytorch
+        """Log `module` as the run's MLflow model (`mlflow.pytorch`, so it can be registered)
+        once the run has ended: its predictions and checkpoints are out first, and a script's
+        `wait()` does not wait for the export (~3 s). `module` must not change afterwards."""
+        self.follow_ups.append(lambda: self._log_model_now(module, example))
 
-        # pt2 (torch.export) is MLflow's safe format and loads without activelab installed;
-        # it needs an input example (~3 s once per run).
+    def _log_model_now(self, module: Any, example: np.ndarray | None) -> None:
+        import mlflow.pytorch
+        from mlflow.models import Model
+
         from activelab.connectivity import is_transient
 
         module.eval()
@@ -288,10 +297,19 @@ class TrainingSession:
         deadline = time.monotonic() + self.outage_wait_s
         while True:
             try:
-                logged = mlflow.pytorch.log_model(
-                    module, name=self._logged_model_name(), pip_requirements=pip_requirements(),
-                    input_example=example, tags={NOTE_TAG: self._logged_model_note()},
-                    params={"trainer": self.context.config.trainer, "epochs": self.context.epochs},
+                # The run has ended: no active run to put the model in, so it is made in the
+                # run's experiment first. pt2 (torch.export) is MLflow's safe format and loads
+                # without activelab installed; it needs an input example.
+                params = {"trainer": self.context.config.trainer, "epochs": self.context.epochs}
+                model_id = self.outbox.tracking.create_logged_model(
+                    self.run_id, self._logged_model_name(),
+                    params={k: str(v) for k, v in params.items()},
+                    tags={NOTE_TAG: self._logged_model_note()},
+                )  # fmt: skip
+                logged = Model.log(
+                    artifact_path=None, model_id=model_id, run_id=self.run_id,
+                    flavor=mlflow.pytorch, pytorch_model=module,
+                    pip_requirements=pip_requirements(), input_example=example,
                 )  # fmt: skip
                 self._link_to_logged_model(logged.model_id)
                 return

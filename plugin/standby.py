@@ -251,11 +251,13 @@ def warm_up() -> None:
     Libraries only: a model's settings and plugins are loaded by each forked worker."""
     import mlflow
     import mlflow.pytorch
+    import mlflow.store.tracking.sqlalchemy_store  # a database store's first open (~2.4 s)
     import pandas
     import torch
     from sklearn.neighbors import NearestNeighbors
 
     import activelab.models
+    import activelab.tasks.neighbors
     import activelab.tasks.ssvae
     import activelab.tasks.ssvae_network
 

@@ -223,6 +223,20 @@ class Tracking:
             if key in present:
                 self._client.delete_tag(run_id, key)
 
+    def create_logged_model(
+        self, run_id: str, name: str, params: dict[str, str], tags: dict[str, str]
+    ) -> str:
+        """A PENDING logged model of `run_id`, in its experiment, with the run's params and
+        MLflow's context tags (as `log_model` in a run makes one); its id."""
+        from mlflow.tracking.context import registry
+
+        run = self._client.get_run(run_id)
+        created = self._client.create_logged_model(
+            run.info.experiment_id, name=name, source_run_id=run_id,
+            params={**params, **run.data.params}, tags=registry.resolve_tags(tags),
+        )  # fmt: skip
+        return str(created.model_id)
+
     def log_batch(self, run_id: str, metrics: Sequence[Any] = (), tags: Sequence[Any] = ()) -> None:
         """One request of MLflow `Metric`s and `RunTag`s (callers keep to MLflow's limits)."""
         self._client.log_batch(run_id, metrics=list(metrics), tags=list(tags))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from activelab import keys
 from activelab.connectivity import fail_fast_http, wait_until_reachable
 from activelab.errors import ActivelabError
-from activelab.priority import yield_to_the_person
+from activelab.priority import step_aside, yield_to_the_person
 from activelab.run_note import NOTE_TAG, RunNote
 
 if TYPE_CHECKING:
@@ -166,9 +166,12 @@ def execute_run(
     spec: LaunchSpec,
     on_progress: Callable[[Progress], None] | None = None,
     stop_event: threading.Event | None = None,
+    before_follow_ups: Callable[[], None] | None = None,
 ) -> str:
-    """Run `spec` in this process; returns the final status (the evaluation after training
-    follows the run's end)."""
+    """Run `spec` in this process; returns the final status. The run's follow-ups (its logged
+    model, the evaluation after training) come after its end, so whoever waits for the run
+    has its predictions and checkpoints without waiting for them; `before_follow_ups` is
+    called first (a worker process lowers its priority: the next round comes first)."""
     import mlflow
 
     from activelab.backend import record_process
@@ -247,11 +250,13 @@ def execute_run(
         status, error = "FAILED", exc
         note.error = _record_error(outbox, exc)
     finally:
+        follow_ups = _follow_ups(status, session, model, spec.run_id, data)
         if session is not None:
             session.finish()
             note.epochs_done, note.final_loss = session.epochs_done, session.final_loss
         note.status = status
-        outbox.set_run_tags({NOTE_TAG: note.markdown()})
+        # before the end: whoever sees the run ended also sees that follow-ups are on the way
+        outbox.set_run_tags({NOTE_TAG: note.markdown()} | _follow_ups_tag(follow_ups))
         outbox.set_experiment_tags(
             {keys.LATEST_RUN_STATUS: status, keys.UPDATED_AT: str(int(time.time() * 1000))}
         )
@@ -259,9 +264,42 @@ def execute_run(
         log.info("run ended: %s", status)
         host.on_train_end(context, status, error)
         _end_fluent_run(spec.run_id, status)
-    if status == "FINISHED" and session is not None and session.last_checkpoint:
-        _evaluate_after_training(model, spec.run_id, data)
+    if follow_ups:
+        if before_follow_ups is not None:
+            before_follow_ups()
+        _run_follow_ups(follow_ups, tracking, spec.run_id)
     return status
+
+
+def _follow_ups(
+    status: str, session: Any, model: Any, run_id: str, data: Any
+) -> list[Callable[[], None]]:
+    """What a run does after its end: what its trainer queued (the logged model), unless it
+    failed, and the evaluation of a finished run's last checkpoint."""
+    if status == "FAILED" or session is None:
+        return []
+    work = list(session.follow_ups)
+    if status == "FINISHED" and session.last_checkpoint:
+        work.append(lambda: _evaluate_after_training(model, run_id, data))
+    return work
+
+
+def _follow_ups_tag(follow_ups: list[Callable[[], None]]) -> dict[str, str]:
+    return {keys.FOLLOW_UPS: "running"} if follow_ups else {}
+
+
+def _run_follow_ups(follow_ups: list[Callable[[], None]], tracking: Any, run_id: str) -> None:
+    """Each follow-up in turn (a failure is logged and never touches the run's status), then
+    the run drops its follow-ups tag (`wait(follow_ups=True)` waits for that)."""
+    for work in follow_ups:
+        try:
+            work()
+        except Exception:
+            log.warning("A follow-up of the run failed", exc_info=True)
+    try:
+        tracking.delete_run_tag(run_id, keys.FOLLOW_UPS)
+    except Exception as exc:  # a waiter then stops at its own bound or at the process's end
+        log.warning("Could not record that the run's follow-ups are done: %s", exc)
 
 
 def _load_data(host: Any, config: Any, backend: str) -> Any:
@@ -281,14 +319,11 @@ def _load_data(host: Any, config: Any, backend: str) -> Any:
 
 
 def _evaluate_after_training(model: Any, run_id: str, data: Any) -> None:
-    """Every finished run gets an evaluation of its last checkpoint (an eval run under it);
-    a failure here is logged and never touches the training run's status."""
+    """Every finished run gets an evaluation of its last checkpoint (an eval run under it)."""
     from activelab.evaluation import evaluate_run
 
-    try:
-        evaluate_run(model, run_id, data=data)
-    except Exception:
-        log.warning("The evaluation after training failed", exc_info=True)
+    log.info("evaluating the last checkpoint")
+    evaluate_run(model, run_id, data=data)
 
 
 def _install_stop_signals(stop: threading.Event) -> None:
@@ -340,7 +375,7 @@ def run_spec(spec: LaunchSpec) -> int:
     log.info("worker for run %s started", spec.run_id)
     stop = threading.Event()
     _install_stop_signals(stop)
-    status = execute_run(spec, stop_event=stop)
+    status = execute_run(spec, stop_event=stop, before_follow_ups=step_aside)
     print(f"run {spec.run_id} ended: {status}", file=sys.stderr, flush=True)
     return 0 if status in ("FINISHED", "KILLED") else 1
 

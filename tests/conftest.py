@@ -5,19 +5,22 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from activelab.launcher import IN_PROCESS_RUN_THREAD
 from activelab.mlflow_server import start_mlflow_server
 
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test touches ~/.activelab or a tracking server from the environment."""
     monkeypatch.setenv("ACTIVELAB_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -31,7 +34,13 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # test_the_worker_yields_to_the_app_at_a_lower_priority checks the default.
     monkeypatch.setenv("ACTIVELAB_WORKER_NICE", "0")
     # MLflow samples CPU/memory every 10 s; tests' runs are shorter than that.
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    yield
+    # An in-process run's follow-ups (logged model, evaluation) go on after its end, as a
+    # script's do: they finish in the test that started them, not in the next one.
+    for thread in threading.enumerate():
+        if thread.name.startswith(IN_PROCESS_RUN_THREAD):
+            thread.join(timeout=120)
 
 
 @pytest.fixture(scope="session", autouse=True)

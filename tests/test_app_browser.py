@@ -650,10 +650,10 @@ def test_evaluate_a_trained_model(app, page):
     lab = lab_of(app)
     model = lab.create_model("evaluated", config=FAST)
     model.set_labels({i: i % 10 for i in range(40)})
-    handle = model.launch(epochs=2, wait=True, system_metrics=False, in_process=True)
-    assert handle.status == "FINISHED"
+    handle = model.launch(epochs=2, system_metrics=False, in_process=True)
+    assert handle.wait(timeout=300, follow_ups=True) == "FINISHED"
     page.goto(f"{app.url}/?page=evaluate&model={model.id}")
-    # the automatic evaluation after training is there at once; the grid is drawn
+    # the automatic evaluation after training is there; the grid is drawn
     page.get_by_text("labeled_accuracy").first.wait_for()
     page.get_by_text("Each sample: original | reconstruction").wait_for()
     page.get_by_role("button", name="Evaluate checkpoint").click()

@@ -21,12 +21,12 @@ from activelab.panel_app.vm.state import AppState
 
 
 def _train(lab, unique):
-    """A model trained for 2 epochs, a checkpoint each (the run ends with an evaluation)."""
+    """A model trained for 2 epochs, a checkpoint each (an evaluation follows the run's end)."""
     model = lab.create_model(f"{unique}-eval", config={**FAST, "trainer.checkpoint_every": "1"})
     model.set_labels({i: i % 10 for i in range(40)})
     # in this process: what is tested is the evaluation, not the worker's start
-    handle = model.launch(epochs=2, wait=True, system_metrics=False, in_process=True)
-    assert handle.status == "FINISHED", handle.summary.error
+    handle = model.launch(epochs=2, system_metrics=False, in_process=True)
+    assert handle.wait(timeout=300, follow_ups=True) == "FINISHED", handle.summary.error
     return model, handle.run_id
 
 

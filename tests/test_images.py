@@ -189,8 +189,8 @@ def test_pretrained_features_from_a_local_file_reach_the_graph_classifier_and_ma
     model = image_model(local_lab, hard_folder, "photos", **settings)
     _sources, truth = folder_sources(hard_folder)
     model.set_labels({int(i): int(truth[i]) for i in range(0, 80, 4)})
-    handle = model.launch(epochs=2, wait=True, system_metrics=False, in_process=True)
-    assert handle.status == "FINISHED", handle.summary.error
+    handle = model.launch(epochs=2, system_metrics=False, in_process=True)
+    assert handle.wait(timeout=300, follow_ups=True) == "FINISHED", handle.summary.error
 
     config, host = model.config, local_lab.plugins
     trainer = build_trainer(config, host)

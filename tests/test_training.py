@@ -25,7 +25,8 @@ def train_two_epochs(lab, name, in_process=False, log_model=False):
     config = {**FAST, "trainer.checkpoint_every": "1", "trainer.log_model": str(log_model)}
     model = lab.create_model(name, config=config)
     model.set_labels({i: i % 10 for i in range(60)})
-    handle = model.launch(epochs=2, wait=True, in_process=in_process)
+    handle = model.launch(epochs=2, in_process=in_process)
+    handle.wait(timeout=300, follow_ups=True)  # and its logged model and evaluation
     return model, handle
 
 
@@ -499,8 +500,8 @@ def test_launches_fork_from_the_warm_worker_under_their_own_settings(
         pids.add(client.get_run(handle.run_id).data.tags[keys.PID])  # named while it lives
         handle.stop(wait=False)
     assert pids == {str(w.pid) for w in workers}, "each run names its own worker"
-    for handle in handles:
-        assert handle.wait(timeout=120) == "KILLED", handle.summary.error
+    for handle in handles:  # and its worker's end (its follow-ups: the logged model)
+        assert handle.wait(timeout=120, follow_ups=True) == "KILLED", handle.summary.error
         log = local_lab.settings.home / "runs" / handle.run_id / "worker.log"
         assert f"run {handle.run_id} ended: KILLED" in log.read_text()
         assert keys.PID not in client.get_run(handle.run_id).data.tags, "gone with the process"
@@ -524,6 +525,30 @@ def test_the_device_is_checked_when_set_and_cpu_trains(local_lab, unique):
     model.set_labels({i: i % 10 for i in range(20)})
     handle = model.launch(epochs=1, wait=True, in_process=True)
     assert handle.status == "FINISHED", handle.summary.error
+
+
+def test_a_round_ends_before_its_logged_model_and_evaluation(local_lab, unique):
+    """wait() returns with the predictions in hand; the export and the evaluation come after
+    the run's end (a round costs its training), and wait(follow_ups=True) waits for them."""
+    config = {**FAST, "trainer.log_model": "true"}
+    model = local_lab.create_model(unique, config=config)
+    model.set_labels({i: i % 10 for i in range(30)})
+    handle = model.launch(epochs=1, system_metrics=False)
+    assert handle.wait(timeout=300) == "FINISHED", handle.summary.error
+    assert handle.run.data.tags.get(keys.FOLLOW_UPS) in ("running", None)  # None: done
+    assert len(model.predictions(handle.run_id)) == len(Digits().load().images)
+
+    assert handle.wait(timeout=300, follow_ups=True) == "FINISHED"
+    run = handle.run
+    assert keys.FOLLOW_UPS not in run.data.tags
+    client = MlflowClient(local_lab.settings.tracking_uri)
+    (logged,) = client.search_logged_models(experiment_ids=[model.id])
+    assert logged.source_run_id == handle.run_id
+    assert logged.creation_timestamp >= run.info.end_time  # made after the run's end
+    (evaluation,) = client.search_runs(
+        [model.id], filter_string=f"tags.`activelab.eval_of` = '{handle.run_id}'"
+    )
+    assert evaluation.info.start_time >= run.info.end_time
 
 
 def test_log_model_off_ends_the_run_with_checkpoints_and_no_logged_model(local_lab, unique):

@@ -89,7 +89,7 @@ def train(
             emit_json({"run_id": handle.run_id, "status": handle.status})
         return
     try:
-        status = handle.wait(progress=not as_json)
+        status = handle.wait(progress=not as_json, follow_ups=True)
     except KeyboardInterrupt:
         click.echo("\nStopping at the next step (Ctrl-C again leaves it running)...", err=True)
         try:

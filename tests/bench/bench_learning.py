@@ -8,7 +8,8 @@ run that continues the last one's checkpoint (`launch(resume_from=...)`, the def
 Everything goes through activelab's real API on a real MLflow store, and rounds train the
 way the app trains them: in the warm worker process (`--in-process`: in this process). A
 round's overhead is its wall time, from the launch to the predictions in hand, minus its
-training compute (the run's `train_time_s`: first to last step).
+training compute (the run's `train_time_s`: from the model ready to its last epoch's end, each
+epoch's evaluation included).
 
 Baselines on the same labels in the same run: scikit-learn LogisticRegression on the pixels
 and LabelSpreading (knn, 7 neighbours) over all samples, scored on the same test split.
