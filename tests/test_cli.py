@@ -29,6 +29,7 @@ def run(tracking_uri: str, tmp_path: Path):
             assert result.exit_code == 0, result.output + result.stderr
         return result
 
+    invoke.tracking_uri, invoke.home = tracking_uri, tmp_path / "home"  # type: ignore[attr-defined]
     return invoke
 
 
@@ -76,6 +77,33 @@ def test_labels_commands(run, unique, tmp_path):
     assert run("labels", "export", unique).stdout == exported.read_text()
     shown = json.loads(run("labels", "show", unique, "1", "4", "--json").stdout)
     assert shown == [{"sample": 1, "label": "3"}, {"sample": 4, "label": None}]
+    # what did not change says why, in words that fit the command
+    again = run("labels", "set", unique, "3", "1").stdout
+    assert again.strip() == "Nothing changed: the samples were already labeled '3'."
+    assert "the samples had no label" in run("labels", "clear", unique, "4").stdout
+    same = run("labels", "import", unique, str(exported)).stdout
+    assert "every sample in the file already had that label" in same
+    empty = tmp_path / "empty.csv"
+    empty.write_text("sample_index,label\n")
+    assert "the file holds no labels" in run("labels", "import", unique, str(empty)).stdout
+
+
+def test_list_and_stop_say_what_is_there(run, unique):
+    """A filter that matches nothing is not an empty store; a stop of an ended run is no
+    stop."""
+    run("models", "create", unique)
+    listed = run("models", "list", "--tag", f"{unique}=none").stdout
+    assert "No models match these filters." in listed and "No models yet" not in listed
+    from activelab import Lab
+
+    lab = Lab(tracking_uri=run.tracking_uri, home=run.home)
+    model = lab.get_model(unique)
+    model.set_labels({i: i % 10 for i in range(20)})
+    handle = model.launch(epochs=1, in_process=True, system_metrics=False,
+                          config={"trainer.log_model": "false"})  # fmt: skip
+    assert handle.wait(timeout=300) == "FINISHED"
+    stopped = run("runs", "stop", handle.run_id).stdout
+    assert stopped.strip() == f"Run {handle.run_id} already ended (FINISHED); nothing to stop."
 
 
 def test_errors_go_to_stderr_with_a_nonzero_exit(run, unique, tmp_path):

@@ -39,11 +39,11 @@ def parse_indices(items: tuple[str, ...]) -> list[int]:
     return indices
 
 
-def _report(event: Any, what: str) -> None:
+def _report(event: Any, done: str, unchanged: str) -> None:
     if event is None:
-        click.echo(f"Nothing changed: the samples already had {what}.")
+        click.echo(f"Nothing changed: {unchanged}.")
     else:
-        click.echo(f"Saved: {len(event.changes)} sample(s) {what} (change {event.id}).")
+        click.echo(f"Saved: {len(event.changes)} sample(s) {done} (change {event.id}).")
 
 
 @click.group()
@@ -59,7 +59,7 @@ def labels() -> None:
 def set_(obj: Any, model: str, label: str, indices: tuple[str, ...]) -> None:
     """Give LABEL (a class name or index) to the samples INDEX... (ranges like 10-20 work)."""
     event = obj.lab.get_model(model).labels.set_many(parse_indices(indices), label)
-    _report(event, f"labeled {label!r}")
+    _report(event, f"labeled {label!r}", f"the samples were already labeled {label!r}")
 
 
 @labels.command("clear")
@@ -76,7 +76,7 @@ def clear(obj: Any, model: str, indices: tuple[str, ...], clear_all: bool) -> No
         event = store.clear(parse_indices(indices))
     else:
         raise click.UsageError("Give sample indices to clear, or --all.")
-    _report(event, "cleared")
+    _report(event, "cleared", "the samples had no label")
 
 
 @labels.command("undo")
@@ -147,8 +147,14 @@ def import_(obj: Any, model: str, file: str, replace: bool) -> None:
     """Import a CSV of `sample_index,label` lines (header optional) as one change."""
     store = obj.lab.get_model(model).labels
     raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
-    event = store.import_csv(decode_csv(raw, "standard input" if file == "-" else file), replace)
-    _report(event, "imported")
+    text = decode_csv(raw, "standard input" if file == "-" else file)
+    event = store.import_csv(text, replace)
+    unchanged = (
+        "every sample in the file already had that label"
+        if store.parse_csv(text)
+        else "the file holds no labels (lines of sample_index,label)"
+    )
+    _report(event, "imported", unchanged)
 
 
 @labels.command("export")

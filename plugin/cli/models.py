@@ -109,10 +109,13 @@ def list_(
     if as_json:
         emit_json([c.to_dict() for c in cards])
         return
+    filtered = bool(name_contains or dataset or tags)
     empty = (
-        "No deleted models."
+        "No models match these filters."
+        if filtered
+        else "No deleted models."
         if deleted
-        else ("No models yet. Create one: activelab models create my-first-model")
+        else "No models yet. Create one: activelab models create my-first-model"
     )
     table([card_row(c) for c in cards], empty=empty)
 

@@ -215,9 +215,13 @@ def show(obj: Any, run_id: str, as_json: bool) -> None:
 def stop(obj: Any, run_id: str, no_wait: bool, timeout: float) -> None:
     """Stop a run at its next step (it saves a checkpoint and ends KILLED), wherever it runs.
     A run whose trainer is dead is marked FAILED at once, naming its last checkpoint."""
-    from activelab.runs import get_run, request_stop, wait_for_end
+    from activelab.runs import ACTIVE, get_run, request_stop, wait_for_end
 
     tracking = obj.lab.tracking
+    status = get_run(tracking, run_id).info.status
+    if status not in ACTIVE:
+        click.echo(f"Run {run_id} already ended ({status}); nothing to stop.")
+        return
     request_stop(tracking, run_id)
     click.echo(f"Stop requested for {run_id}.")
     if no_wait:
