@@ -101,6 +101,7 @@ def run_job(job: tuple) -> dict:
     global IN_PROCESS
     IN_PROCESS = in_process
     os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a bar per artifact read
     from activelab import standby
     from activelab.models import Lab
 
