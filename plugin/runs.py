@@ -175,15 +175,21 @@ def get_run(tracking: Tracking, run_id: str) -> Run:
 # --- liveness -------------------------------------------------------------------------------
 
 
-def trainer_process_ended(run: Run) -> bool:
-    """Whether the process that ran `run` is known to be gone (on this machine; False where
-    it cannot be told: elsewhere, or no process recorded), whatever the run's status."""
+def _local_trainer_alive(run: Run) -> bool | None:
+    """Whether the process that ran `run` lives, where that can be told (a process recorded
+    on this machine); None elsewhere. Whatever the run's status."""
     tags = run.data.tags
     pid, host = tags.get(keys.PID), tags.get(keys.HOST)
     if not pid or host != socket.gethostname():
-        return False
+        return None
     started = float(tags[keys.PROCESS_STARTED]) if tags.get(keys.PROCESS_STARTED) else None
-    return not _process_alive(int(pid), started)
+    return _process_alive(int(pid), started)
+
+
+def trainer_process_ended(run: Run) -> bool:
+    """Whether the process that ran `run` is known to be gone (False where it cannot be told:
+    elsewhere, or no process recorded), whatever the run's status."""
+    return _local_trainer_alive(run) is False
 
 
 def _process_alive(pid: int, started: float | None) -> bool:
@@ -205,12 +211,12 @@ def dead_reason(run: Run, now_ms: int | None = None) -> str | None:
         return None
     tags = run.data.tags
     now_ms = now_ms or int(time.time() * 1000)
-    pid, host = tags.get(keys.PID), tags.get(keys.HOST)
-    if pid and host == socket.gethostname():
-        started = float(tags[keys.PROCESS_STARTED]) if tags.get(keys.PROCESS_STARTED) else None
-        if not _process_alive(int(pid), started):
+    host = tags.get(keys.HOST)
+    alive = _local_trainer_alive(run)
+    if alive is not None:
+        if not alive:
             return (
-                f"The trainer process (pid {pid}) ended without finishing its run "
+                f"The trainer process (pid {tags[keys.PID]}) ended without finishing its run "
                 "(killed, or out of memory?); continue from its last checkpoint."
             )
         return None

@@ -295,17 +295,19 @@ class TrainingSession:
         module.eval()
         log.info("logging the model")
         deadline = time.monotonic() + self.outage_wait_s
+        params = {"trainer": self.context.config.trainer, "epochs": str(self.context.epochs)}
+        model_id: str | None = None
         while True:
             try:
                 # The run has ended: no active run to put the model in, so it is made in the
-                # run's experiment first. pt2 (torch.export) is MLflow's safe format and loads
-                # without activelab installed; it needs an input example.
-                params = {"trainer": self.context.config.trainer, "epochs": self.context.epochs}
-                model_id = self.outbox.tracking.create_logged_model(
-                    self.run_id, self._logged_model_name(),
-                    params={k: str(v) for k, v in params.items()},
-                    tags={NOTE_TAG: self._logged_model_note()},
-                )  # fmt: skip
+                # run's experiment first (once: a retry fills the same one). pt2 (torch.export)
+                # is MLflow's safe format and loads without activelab installed; it needs an
+                # input example.
+                if model_id is None:
+                    model_id = self.outbox.tracking.create_logged_model(
+                        self.run_id, self._logged_model_name(), params=params,
+                        tags={NOTE_TAG: self._logged_model_note()},
+                    )  # fmt: skip
                 logged = Model.log(
                     artifact_path=None, model_id=model_id, run_id=self.run_id,
                     flavor=mlflow.pytorch, pytorch_model=module,
