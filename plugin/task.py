@@ -53,7 +53,9 @@ class Batch:
 class Outputs:
     """What the network produced for a batch (the SSVAE trainer's contract)."""
 
-    x_hat: torch.Tensor | None  # reconstruction, same shape as the input (None for views)
+    # reconstruction, same shape as the input (None for views, and in training steps when no
+    # task has `reads_reconstruction`)
+    x_hat: torch.Tensor | None
     mu: torch.Tensor  # latent mean, (B, D)
     logvar: torch.Tensor  # latent log-variance, (B, D)
     z: torch.Tensor  # sampled latent, (B, D)
@@ -97,6 +99,9 @@ class Task(Component):
     # Whether `val/loss/<name>` means something: held-out samples carry no person's label and
     # no neighbour pairs, so a loss made of those is 0 there by construction (not logged).
     has_validation_loss: ClassVar[bool] = True
+    # True for a task that reads the decoder's reconstruction (`Outputs.x_hat`): without one,
+    # a trainer may skip decoding in its training steps.
+    reads_reconstruction: ClassVar[bool] = False
     # Parameters that change the shape of the task's module (see Trainer.architecture_params).
     architecture_params: ClassVar[tuple[str, ...]] = ()
     common_params = ("weight", "enabled", "latent_slice")

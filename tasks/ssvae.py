@@ -151,6 +151,19 @@ class MixedPrecision:
         self.scaler.update()
 
 
+def native_bf16(device: Any) -> bool:
+    """Whether `device` computes bfloat16 in hardware (a GPU that supports it; a CPU with
+    AVX512-BF16 or AMX), where bf16 autocast pays; elsewhere it is emulated and slower."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch 2.x
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 def _fp32(tensor: Any) -> Any:
     return tensor.float() if tensor is not None else None
 
@@ -299,11 +312,14 @@ class SSVAETrainer(Trainer):
         "cuda or cuda:N.",
     )
     precision: param.Selector[str] = param.Selector(
-        default="fp32",
-        objects=list(PRECISIONS),
+        default="auto",
+        objects=["auto", *PRECISIONS],
         doc="Number format of the network's forward pass: fp32, or bf16 mixed precision "
-        "(weights, losses and optimizer stay fp32; 1.1x-1.9x faster on CPUs with AMX and on "
-        "recent GPUs, more for wider networks) or fp16 (CUDA only, with loss scaling).",
+        "(weights, losses and optimizer stay fp32; 1.1x-1.9x faster on CPUs with AMX or "
+        "AVX512-BF16 and on recent GPUs, more for wider networks) or fp16 (CUDA only, with loss "
+        "scaling). auto: bf16 for the convolutional network where the hardware computes bf16 "
+        "natively (hard digits at 50 labels, one seed: 91.7 % vs 91.9 % in fp32, rounds 1.55x "
+        "faster on AVX512-BF16); else fp32.",
     )
     log_every = param.Integer(1, bounds=(1, None), doc="Log step losses every N steps.")
     log_model = param.Boolean(
@@ -365,25 +381,28 @@ class SSVAETrainer(Trainer):
                 )
         return torch.device(self.device)
 
-    def mixed_precision(self, device: Any) -> MixedPrecision:
+    def resolved_precision(self, device: Any, network_kind: str) -> str:
+        """`precision`, with auto resolved: bf16 where it pays (see the parameter)."""
+        if self.precision != "auto":
+            return str(self.precision)
+        return "bf16" if network_kind == "conv" and native_bf16(device) else "fp32"
+
+    def mixed_precision(self, device: Any, network_kind: str = "mlp") -> MixedPrecision:
         """Autocast and loss scaling for `precision` on `device`; a clear error where the
         format cannot run."""
         import torch
 
-        if self.precision == "fp16" and device.type != "cuda":
+        precision = self.resolved_precision(device, network_kind)
+        if precision == "fp16" and device.type != "cuda":
             raise TrainingError(
                 "precision=fp16 needs a CUDA GPU (this run trains on the CPU); use "
                 "precision=bf16 on the CPU, or fp32."
             )
-        if (
-            self.precision == "bf16"
-            and device.type == "cuda"
-            and not torch.cuda.is_bf16_supported()
-        ):
+        if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise TrainingError(
                 f"precision=bf16: the GPU {device} has no bfloat16 support; use fp16 or fp32."
             )
-        return MixedPrecision(device.type, PRECISIONS[self.precision])
+        return MixedPrecision(device.type, PRECISIONS[precision])
 
     def default_epochs(self, info: DatasetInfo, resuming: bool) -> int:
         if self.epochs > 0:
@@ -694,7 +713,10 @@ class SSVAETrainer(Trainer):
 
         model = self.build_model(session.data.info, session.tasks).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
-        loop = LoopState(model, optimizer, precision=self.mixed_precision(torch.device(device)))
+        kind, where = model.network.kind, torch.device(device)
+        chosen = self.resolved_precision(where, kind)
+        log.info("forward pass in %s (precision=%s)", chosen, self.precision)
+        loop = LoopState(model, optimizer, precision=self.mixed_precision(where, kind))
         if session.resume is not None:
             self.load_weights(model, session.resume)
             if "optimizer" in session.resume and session.resume.get("trainer") == self.kind:
@@ -737,11 +759,13 @@ class SSVAETrainer(Trainer):
         precision = loop.precision or MixedPrecision("cpu", None)
         classify = classifier_of(session.tasks, heads)
         reads_images = data.features is None
+        # the decoder costs a quarter of a conv step: only when a task reads its output
+        decode = any(task.reads_reconstruction for task in session.tasks)
         for batch in self.batches(data, rng):
             if reads_images:  # augmented views of images mean nothing to a features model
                 batch.forward = lambda x: precision.forward(network, x, decode=False)
             batch.classify = classify
-            out = precision.forward(network, network_input(batch))
+            out = precision.forward(network, network_input(batch), decode=decode)
             terms = self.loss_terms(session.tasks, heads, batch, out)
             total = session.total_loss(terms, epoch, loop.global_step + 1)
             loop.optimizer.zero_grad(set_to_none=True)

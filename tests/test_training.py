@@ -595,6 +595,25 @@ def test_bf16_mixed_precision_learns_as_well_as_fp32(local_lab, unique):
     assert "precision=fp16 needs a CUDA GPU" in handle.summary.error
 
 
+def test_precision_auto_takes_bf16_only_where_the_hardware_computes_it():
+    """`precision=auto` (the default): fp32 for the MLP; for the conv network bf16 exactly
+    where the CPU has bfloat16 instructions (read independently from /proc/cpuinfo)."""
+    import torch
+
+    from activelab.tasks.ssvae import SSVAETrainer, native_bf16
+
+    cpu = torch.device("cpu")
+    trainer = SSVAETrainer()
+    assert trainer.precision == "auto"
+    assert trainer.resolved_precision(cpu, "mlp") == "fp32"
+    assert trainer.resolved_precision(cpu, "conv") == ("bf16" if native_bf16(cpu) else "fp32")
+    assert SSVAETrainer(precision="fp32").resolved_precision(cpu, "conv") == "fp32"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = set(cpuinfo.read_text().split())
+        assert native_bf16(cpu) == bool(flags & {"avx512_bf16", "amx_bf16"}), flags
+
+
 @pytest.mark.skipif(_cuda_available(), reason="this machine has a CUDA GPU")
 def test_a_gpu_asked_for_on_a_worker_without_one_fails_saying_what_to_use(local_lab, unique):
     model = local_lab.create_model(unique, config={**FAST, "trainer.device": "cuda"})
