@@ -5,6 +5,8 @@ unlabeled: the semi-supervised setting), 10 labels to start (one per class, from
 then +10 per round up to 50, each round picked by a query strategy among the pool samples
 (`next_to_label(candidates=pool, seed=...)`), labeled with the true class, and trained as a
 run that continues the last one's checkpoint (`launch(resume_from=...)`, the default length).
+The first round (10 labels, a fresh run) is trained once per seed and copied into each
+strategy's model as the run its second round continues.
 Everything goes through activelab's real API on a real MLflow store, and rounds train the
 way the app trains them: in the warm worker process (`--in-process`: in this process). A
 round's overhead is its wall time, from the launch to the predictions in hand, minus its
@@ -41,7 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +97,8 @@ def train_round(model, resume_from: str | None, threads: int) -> tuple[str, obje
     return handle.run_id, frame, wall, handle.metrics["train_time_s"]
 
 
-def run_job(job: tuple) -> dict:
-    """One seed, some strategies: the shared first round, then 4 rounds per strategy."""
-    seed, strategies, threads, folder, in_process, data = job
+def open_lab(folder: str, data: dict, seed: int, part: str, in_process: bool):
+    """A Lab with its own store for one part of a seed's work (in the job's process)."""
     global IN_PROCESS
     IN_PROCESS = in_process
     os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
@@ -105,26 +106,48 @@ def run_job(job: tuple) -> dict:
     from activelab import standby
     from activelab.models import Lab
 
-    truth, pool, test, create = setting(data, seed)
-    home = Path(folder) / f"{data['name']}-seed{seed}-{strategies[0]}"
+    home = Path(folder) / f"{data['name']}-seed{seed}-{part}"
     lab = Lab(tracking_uri=f"sqlite:///{home}/mlflow.db", home=home)
     if not in_process:
         standby.ensure(home)  # as the app does when it starts
-    start_labels = first_labels(truth, pool, seed)
-    results: dict = {"accuracy": {}, "map_knn": {}, "wall": [], "compute": []}
+    return lab
 
+
+def first_round_job(job: tuple) -> dict:
+    """A seed's first round (10 labels, a fresh run), which every strategy then continues."""
+    seed, threads, folder, in_process, data = job
+    truth, pool, test, create = setting(data, seed)
+    lab = open_lab(folder, data, seed, "first", in_process)
     base = create(lab, "first-round")
-    base.set_labels(start_labels)
-    first_run, frame, wall, compute = train_round(base, None, threads)
-    results["first_wall"], results["first_compute"] = wall, compute
-    first = score(frame, truth, pool, test)
+    base.set_labels(first_labels(truth, pool, seed))
+    run_id, frame, wall, compute = train_round(base, None, threads)
+    from activelab.runs import list_checkpoints
 
+    return {
+        "seed": seed,
+        "tracking_uri": lab.settings.tracking_uri,
+        "run_id": run_id,
+        "checkpoint": list_checkpoints(lab.tracking, run_id)[-1],
+        "score": score(frame, truth, pool, test),
+        "first_wall": wall,
+        "first_compute": compute,
+    }
+
+
+def run_job(job: tuple) -> dict:
+    """One seed, some strategies: 4 rounds per strategy, continuing the seed's first round."""
+    seed, strategies, threads, folder, in_process, data, first = job
+    truth, pool, test, create = setting(data, seed)
+    lab = open_lab(folder, data, seed, strategies[0], in_process)
+    start_labels = first_labels(truth, pool, seed)
+    results: dict = {"seed": seed, "accuracy": {}, "map_knn": {}, "wall": [], "compute": []}
+    results["first_wall"], results["first_compute"] = first["first_wall"], first["first_compute"]
     for strategy in strategies:
         model = create(lab, strategy)
         model.set_labels(start_labels)
-        accuracies, maps = [first[0]], [first[1]]
+        accuracies, maps = [first["score"][0]], [first["score"][1]]
         # every strategy continues the same first round (copied in as a run of this model)
-        run_id = adopt_checkpoint(base, model, first_run)
+        run_id = adopt_checkpoint(first, model)
         for count in ROUNDS[1:]:
             picked = model.next_to_label(
                 10, strategy=strategy, run=run_id, candidates=pool, seed=seed * 1000 + count
@@ -179,23 +202,24 @@ def split_by_source(sources: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndar
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
-def adopt_checkpoint(source, target, run_id: str) -> str:
-    """Copy `run_id`'s checkpoint and predictions into a finished run of `target`."""
+def adopt_checkpoint(first: dict, target) -> str:
+    """Copy the first round's checkpoint and predictions (from its own store) into a finished
+    run of `target`."""
     from mlflow import MlflowClient
     from mlflow.entities import Param
 
     from activelab import keys
-    from activelab.runs import list_checkpoints
     from activelab.runtime import PREDICTIONS_PATH
 
+    source, run_id = MlflowClient(first["tracking_uri"]), first["run_id"]
     client = MlflowClient(target.lab.settings.tracking_uri)
-    original = client.get_run(run_id)
+    original = source.get_run(run_id)
     copy = client.create_run(
         target.id, run_name="first round (shared)", tags={keys.RUN_KIND: "train"}
     ).info.run_id
     with tempfile.TemporaryDirectory() as tmp:
-        for path in (list_checkpoints(source.lab.tracking, run_id)[-1], PREDICTIONS_PATH):
-            local = client.download_artifacts(run_id, path, tmp)
+        for path in (first["checkpoint"], PREDICTIONS_PATH):
+            local = source.download_artifacts(run_id, path, tmp)
             client.log_artifact(copy, local, str(Path(path).parent))
     client.set_tag(copy, keys.PREDICTIONS, PREDICTIONS_PATH)
     items = [Param(k, v) for k, v in original.data.params.items()]
@@ -327,24 +351,31 @@ def cache_load_ratio(folder: str) -> tuple[float, float, float]:
 
 
 def run_data_set(data: dict, args: argparse.Namespace, folder: str) -> tuple[list[dict], float]:
-    """Every job of one data set (and, for digits, Quick start beside them)."""
+    """Every job of one data set (and, for digits, Quick start beside them): each seed's first
+    round once, then its strategies in two jobs as soon as that round is in."""
     strategies = STRATEGIES if data["name"] == "digits" else HARD_STRATEGIES
     halves = (strategies[: len(strategies) // 2], strategies[len(strategies) // 2 :])
-    jobs = [
-        (seed, half, 1, folder, args.in_process, data)
-        for seed in range(args.seeds)
-        for half in halves
-    ]
-    quick = float("nan")
     # a fresh interpreter per job: a process forked after this one ran torch or scikit-learn
     # (the other data set's baselines) can hang in their thread pools (seen: KMeans waiting
     # forever in a forked job of --data all)
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending = pool.map(run_job, jobs)
-        if data["name"] == "digits":
-            quick = quick_start(folder)
-        results = list(pending)
-    return results, quick
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool, ThreadPoolExecutor(1) as side:
+        firsts = [
+            pool.submit(first_round_job, (seed, 1, folder, args.in_process, data))
+            for seed in range(args.seeds)
+        ]
+        # Quick start trains in a worker process of its own: this thread only waits on it
+        quick_start_done = side.submit(quick_start, folder) if data["name"] == "digits" else None
+        pending = []
+        for done in as_completed(firsts):
+            first = done.result()
+            pending += [
+                pool.submit(run_job, (first["seed"], half, 1, folder, args.in_process, data, first))
+                for half in halves
+            ]
+        results = [job.result() for job in pending]
+        quick = quick_start_done.result() if quick_start_done else float("nan")
+    return sorted(results, key=lambda r: r["seed"]), quick
 
 
 def curves_of(results: list[dict], strategies: tuple[str, ...]) -> dict[str, list[float]]:
