@@ -21,6 +21,7 @@ class Reconstruction(Task):
     """Pixel reconstruction error of the decoder (mean over pixels)."""
 
     kind = "reconstruction"
+    reads_reconstruction = True
     metric_thresholds = {"mse": (0.02, 0.06, False)}
 
     loss_type: param.Selector[str] = param.Selector(
