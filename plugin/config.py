@@ -158,7 +158,10 @@ def config_from_preset(
     for name, weight in weights.items():
         task_cls = host.get("tasks", name)
         if task_cls.requires <= info.provides:
-            tasks.append(TaskSpec(name=name, kind=name, weight=weight, params=task_cls.defaults()))
+            task_params = task_cls.defaults()
+            if is_image_data(info):
+                task_params.update(chosen.image_task_params.get(name, {}))
+            tasks.append(TaskSpec(name=name, kind=name, weight=weight, params=task_params))
     params = dataset_params_for(dataset, host, dataset_params)
     return ModelConfig(preset, dataset, params, DEFAULT_TRAINER, trainer_params, tasks)
 

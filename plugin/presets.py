@@ -14,6 +14,10 @@ IMAGE_TASKS = {"consistency": 1.0}
 # batch norm takes a larger learning rate (one fresh run on hard digits at 50 labels: 53 %
 # at lr 1e-3, 62 % at 3e-3; with consistency threshold 0.8, 72 % at 3e-3, 75 % at 6e-3).
 IMAGE_TRAINER: dict[str, Any] = {"batch_size": 64, "lr": 6e-3}
+# The map of the conv network only draws its latent, so its classes may pull harder: hard
+# digits at 50 labels, 5-NN accuracy on the map over 3 seeds 85.0 % at 3 vs 82.7 % at 1
+# (10 gave no more); the classifier is untouched.
+IMAGE_TASK_PARAMS: dict[str, dict[str, Any]] = {"map": {"class_pull": 3.0}}
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,10 @@ class Preset:
     image_weights: dict[str, float] = field(default_factory=lambda: dict(IMAGE_TASKS))
     # trainer settings for image data
     image_trainer: dict[str, Any] = field(default_factory=lambda: dict(IMAGE_TRAINER))
+    # task name -> params, for image data
+    image_task_params: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in IMAGE_TASK_PARAMS.items()}
+    )
 
 
 # Task name -> weight. Reconstruction is a mean squared error per pixel, KL is summed over

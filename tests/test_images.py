@@ -45,6 +45,9 @@ def test_images_get_a_conv_network_and_consistency_and_digits_keep_the_mlp(local
     assert "consistency" in [t.kind for t in images.config.tasks]
     digits = local_lab.create_model("small")
     assert "consistency" not in [t.kind for t in digits.config.tasks]
+    # the conv network's map only draws the latent: its classes pull harder there
+    assert images.config.task("map").params["class_pull"] == 3.0
+    assert digits.config.task("map").params["class_pull"] == 1.0
 
     def network(model):
         trainer = local_lab.plugins.get("trainers", model.config.trainer)(
