@@ -387,12 +387,13 @@ class SSVAETrainer(Trainer):
             return str(self.precision)
         return "bf16" if network_kind == "conv" and native_bf16(device) else "fp32"
 
-    def mixed_precision(self, device: Any, network_kind: str = "mlp") -> MixedPrecision:
+    def mixed_precision(self, device: Any, network_kind: str) -> MixedPrecision:
         """Autocast and loss scaling for `precision` on `device`; a clear error where the
         format cannot run."""
         import torch
 
         precision = self.resolved_precision(device, network_kind)
+        log.info("forward pass in %s (precision=%s)", precision, self.precision)
         if precision == "fp16" and device.type != "cuda":
             raise TrainingError(
                 "precision=fp16 needs a CUDA GPU (this run trains on the CPU); use "
@@ -713,10 +714,8 @@ class SSVAETrainer(Trainer):
 
         model = self.build_model(session.data.info, session.tasks).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
-        kind, where = model.network.kind, torch.device(device)
-        chosen = self.resolved_precision(where, kind)
-        log.info("forward pass in %s (precision=%s)", chosen, self.precision)
-        loop = LoopState(model, optimizer, precision=self.mixed_precision(where, kind))
+        precision = self.mixed_precision(torch.device(device), model.network.kind)
+        loop = LoopState(model, optimizer, precision=precision)
         if session.resume is not None:
             self.load_weights(model, session.resume)
             if "optimizer" in session.resume and session.resume.get("trainer") == self.kind:

@@ -115,14 +115,14 @@ def open_lab(folder: str, data: dict, seed: int, part: str, in_process: bool):
 
 def first_round_job(job: tuple) -> dict:
     """A seed's first round (10 labels, a fresh run), which every strategy then continues."""
+    from activelab.runs import list_checkpoints
+
     seed, threads, folder, in_process, data = job
     truth, pool, test, create = setting(data, seed)
     lab = open_lab(folder, data, seed, "first", in_process)
     base = create(lab, "first-round")
     base.set_labels(first_labels(truth, pool, seed))
     run_id, frame, wall, compute = train_round(base, None, threads)
-    from activelab.runs import list_checkpoints
-
     return {
         "seed": seed,
         "tracking_uri": lab.settings.tracking_uri,
