@@ -87,13 +87,24 @@ class LocalJob(Job):
         self.process.wait(timeout=timeout)
 
 
+def run_folder(home: str | Path, run_id: str) -> Path:
+    """Where a run trained on this machine keeps its spec, its worker's log and its end mark."""
+    return Path(home) / "runs" / run_id
+
+
+def end_mark(home: str | Path, run_id: str) -> Path:
+    """A file the worker writes once the run's end is recorded in MLflow: a launcher on the
+    same machine waits on it with a stat instead of reading the run from the store."""
+    return run_folder(home, run_id) / "ended"
+
+
 class LocalBackend(Backend):
     """A worker process on this machine (the default)."""
 
     kind = "local"
 
     def start(self, spec: LaunchSpec, tracking: Any) -> LocalJob:
-        folder = Path(spec.home) / "runs" / spec.run_id
+        folder = run_folder(spec.home, spec.run_id)
         folder.mkdir(parents=True, exist_ok=True)
         spec_path = folder / "spec.json"
         spec_path.write_text(spec.to_json())

@@ -260,7 +260,8 @@ def execute_run(
         outbox.set_experiment_tags(
             {keys.LATEST_RUN_STATUS: status, keys.UPDATED_AT: str(int(time.time() * 1000))}
         )
-        outbox.close(status, wait_s=outage_wait_s())
+        if outbox.close(status, wait_s=outage_wait_s()):
+            _mark_ended(spec)
         log.info("run ended: %s", status)
         host.on_train_end(context, status, error)
         _end_fluent_run(spec.run_id, status)
@@ -269,6 +270,18 @@ def execute_run(
             before_follow_ups()
         _run_follow_ups(follow_ups, tracking, spec.run_id)
     return status
+
+
+def _mark_ended(spec: LaunchSpec) -> None:
+    """Tell a launcher on this machine that the run's end is in MLflow (see backend.end_mark)."""
+    from activelab.backend import end_mark
+
+    mark = end_mark(spec.home, spec.run_id)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    except OSError as exc:  # its launcher then finds the end in MLflow, a little later
+        log.warning("Could not write the run's end mark %s: %s", mark, exc)
 
 
 def _follow_ups(

@@ -15,6 +15,7 @@ from helpers import FAST, drop_task_file, wait_until
 from mlflow import MlflowClient
 
 from activelab import Lab, keys
+from activelab.backend import end_mark
 from activelab.errors import InvalidConfigError, RunNotFoundError
 from activelab.priority import autogroup_enabled, session_nice
 from activelab.tasks.datasets import Digits
@@ -535,6 +536,9 @@ def test_a_round_ends_before_its_logged_model_and_evaluation(local_lab, unique):
     model.set_labels({i: i % 10 for i in range(30)})
     handle = model.launch(epochs=1, system_metrics=False)
     assert handle.wait(timeout=300) == "FINISHED", handle.summary.error
+    # its worker marked the end on this machine (wait() looks for the mark between reads)
+    assert handle.end_mark == end_mark(local_lab.settings.home, handle.run_id)
+    assert handle.end_mark.exists()
     assert handle.run.data.tags.get(keys.FOLLOW_UPS) in ("running", None)  # None: done
     assert len(model.predictions(handle.run_id)) == len(Digits().load().images)
 
