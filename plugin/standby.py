@@ -2,13 +2,14 @@
 
 Starting a worker costs ~5 s and ~9 CPU-s before its first step (Python, torch, MLflow,
 scikit-learn and torch's optimizer machinery import). The warm worker pays that once: it
-imports those libraries (and nothing of a model's or a plugin's), says `activelab-ready` on
-its stdout and waits on its stdin for launches, one JSON line each: the spec's path and the
-launcher's environment and folder. For each it forks a child that takes that environment,
-becomes a worker of its own (own session, own pid recorded on the run, its output in the
-run's worker.log) and runs the spec; the warm worker answers `pid N` and waits for the next
-launch. So runs launched at once all start warm, and one warm worker serves launches made
-under any settings (a test's home, another tracking server).
+imports those libraries and activelab's built-in plugin modules (nothing of a model's, no
+third-party plugin: each worker loads those, so a new or changed one is seen), says
+`activelab-ready` on its stdout and waits on its stdin for launches, one JSON line each: the
+spec's path and the launcher's environment and folder. For each it forks a child that takes
+that environment, becomes a worker of its own (own session, own pid recorded on the run, its
+output in the run's worker.log) and runs the spec; the warm worker answers `pid N` and waits
+for the next launch. So runs launched at once all start warm, and one warm worker serves
+launches made under any settings (a test's home, another tracking server).
 
 The app starts the warm worker when it starts; a script's first launch starts one once its
 own worker has exited, so the import work never competes with a running training. It yields
@@ -21,6 +22,7 @@ its launch's value (raising the priority again needs privileges: else it stays, 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -248,7 +250,8 @@ def shutdown() -> None:
 
 def warm_up() -> None:
     """Import what a training run needs, in the warm worker, before any launch arrives.
-    Libraries only: a model's settings and plugins are loaded by each forked worker."""
+    Libraries and activelab's own plugin modules: a model's settings and the plugins are
+    loaded (registered) by each forked worker."""
     import mlflow
     import mlflow.pytorch
     import mlflow.store.tracking.sqlalchemy_store  # a database store's first open (~2.4 s)
@@ -260,7 +263,11 @@ def warm_up() -> None:
     import activelab.tasks.neighbors
     import activelab.tasks.ssvae
     import activelab.tasks.ssvae_network
+    from activelab.plugins import BUILTIN_PLUGINS
 
+    for module_name in BUILTIN_PLUGINS:  # the modules only: each worker registers its plugins
+        with contextlib.suppress(Exception):  # a broken one is reported by the worker
+            importlib.import_module(module_name)
     del mlflow, pandas, NearestNeighbors, activelab  # imported for their start-up cost
     # the first optimizer imports torch's compiler stack (~1.5 s): do it now
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
