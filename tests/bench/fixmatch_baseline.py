@@ -89,9 +89,11 @@ def fixmatch_accuracy(
     batch: int = 32,
     mu: int = 4,
     threshold: float = 0.95,
+    bf16: bool = False,
 ) -> float:
     """Test accuracy (%) of FixMatch trained `steps` steps from `labels` ({index: class}),
-    with every sample as unlabeled data (the semi-supervised setting)."""
+    with every sample as unlabeled data (the semi-supervised setting). `bf16`: forward passes
+    in bfloat16 autocast (what activelab's conv network takes where the CPU computes it)."""
     import torch
     import torch.nn.functional as F
 
@@ -106,12 +108,14 @@ def fixmatch_accuracy(
         optimizer, lambda step: math.cos(7 * math.pi * step / (16 * steps))
     )
     model.train()
+    half = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     for _ in range(steps):
         picked = rng.integers(0, len(labeled), batch)
         unlabeled = x[rng.integers(0, len(x), batch * mu)]
-        with torch.no_grad():
-            confidence, guessed = F.softmax(model(weak(unlabeled)), dim=1).max(dim=1)
-        logits = model(torch.cat([weak(x[labeled[picked]]), strong(unlabeled)]))
+        with torch.no_grad(), half:
+            confidence, guessed = F.softmax(model(weak(unlabeled)).float(), dim=1).max(dim=1)
+        with half:
+            logits = model(torch.cat([weak(x[labeled[picked]]), strong(unlabeled)])).float()
         supervised = F.cross_entropy(logits[:batch], targets[picked])
         mask = (confidence >= threshold).float()
         consistency = (F.cross_entropy(logits[batch:], guessed, reduction="none") * mask).mean()
