@@ -29,6 +29,7 @@ import pluggy
 
 from activelab import hookspecs
 from activelab.errors import PluginError
+from activelab.time_limit import PluginImportTimeout, run_with_time_limit
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -116,7 +117,9 @@ def error_from_exception(
 ) -> LoadError:
     """A LoadError naming the line in `file` where `exc` arose (syntax or runtime)."""
     line = None
-    if isinstance(exc, SyntaxError) and (file is None or exc.filename == file):
+    if isinstance(exc, PluginImportTimeout):
+        line = exc.line
+    elif isinstance(exc, SyntaxError) and (file is None or exc.filename == file):
         line = exc.lineno
     elif file is not None:
         for frame in reversed(traceback.extract_tb(exc.__traceback__)):
@@ -187,7 +190,7 @@ class PluginHost:
             version = dist.version if dist is not None else None
             location = f"{dist.metadata['Name']} ({ep.value})" if dist is not None else ep.value
             try:
-                plugin = ep.load()
+                plugin = run_with_time_limit(ep.load, f"Importing entry point {ep.value}")
                 self.add(plugin, ep.name, SOURCE_ENTRY_POINT, version, location)
             except Exception as exc:  # one broken plugin never stops the rest
                 self._record_error(error_from_exception(ep.name, SOURCE_ENTRY_POINT, exc, None))

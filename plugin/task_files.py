@@ -19,6 +19,7 @@ from typing import Any
 from activelab.errors import PluginError
 from activelab.hookspecs import PROJECT, hookimpl
 from activelab.plugins import CATEGORIES, classes_defined_in
+from activelab.time_limit import run_with_time_limit
 
 
 def module_name_for(path: Path) -> str:
@@ -54,7 +55,8 @@ def _registration_hook(classes: list[type]) -> Any:
 
 
 def import_task_file(path: Path) -> object:
-    """Execute `path` as a fresh module and return the plugin object for it."""
+    """Execute `path` as a fresh module and return the plugin object for it (within the
+    plugin import time limit: see activelab.time_limit)."""
     name = module_name_for(path)
     sys.modules.pop(name, None)
     # Compile from source every time: a cached .pyc keyed on a one-second mtime could
@@ -65,7 +67,9 @@ def import_task_file(path: Path) -> object:
     module.__file__ = str(path)
     sys.modules[name] = module
     try:
-        exec(code, module.__dict__)
+        run_with_time_limit(
+            lambda: exec(code, module.__dict__), f"Importing {path.name}", str(path)
+        )
     except BaseException:
         sys.modules.pop(name, None)
         raise

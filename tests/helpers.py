@@ -136,3 +136,16 @@ def run_cli(
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
+
+
+# task files whose import never ends (issue 33): a loop, and a call blocked in C
+HANGING_FILES = {
+    "spin.py": "X = 0\nwhile True:\n    X += 1\n",  # Python code: stopped
+    "sleeper.py": "import time\ntime.sleep(3600)\n",  # blocked in C: left behind
+}
+
+
+def drop_hanging_files(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in HANGING_FILES.items():
+        (folder / name).write_text(source)

@@ -11,10 +11,11 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-from helpers import wait_until
+from helpers import drop_hanging_files, wait_until
 from served import http_ok, start_app
 
 from activelab.mlflow_server import free_port
+from activelab.time_limit import TIME_LIMIT_ENV
 
 
 def test_serve_starts_the_app_and_the_mlflow_ui_and_stops_both(tmp_path, empty_store):
@@ -65,6 +66,23 @@ def test_the_app_answers_before_the_mlflow_ui_is_ready(tmp_path, empty_store):
         )  # fmt: skip
         assert second.returncode == 1
         assert "is in use" in second.stderr and "--port" in second.stderr
+        assert http_ok(app.url + "/")
+    finally:
+        app.stop()
+
+
+def test_the_app_starts_beside_a_task_file_whose_import_hangs(tmp_path, empty_store, monkeypatch):
+    monkeypatch.setenv(TIME_LIMIT_ENV, "2")
+    home = tmp_path / "home"
+    drop_hanging_files(home / "tasks")  # the app's default task folder
+    app = start_app(home, "--no-mlflow-ui", empty_store=empty_store)  # it answers
+    try:
+        wait_until(
+            lambda: "spin.py" in app.output() and "sleeper.py" in app.output(),
+            timeout=60,
+            message="the app to name the hanging task files",
+        )
+        assert "did not finish within 2 s" in app.output()
         assert http_ok(app.url + "/")
     finally:
         app.stop()

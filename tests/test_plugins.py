@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import subprocess
+import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import drop_task_file, wait_until
+from helpers import HANGING_FILES, drop_hanging_files, drop_task_file, wait_until
 
 from activelab import hookspecs
 from activelab.plugins import PluginHost
 from activelab.task_watcher import TaskRegistry
+from activelab.time_limit import TIME_LIMIT_ENV
 
 
 @pytest.fixture
@@ -301,3 +306,43 @@ def test_two_files_of_one_kind_are_named_by_their_paths(host, watched):
     message = wait_until(conflict, message="the conflict reported")
     assert first.name in message and second.name in message, message
     assert "another `kind`" in message
+
+
+def test_a_task_file_whose_import_hangs_is_reported_and_skipped(host, tmp_path, monkeypatch):
+    monkeypatch.setenv(TIME_LIMIT_ENV, "1")
+    folder = tmp_path / "tasks"
+    drop_hanging_files(folder)
+    drop_task_file("latent_norm.py", folder)
+    loading = threading.Thread(target=host.load, args=([folder],), daemon=True)
+    loading.start()
+    loading.join(120)  # a bound for the test itself: without the time limit it never returns
+    assert not loading.is_alive(), "loading the task folder hung"
+
+    spin = host.errors[host.folder_plugin_name(folder / "spin.py")]
+    assert (spin.file, spin.line) == (str((folder / "spin.py").resolve()), 2)
+    assert "did not finish within 1 s" in spin.message and "it was stopped" in spin.message
+    assert TIME_LIMIT_ENV in spin.message  # what to do if the file is just slow
+    sleeper = host.errors[host.folder_plugin_name(folder / "sleeper.py")]
+    assert sleeper.line == 2 and "time.sleep(3600)" in sleeper.message
+    assert "cannot be interrupted" in sleeper.message
+    assert "latent_norm" in host.registry("tasks")  # the rest of the folder loads
+    spinning = [t for t in threading.enumerate() if "spin.py" in t.name]
+    assert not spinning, "the stopped import's thread still runs"
+
+
+def test_the_cli_answers_and_names_a_hanging_task_file(tmp_path):
+    folder = tmp_path / "tasks"
+    drop_hanging_files(folder)
+    env = {**os.environ, TIME_LIMIT_ENV: "2", "ACTIVELAB_HOME": str(tmp_path / "home")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("activelab")), "--tasks-dir", str(folder),
+         "plugins", "--json"],
+        capture_output=True, text=True, env=env, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    errors = {Path(e["file"]).name: e for e in json.loads(result.stdout)["errors"] if e["file"]}
+    assert set(HANGING_FILES) <= set(errors)
+    assert errors["spin.py"]["line"] == 2
+    assert "did not finish within 2 s" in errors["sleeper.py"]["message"]
+    assert "spin.py" in result.stderr  # said as it happened, too
