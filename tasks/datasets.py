@@ -15,7 +15,13 @@ from activelab.dataset import DataBundle, Dataset, DatasetInfo
 from activelab.errors import DatasetUnavailableError, InvalidConfigError
 from activelab.hookspecs import hookimpl
 from activelab.settings import data_dir
-from activelab.tasks.image_cache import FolderListing, cached_pixels, list_folder
+from activelab.tasks.image_cache import (
+    CacheGuess,
+    FolderListing,
+    as_floats,
+    cached_pixels,
+    list_folder,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -191,14 +197,15 @@ class ImageFolder(Dataset):
     def load(self, progress: Progress = None) -> DataBundle:
         """The images, decoded once into the data directory's cache (see
         activelab.tasks.image_cache) and read from there while the folder is unchanged."""
+        cache_dir = data_dir() / "datasets" / "image-cache"
+        guess = CacheGuess(self._folder(), cache_dir)  # read while the folder is listed
         listing = self.listing()
         info = self.info(listing)
         channels = info.image_shape[0]
-        pixels = cached_pixels(
-            listing, self.size, channels, data_dir() / "datasets" / "image-cache", progress
-        )
-        images = np.empty(pixels.shape, dtype=np.float32)
-        np.multiply(pixels, np.float32(1 / 255), out=images)
+        images = guess.images_for(listing, self.size, channels, cache_dir)
+        if images is None:
+            pixels = cached_pixels(listing, self.size, channels, cache_dir, progress)
+            images = as_floats(pixels)
         truth = np.array(listing.targets, dtype=np.int64) if listing.has_class_folders else None
         return DataBundle(images, truth, info)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +57,15 @@ def _images_under(folder: str, prefix: str, found: list[tuple[str, int, int]]) -
     the order of torchvision's sorted os.walk), with its size and modification time, in one
     pass of scandir (the listing of 20,000 files is most of what a cached load costs)."""
     with os.scandir(folder) as scan:
-        entries = sorted(scan, key=lambda entry: entry.name)
+        entries = {entry.name: entry for entry in scan}
     folders = []
-    for entry in entries:
+    for name in sorted(entries):
+        entry = entries[name]
         if entry.is_dir(follow_symlinks=True):
             folders.append(entry)
-        elif is_image(entry.name):
+        elif is_image(name):
             stat = entry.stat()
-            found.append((prefix + entry.name, stat.st_size, stat.st_mtime_ns))
+            found.append((prefix + name, stat.st_size, stat.st_mtime_ns))
     for entry in folders:
         _images_under(entry.path, f"{prefix}{entry.name}/", found)
 
@@ -117,14 +119,65 @@ def decode(
     return pixels
 
 
+def folder_digest(root: Path) -> str:
+    """The start of every cache file name of the folder at `root`."""
+    return hashlib.blake2b(str(root.resolve()).encode(), digest_size=8).hexdigest()
+
+
+def cache_path(listing: FolderListing, size: int, channels: int, cache_dir: Path) -> Path:
+    return cache_dir / f"{folder_digest(listing.root)}-{listing.key(size, channels)}.npy"
+
+
+def as_floats(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels as float32 in [0, 1]."""
+    images = np.empty(pixels.shape, dtype=np.float32)
+    np.multiply(pixels, np.float32(1 / 255), out=images)
+    return images
+
+
+class CacheGuess:
+    """The folder's cache file as it was last stored, read and converted to floats in a thread
+    while the folder is listed (a listing of 20,000 files costs about as much as the reading);
+    the listing then says whether that file is still the folder's (`images_for`)."""
+
+    def __init__(self, root: Path, cache_dir: Path) -> None:
+        found = list(cache_dir.glob(f"{folder_digest(root)}-*.npy")) if cache_dir.is_dir() else []
+        self.path = found[0] if len(found) == 1 else None  # one per folder (see cached_pixels)
+        self._images: np.ndarray | None = None
+        self._thread: threading.Thread | None = None
+        if self.path is not None:
+            self._thread = threading.Thread(target=self._read, name="activelab-cache-read")
+            self._thread.start()
+
+    def _read(self) -> None:
+        assert self.path is not None
+        try:
+            self._images = as_floats(np.load(self.path, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError):
+            self._images = None  # a damaged or vanished file: the folder is decoded again
+
+    def images_for(
+        self, listing: FolderListing, size: int, channels: int, cache_dir: Path
+    ) -> np.ndarray | None:
+        """The float images when the guessed file is the listing's cache, else None."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        expected = (len(listing.files), channels, size, size)
+        images, self._images = self._images, None
+        if self.path != cache_path(listing, size, channels, cache_dir) or images is None:
+            return None
+        return images if images.shape == expected else None
+
+
 def cached_pixels(
     listing: FolderListing, size: int, channels: int, cache_dir: Path, progress: Progress = None
 ) -> np.ndarray:
     """The folder's pixels from the cache (memory-mapped, read-only), decoding and storing
     them first when the folder or the settings changed."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    folder = hashlib.blake2b(str(listing.root.resolve()).encode(), digest_size=8).hexdigest()
-    target = cache_dir / f"{folder}-{listing.key(size, channels)}.npy"
+    folder = folder_digest(listing.root)
+    target = cache_path(listing, size, channels, cache_dir)
     if target.exists():
         try:
             found = np.load(target, mmap_mode="r", allow_pickle=False)

@@ -131,6 +131,18 @@ def test_an_image_folder_is_decoded_once_and_again_when_a_file_changes(tmp_path,
     np.testing.assert_array_equal(third.images[1:], first.images[1:])
     assert len(list(cache[0].parent.glob("*.npy"))) == 1, "the old cache is removed"
 
+    # another size is another cache: the folder's last one is not taken for it
+    smaller = type(dataset)(path=str(hard_folder), size=20).load()
+    assert smaller.images.shape[1:] == (1, 20, 20)
+    (stored,) = cache[0].parent.glob("*.npy")
+    stored.write_bytes(stored.read_bytes()[:100])  # a damaged cache file is decoded again
+    decoded.clear()
+    fourth = type(dataset)(path=str(hard_folder), size=20).load(
+        progress=lambda fraction, text: decoded.append(text)
+    )
+    assert decoded and fourth.images.shape == smaller.images.shape
+    np.testing.assert_array_equal(fourth.images, smaller.images)
+
 
 def test_rgb_and_mixed_size_images_are_resized_to_the_models_size(tmp_path):
     from PIL import Image
