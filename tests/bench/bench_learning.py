@@ -36,6 +36,8 @@ round_overhead_s, quick_start_acc; and issue 30's hard_* keys.
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import json
 import multiprocessing
 import os
@@ -45,6 +47,7 @@ import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -368,29 +371,40 @@ def run_all(sets: list[dict], args: argparse.Namespace, folder: str) -> dict:
     # a fresh interpreter per job: a process forked after this one ran torch or scikit-learn
     # can hang in their thread pools (seen: KMeans waiting forever in a forked job)
     spawn = multiprocessing.get_context("spawn")
+    # Jobs wait here, not in the pool's queue, and start longest-lived kind first (the
+    # baselines, then hard-digits strategies, then digits): no long job is left for the end.
+    waiting: list[tuple[int, int, Any, tuple, str, dict]] = []
+    order = itertools.count()
+
+    def add(priority: int, work: Any, job: tuple, kind: str, data: dict) -> None:
+        heapq.heappush(waiting, (priority, next(order), work, job, kind, data))
+
+    for data in sets:
+        for seed in range(args.seeds):
+            add(1, first_round_job, (seed, 1, folder, args.in_process, data), "first", data)
     with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool, ThreadPoolExecutor(1) as side:
-        running = {}
-        for data in sets:
-            for seed in range(args.seeds):
-                job = (seed, 1, folder, args.in_process, data)
-                running[pool.submit(first_round_job, job)] = ("first", data)
         quick = side.submit(quick_start, folder) if "digits" in names else None
-        while running:
+        running: dict = {}
+        while running or waiting:
+            while waiting and len(running) < args.jobs:
+                _priority, _n, work, job, kind, data = heapq.heappop(waiting)
+                running[pool.submit(work, job)] = (kind, data)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 kind, data = running.pop(future)
                 value = future.result()
+                hard = data["name"] == "hard-digits"
                 if kind == "first":
-                    strategies = STRATEGIES if data["name"] == "digits" else HARD_STRATEGIES
+                    strategies = HARD_STRATEGIES if hard else STRATEGIES
                     for half in (strategies[: len(strategies) // 2],
                                  strategies[len(strategies) // 2 :]):  # fmt: skip
                         job = (value["seed"], half, 1, folder, args.in_process, data, value)
-                        running[pool.submit(run_job, job)] = ("strategies", data)
+                        add(2 if hard else 3, run_job, job, "strategies", data)
                 elif kind == "strategies":
                     found["results"][data["name"]].append(value)
-                    if data["name"] == "hard-digits" and "random_labels" in value:
+                    if hard and "random_labels" in value:
                         job = (value["seed"], data["path"], value["random_labels"])
-                        running[pool.submit(hard_baseline_job, job)] = ("baselines", data)
+                        add(0, hard_baseline_job, job, "baselines", data)
                 else:
                     found["baselines"].append(value)
         found["quick"] = quick.result() if quick else float("nan")
