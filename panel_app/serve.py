@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -57,6 +58,20 @@ def start_mlflow_ui(lab: Lab, host: str, port: int) -> MlflowServer | None:
     )
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return host in LOOPBACK or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
+def who_can_reach(host: str, login: bool) -> str:
+    """Who reaches a server bound to `host`, in words for `serve`'s start-up lines."""
+    if is_loopback(host):
+        return "this machine only" + (", after logging in" if login else "")
+    return "anyone who reaches this machine" + (", after logging in" if login else ", no login")
+
+
 def login_options(users_file: Path | None, oauth_provider: str | None) -> dict[str, Any]:
     """get_server's options for the login asked for (none: no login)."""
     if users_file and oauth_provider:
@@ -104,7 +119,11 @@ def serve(
     # Create (migrate) the store before the MLflow UI opens it too: two processes migrating
     # one new sqlite file at once make the second fail ("_alembic_tmp_... already exists").
     lab.tracking.ping()
-    ui = start_mlflow_ui(lab, host, mlflow_port) if mlflow_ui else None
+    # MLflow's UI has no login of its own: beside the app's login it would open the store to
+    # whoever reaches it, so with a login it is not started (README "Security": MLflow's own)
+    local_store = not is_remote(lab.settings.tracking_uri)
+    ui_withheld = bool(login) and mlflow_ui and local_store
+    ui = start_mlflow_ui(lab, host, mlflow_port) if mlflow_ui and not ui_withheld else None
     ui_url = (
         ui.url
         if ui
@@ -117,7 +136,8 @@ def serve(
     context.start_watching()
     configure_panel()
     everywhere = host in ("0.0.0.0", "::")
-    echo(f"activelab app:  http://{'<this machine>' if everywhere else host}:{port}/")
+    reach = who_can_reach(host, bool(login))
+    echo(f"activelab app:  http://{'<this machine>' if everywhere else host}:{port}/  ({reach})")
     if host not in LOOPBACK and not login:
         echo(f"warning: serving on {host} with no login: anyone who can reach it can use the app.")
     if users_file:
@@ -125,7 +145,15 @@ def serve(
     elif oauth_provider:
         echo(f"login:          {oauth_provider} (OAuth)")
     if ui is not None:
-        echo(f"MLflow UI:      {ui.url}/  (starting; ready in about 10 s)")
+        ui_reach = who_can_reach(host, False)
+        echo(f"MLflow UI:      {ui.url}/  ({ui_reach}; starting, ready in about 10 s)")
+    elif ui_withheld:
+        echo(
+            "MLflow UI:      not started: it has no login of its own and would open the store "
+            "to anyone who reaches it. For a shared MLflow UI, run MLflow's server with its "
+            "login (`mlflow server --app-name basic-auth`) and point activelab at it "
+            "(MLFLOW_TRACKING_URI)."
+        )
     elif ui_url:
         echo(f"MLflow UI:      {ui_url}/")
     echo(f"tracking store: {lab.settings.tracking_uri}")

@@ -53,6 +53,7 @@ def start_app(
     tracking_uri: str | None = None,
     port: int | None = None,
     empty_store: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> ServedApp:
     """Serve the app for `home`; on its default store, a copy of `empty_store` (a migrated
     database, see conftest) when given, which saves the app ~2 s of schema set-up."""
@@ -68,14 +69,15 @@ def start_app(
     script = Path(sys.executable).with_name("activelab")
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(script), "serve", "--port", str(port), *extra],
+            [str(script), "serve", "--port", str(port), *extra]
+            + (["--host", host, "--allow-origin", f"{host}:{port}"] if host != "127.0.0.1" else []),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
     app = ServedApp(
-        f"http://127.0.0.1:{port}",
+        f"http://{host}:{port}",
         process,
         home,
         log,

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 from helpers import drop_hanging_files, wait_until
 from served import http_ok, start_app
 
@@ -250,6 +251,47 @@ def test_a_login_guards_every_page_and_only_hashes_are_stored(tmp_path, empty_st
         with member.open(served.url + "/") as response:
             assert "/login" not in response.geturl()
             assert '"token"' in response.read().decode()  # the app itself
+    finally:
+        served.stop()
+    assert "Traceback" not in served.output(), served.output()
+
+
+def test_with_a_login_the_mlflow_ui_is_not_started_beside_the_app(tmp_path, empty_store):
+    """MLflow's UI has no login: beside a login it would hand the store to anyone."""
+    import urllib.error
+
+    from click.testing import CliRunner
+
+    from activelab.cli.main import cli
+
+    users = tmp_path / "users.json"
+    out = CliRunner().invoke(
+        cli, ["users", "add", "ada", "--file", str(users), "--password-stdin"],
+        input="correct horse battery\n",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    mlflow_port = free_port("127.0.0.2")
+    served = start_app(
+        tmp_path / "home", "--auth", str(users), "--mlflow-port", str(mlflow_port),
+        empty_store=empty_store, host="127.0.0.2",  # another address than the default's
+    )  # fmt: skip
+    try:
+        output = served.output()
+        assert "after logging in" in output  # who can reach the app
+        assert "MLflow UI:      not started" in output and "basic-auth" in output
+        # an unauthenticated MLflow REST call finds no server to answer it, on any address
+        for host in ("127.0.0.2", "127.0.0.1"):
+            search = urllib.request.Request(
+                f"http://{host}:{mlflow_port}/api/2.0/mlflow/experiments/search",
+                data=b'{"max_results": 10}',
+                headers={"Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.URLError):
+                urllib.request.urlopen(search, timeout=5)
+        children = psutil.Process(served.process.pid).children(recursive=True)
+        assert not [c for c in children if "mlflow" in " ".join(c.cmdline())]
+        with urllib.request.urlopen(served.url + "/") as response:
+            assert "/login" in response.geturl()  # the app itself asks for the login
     finally:
         served.stop()
     assert "Traceback" not in served.output(), served.output()
