@@ -23,6 +23,10 @@ class InvalidConfigError(ActivelabError, ValueError):
     """A config value, preset or override is not valid."""
 
 
+class ModelDeletedError(InvalidConfigError):
+    """The model was deleted (maybe by another process) before a change could be written."""
+
+
 class InvalidLabelError(ActivelabError, ValueError):
     """A label or sample index does not fit the model's data set."""
 

@@ -207,11 +207,13 @@ class LabelStore:
         info: DatasetInfo,
         on_change: Any = None,
         author: str | None = None,
+        before_write: Any = None,
     ) -> None:
         self.folder = folder
         self.info = info
         self.author = author or _author()
         self._on_change = on_change  # called with (event, state) after every change
+        self._before_write = before_write  # raises when no change may be written now
         self._lock = threading.RLock()
         self._state = LabelState()
         self._events: dict[str, LabelEvent] = {}  # events read since the state's base
@@ -520,6 +522,8 @@ class LabelStore:
         return f"{stamp:019d}-{uuid.uuid4().hex[:8]}"
 
     def _commit(self, kind: str, changes: Changes, target: str | None = None) -> LabelEvent:
+        if self._before_write is not None:
+            self._before_write()
         event = LabelEvent(self._next_id(), kind, changes, self.author, time.time(), target)
         with explain_refusal("change this model's labels", "EDIT"):
             self.folder.write(f"{LOG_DIR}/{event.id}.json", event.to_json())

@@ -33,6 +33,7 @@ from activelab.connectivity import explain_refusal
 from activelab.dataset import DatasetInfo
 from activelab.errors import (
     InvalidConfigError,
+    ModelDeletedError,
     ModelExistsError,
     ModelNotFoundError,
     RunNotFoundError,
@@ -332,6 +333,22 @@ class Model:
         self.touch()
         return self.refresh()
 
+    def _check_not_deleted(self) -> None:
+        """Before a label change is written: the model may have been deleted since this
+        process opened it (by another process, the app or the CLI)."""
+        exp = self.lab.tracking.get_experiment(self.id)
+        if exp is not None and exp.lifecycle_stage != "deleted":
+            return
+        name = (exp.tags.get(keys.DELETED_NAME) if exp is not None else None) or self.name
+        when = ""
+        if exp is not None and exp.last_update_time:
+            stamp = datetime.fromtimestamp(exp.last_update_time / 1000, timezone.utc)
+            when = f" at {stamp:%Y-%m-%d %H:%M:%S} UTC"
+        raise ModelDeletedError(
+            f"Model {name!r} was deleted{when}; nothing was written. Restore it "
+            f"(`activelab models restore {self.id}`, or Restore in the app) and label again."
+        )
+
     def _require_active(self, verb: str) -> None:
         if self.deleted:
             raise InvalidConfigError(
@@ -346,7 +363,10 @@ class Model:
         with self._lock:
             if self._labels is None:
                 folder = self.lab.tracking.folder(self._experiment)
-                self._labels = LabelStore(folder, self.dataset_info, on_change=self._labels_changed)
+                self._labels = LabelStore(
+                    folder, self.dataset_info, on_change=self._labels_changed,
+                    before_write=self._check_not_deleted,
+                )  # fmt: skip
             return self._labels
 
     def _labels_changed(self, event: LabelEvent | None, state: LabelState) -> None:

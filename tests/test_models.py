@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from activelab import Lab, keys
-from activelab.errors import InvalidConfigError, ModelExistsError, ModelNotFoundError, PluginError
+from activelab.errors import (
+    InvalidConfigError,
+    ModelDeletedError,
+    ModelExistsError,
+    ModelNotFoundError,
+    PluginError,
+)
 
 
 def task_weights(model) -> dict[str, float]:
@@ -240,3 +250,30 @@ def test_the_app_s_key_press_leaves_the_card_to_the_background(local_lab, unique
     seconds = time.monotonic() - started
     assert 1 <= len(writes) <= seconds / MIN_INTERVAL_S + 2, (len(writes), seconds)
     assert writes[-1][keys.LABELED_COUNT] == "36" and model.card.labeled_count == 36
+
+
+def test_a_write_to_a_model_another_process_deleted_is_refused(local_lab, unique):
+    """The process that labels holds the model open while another one deletes it."""
+    model = local_lab.create_model(unique)
+    model.set_labels({0: 1})
+    env = {**os.environ}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    deleted = subprocess.run(
+        [str(Path(sys.executable).with_name("activelab")),
+         "--tracking-uri", local_lab.settings.tracking_uri,
+         "--home", str(local_lab.settings.home), "models", "delete", unique],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert deleted.returncode == 0, deleted.stderr
+
+    refusal = f"{unique}' was deleted at .* UTC; nothing was written.*models restore {model.id}"
+    with pytest.raises(ModelDeletedError, match=refusal):
+        model.set_labels({1: 2})
+    with pytest.raises(ModelDeletedError, match="nothing was written"):
+        model.labels.undo()
+    with pytest.raises(ModelDeletedError, match="nothing was written"):
+        model.labels.import_csv("2,3\n")
+    restored = local_lab.restore_model(model.id)
+    assert restored.labels.as_dict() == {0: 1}  # nothing of the refused writes landed
+    restored.set_labels({1: 2})  # restored, it takes labels again
+    assert restored.labels.as_dict() == {0: 1, 1: 2}
