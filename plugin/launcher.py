@@ -26,6 +26,7 @@ from activelab.runs import (
     dead_reason,
     get_run,
     mark_failed,
+    read_checkpoint,
     request_stop,
     resolve_checkpoint,
     settle_dead_run,
@@ -107,6 +108,8 @@ def launch(
         parent = get_run(tracking, parent_run)
         parent_number = parent.data.tags.get(keys.RUN_NUMBER)
         check_resumable(cfg, host, parent.data.params)
+        if parent_checkpoint:  # a damaged or code-carrying checkpoint is refused before a run
+            read_checkpoint(tracking, parent_run, parent_checkpoint)  # exists (~20 ms locally)
     epochs = _epochs_of(epochs, cfg, host, model.dataset_info, resuming=bool(parent_run))
     if run_name is not None and (not run_name.strip() or not run_name.isprintable()):
         raise InvalidConfigError(

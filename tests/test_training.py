@@ -421,6 +421,30 @@ def test_a_failed_run_or_a_changed_network_is_refused_before_a_run_exists(local_
         model.launch(epochs=1.7)
 
 
+def test_a_resume_from_a_code_carrying_checkpoint_creates_no_run(local_lab, trained, tmp_path):
+    import torch
+
+    from activelab.errors import TrainingError
+
+    model, handle = trained
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    planted = tmp_path / "epoch-0099.pt"  # what anyone with write access to the store can do
+    torch.save({"model": {}, "extra": Payload()}, planted)
+    MlflowClient(local_lab.settings.tracking_uri).log_artifact(
+        handle.run_id, str(planted), "checkpoints"
+    )
+    before = len(model.runs())
+    with pytest.raises(TrainingError, match="could run code"):
+        model.launch(resume_from=f"{handle.run_id}:epoch-0099.pt")
+    assert len(model.runs()) == before, "a refused resume leaves no run behind"
+    assert not marker.exists()
+
+
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     """Checkpoints come from the store, which anyone with write access can fill."""
     import io
