@@ -195,12 +195,8 @@ def test_only_the_app_s_own_pages_and_names_can_drive_it(tmp_path, empty_store):
     assert out.exit_code == 1 and "not '*'" in out.output
 
 
-def test_a_login_guards_every_page_and_only_hashes_are_stored(tmp_path, empty_store):
-    import http.cookiejar
-    import json
-    import urllib.error
-    import urllib.parse
-
+def users_file_of_ada(tmp_path: Path) -> Path:
+    """A users file made the documented way, with one user (ada, "correct horse battery")."""
     from click.testing import CliRunner
 
     from activelab.cli.main import cli
@@ -211,6 +207,20 @@ def test_a_login_guards_every_page_and_only_hashes_are_stored(tmp_path, empty_st
         input="correct horse battery\n",
     )  # fmt: skip
     assert out.exit_code == 0, out.output
+    return users
+
+
+def test_a_login_guards_every_page_and_only_hashes_are_stored(tmp_path, empty_store):
+    import http.cookiejar
+    import json
+    import urllib.error
+    import urllib.parse
+
+    from click.testing import CliRunner
+
+    from activelab.cli.main import cli
+
+    users = users_file_of_ada(tmp_path)
     assert "correct horse" not in users.read_text()
     assert json.loads(users.read_text())["ada"].startswith("scrypt$")
     assert users.stat().st_mode & 0o077 == 0  # readable by its owner only
@@ -260,16 +270,7 @@ def test_with_a_login_the_mlflow_ui_is_not_started_beside_the_app(tmp_path, empt
     """MLflow's UI has no login: beside a login it would hand the store to anyone."""
     import urllib.error
 
-    from click.testing import CliRunner
-
-    from activelab.cli.main import cli
-
-    users = tmp_path / "users.json"
-    out = CliRunner().invoke(
-        cli, ["users", "add", "ada", "--file", str(users), "--password-stdin"],
-        input="correct horse battery\n",
-    )  # fmt: skip
-    assert out.exit_code == 0, out.output
+    users = users_file_of_ada(tmp_path)
     mlflow_port = free_port("127.0.0.2")
     served = start_app(
         tmp_path / "home", "--auth", str(users), "--mlflow-port", str(mlflow_port),
