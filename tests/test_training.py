@@ -560,9 +560,10 @@ def test_a_round_ends_before_its_logged_model_and_evaluation(local_lab, unique):
     model.set_labels({i: i % 10 for i in range(30)})
     handle = model.launch(epochs=1, system_metrics=False)
     assert handle.wait(timeout=300) == "FINISHED", handle.summary.error
-    # its worker marked the end on this machine (wait() looks for the mark between reads)
+    # its worker marks the end on this machine (wait() looks for the mark between its reads
+    # of the run, so it may have seen the end in the store just before the mark was written)
     assert handle.end_mark == end_mark(local_lab.settings.home, handle.run_id)
-    assert handle.end_mark.exists()
+    wait_until(handle.end_mark.exists, timeout=60, message="the worker's end mark")
     assert handle.run.data.tags.get(keys.FOLLOW_UPS) in ("running", None)  # None: done
     assert len(model.predictions(handle.run_id)) == len(Digits().load().images)
 
