@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import secrets
@@ -58,16 +57,9 @@ def start_mlflow_ui(lab: Lab, host: str, port: int) -> MlflowServer | None:
     )
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return host in LOOPBACK or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name
-        return False
-
-
 def who_can_reach(host: str, login: bool) -> str:
     """Who reaches a server bound to `host`, in words for `serve`'s start-up lines."""
-    if is_loopback(host):
+    if host in LOOPBACK:  # as the origins and the no-login warning judge it
         return "this machine only" + (", after logging in" if login else "")
     return "anyone who reaches this machine" + (", after logging in" if login else ", no login")
 
