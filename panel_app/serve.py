@@ -98,6 +98,7 @@ def serve(
 
     from activelab.panel_app.app import TITLE, build_app, configure_panel
     from activelab.panel_app.context import AppContext, set_context
+    from activelab.panel_app.oversized import answer_oversized_requests
     from activelab.panel_app.pages.common import process_stopping
 
     # refused before anything starts: unnamed origins, a bad users file, half an OAuth setup
@@ -169,6 +170,7 @@ def serve(
             **login,
         )
         refuse_foreign_hosts(server._tornado, origins)
+        answer_oversized_requests(server._http)  # a status instead of a reset (431, 400)
         server.start()
         if show:
             server.io_loop.add_callback(server.show, "/login" if login else "/")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -85,6 +87,40 @@ def test_the_app_starts_beside_a_task_file_whose_import_hangs(tmp_path, empty_st
         )
         assert "did not finish within 2 s" in app.output()
         assert http_ok(app.url + "/")
+    finally:
+        app.stop()
+
+
+def _raw_request(port: int, head: bytes) -> bytes:
+    """Send `head` as a whole request on a fresh connection; everything answered, to EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(head)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_oversized_requests_get_a_status_and_a_reason_not_a_reset(tmp_path, empty_store):
+    app = start_app(tmp_path / "home", "--no-mlflow-ui", empty_store=empty_store)
+    try:
+        port = int(app.url.rsplit(":", 1)[1])
+        host = f"Host: 127.0.0.1:{port}\r\n".encode()
+        huge = b"GET / HTTP/1.1\r\n" + host + b"X-Filler: " + b"a" * 2**20 + b"\r\n\r\n"
+        answer = _raw_request(port, huge)  # a reset would raise ConnectionResetError here
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b"cookies" in answer
+        # a browser with a 100 KB cookie
+        cookie = urllib.request.Request(app.url + "/", headers={"Cookie": "c=" + "x" * 100_000})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(cookie, timeout=30)
+        assert refused.value.code == 431
+        assert "too large" in refused.value.read().decode()
+        # framing it cannot read (a chunk length line that never ends): 400, not a reset
+        chunked = b"POST / HTTP/1.1\r\n" + host + b"Transfer-Encoding: chunked\r\n\r\n" + b"1" * 200
+        assert _raw_request(port, chunked).startswith(b"HTTP/1.1 400 ")
+        assert http_ok(app.url + "/")  # and the app goes on answering
+        assert "Traceback" not in app.output()
     finally:
         app.stop()
 
