@@ -74,6 +74,9 @@ class DataBundle:
     images: np.ndarray  # float32, (N, C, H, W)
     true_labels: np.ndarray | None  # int64, (N,), or None
     info: DatasetInfo
+    # the value of a white pixel in the data's integer form (255 for image files): the logged
+    # model divides integer input by it
+    pixel_max: float = 255.0
 
 
 class Dataset(Component):

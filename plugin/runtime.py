@@ -38,8 +38,6 @@ PREDICTIONS_PATH = "predictions/predictions.parquet"
 # the card's accuracy: `eval/<classifier>/unlabeled_accuracy`, its last TREND epochs drawn
 UNLABELED = "/unlabeled_accuracy"
 TREND = 20
-# Pinned so logging the model skips MLflow's ~7 s requirement inference (DESIGN.md).
-MODEL_PIP_REQUIREMENTS_PACKAGES = ("torch", "mlflow-activelab", "cloudpickle")
 
 
 @dataclass
@@ -93,18 +91,6 @@ def outage_wait_s() -> float:
     import os
 
     return float(os.environ.get("ACTIVELAB_OUTAGE_WAIT_S", "900"))
-
-
-def pip_requirements() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for package in MODEL_PIP_REQUIREMENTS_PACKAGES:
-        try:
-            pins.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            pins.append(package)
-    return pins
 
 
 class TrainingSession:
@@ -281,38 +267,35 @@ class TrainingSession:
         )
 
     def log_model(self, module: Any, example: np.ndarray | None = None) -> None:
-        """Log `module` as the run's MLflow model (`mlflow.pytorch`, so it can be registered)
-        once the run has ended: its predictions and checkpoints are out first, and a script's
-        `wait()` does not wait for the export (~3 s). `module` must not change afterwards."""
+        """Log `module` as the run's MLflow model once the run has ended: its predictions and
+        checkpoints are out first, and a script's `wait()` does not wait for the export (~3 s).
+        `module` takes images (N, C, H, W) as the data set gives them; `example` is a few of
+        them (default: the first two). The logged model is a pyfunc that takes images in any
+        common form and returns a named table (`activelab.serving`); a module with
+        `output_layout()` gets map, latent and class columns. It must not change afterwards."""
         self.follow_ups.append(lambda: self._log_model_now(module, example))
 
     def _log_model_now(self, module: Any, example: np.ndarray | None) -> None:
-        import mlflow.pytorch
-        from mlflow.models import Model
-
         from activelab.connectivity import is_transient
+        from activelab.serving import description, log_serving_model, spec_of
 
         module.eval()
         log.info("logging the model")
+        example = self.data.images[:2].copy() if example is None else example
+        spec = spec_of(module, self.data, example)
         deadline = time.monotonic() + self.outage_wait_s
         params = {"trainer": self.context.config.trainer, "epochs": str(self.context.epochs)}
         model_id: str | None = None
         while True:
             try:
                 # The run has ended: no active run to put the model in, so it is made in the
-                # run's experiment first (once: a retry fills the same one). pt2 (torch.export)
-                # is MLflow's safe format and loads without activelab installed; it needs an
-                # input example.
+                # run's experiment first (once: a retry fills the same one).
                 if model_id is None:
                     model_id = self.outbox.tracking.create_logged_model(
                         self.run_id, self._logged_model_name(), params=params,
-                        tags={NOTE_TAG: self._logged_model_note()},
+                        tags={NOTE_TAG: self._logged_model_note() + " " + description(spec)},
                     )  # fmt: skip
-                logged = Model.log(
-                    artifact_path=None, model_id=model_id, run_id=self.run_id,
-                    flavor=mlflow.pytorch, pytorch_model=module,
-                    pip_requirements=pip_requirements(), input_example=example,
-                )  # fmt: skip
+                logged = log_serving_model(model_id, self.run_id, module, spec, example)
                 self._link_to_logged_model(logged.model_id)
                 return
             except Exception as exc:
@@ -354,9 +337,8 @@ class TrainingSession:
         """The logged model's description in the MLflow UI."""
         return (
             f"The trained network of the activelab model **{self.context.model_name}**, from "
-            f"run `{self.context.run_name}` ({self.epochs_done} epoch(s) in this run). Its "
-            "output is the latent code followed by the class probabilities; load it with "
-            "`mlflow.pyfunc.load_model`. The run's checkpoints continue its training."
+            f"run `{self.context.run_name}` ({self.epochs_done} epoch(s) in this run; its "
+            "checkpoints continue the training)."
         )
 
     def _log_text(self, name: str, text: str) -> None:

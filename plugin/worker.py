@@ -88,14 +88,16 @@ def _log_labels(model: Model, tracking: Any, run_id: str) -> tuple[Any, str, int
     )
     tracking.log_text(run_id, store.to_csv(), LABELS_ARTIFACT)
     source = RunArtifactDatasetSource(f"runs:/{run_id}/{LABELS_ARTIFACT}")
-    with warnings.catch_warnings():  # MLflow's hint about integer columns does not apply
+    input_tags = {"labeled": str(len(indices)), "samples of": model.config.dataset}
+    # MLflow's hint about integer columns (sample indices never miss) does not apply; the
+    # schema is inferred when the input is logged
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(
             frame, source=source, name=labels_dataset_name(model.name), digest=digest,
             targets="label",
         )  # fmt: skip
-    input_tags = {"labeled": str(len(indices)), "samples of": model.config.dataset}
-    mlflow.log_input(dataset, context="training", tags=input_tags)
+        mlflow.log_input(dataset, context="training", tags=input_tags)
     return labels, digest, len(indices)
 
 

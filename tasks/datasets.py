@@ -43,7 +43,7 @@ class Digits(Dataset):
     def load(self, progress: Progress = None) -> DataBundle:
         table = np.loadtxt(_digits_csv(), delimiter=",", dtype=np.float32)
         images = (table[:, :-1] / 16.0).reshape(-1, 1, 8, 8).astype(np.float32)
-        return DataBundle(images, table[:, -1].astype(np.int64), self.info())
+        return DataBundle(images, table[:, -1].astype(np.int64), self.info(), pixel_max=16.0)
 
 
 def _digits_csv() -> Path:

@@ -324,7 +324,8 @@ class SSVAETrainer(Trainer):
     log_every = param.Integer(1, bounds=(1, None), doc="Log step losses every N steps.")
     log_model = param.Boolean(
         True,
-        doc="Log the final model with mlflow.pytorch (for the Model Registry and serving). "
+        doc="Log the final model as an MLflow pyfunc (predict on images or files, register, "
+        "serve). "
         "Off, a run ends ~5 s sooner in a fresh worker (the model export and MLflow's "
         "environment check); checkpoints hold the weights either way.",
     )

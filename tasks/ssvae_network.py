@@ -154,8 +154,9 @@ def _mlp_decoder(
 class SSVAEModule(nn.Module):
     """The trained model as one module: network plus the task heads.
 
-    `forward(images)` returns (B, D + K): the latent mean, then the class probabilities of the
-    predicting task (K = 0 without one), so the logged MLflow model serves the labeling map.
+    `forward(images)` returns (B, M + D + K): the labeling map (M = 2), the latent mean (D),
+    then the class probabilities of the predicting task (K = 0 without one): what the
+    logged MLflow model names `map_x, map_y`, `latent_<i>` and `p_<class>` (`output_layout`).
     """
 
     def __init__(self, network: SSVAENetwork, heads: nn.ModuleDict, predictor: str | None) -> None:
@@ -172,8 +173,14 @@ class SSVAEModule(nn.Module):
         if self.image_features is not None:
             x = self.image_features(x)
         mu, _logvar = self.network.encode(x)
-        if self.predictor is None:
-            return mu
-        start, end = self.predictor_slice
-        logits = self.heads[self.predictor](mu[:, start:end])
-        return torch.cat([mu, torch.softmax(logits, dim=1)], dim=1)
+        parts = [self.network.map_of(mu), mu]
+        if self.predictor is not None:
+            start, end = self.predictor_slice
+            logits = self.heads[self.predictor](mu[:, start:end])
+            parts.append(torch.softmax(logits, dim=1))
+        return torch.cat(parts, dim=1)
+
+    def output_layout(self) -> dict[str, int]:
+        """How many of `forward`'s columns are the map and the latent (the rest: classes)."""
+        latent = self.network.latent_dim
+        return {"map": latent if self.network.to_map is None else 2, "latent": latent}

@@ -224,7 +224,7 @@ def test_pretrained_features_from_a_local_file_reach_the_graph_classifier_and_ma
     found = mlflow_client(local_lab).search_logged_models(experiment_ids=[model.id])
     logged = mlflow.pyfunc.load_model(found[0].model_uri)
     out = logged.predict(bundle.images[:3])
-    assert np.asarray(out).shape == (3, 16 + 10)
+    assert out.shape == (3, 2 + 10 + 2 + 16)  # predicted, certainty, p_<class>, map, latent
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     missing = image_model(local_lab, hard_folder, "no-weights", **{"trainer.features": "resnet18"})

@@ -133,7 +133,8 @@ def test_a_run_reads_well_in_mlflow(lab, unique):
     assert accuracy.dataset_name == inputs[0].dataset.name
     served = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
     out = served.predict(np.zeros((3, 1, 8, 8), dtype=np.float32))
-    assert np.asarray(out).shape == (3, 16 + 10)  # latent (16) + class probabilities (10)
+    assert out.shape == (3, 2 + 10 + 2 + 16)  # predicted, certainty, p_<class>, map, latent
+    assert set(out["predicted"]) <= {str(c) for c in model.dataset_info.classes}
 
     card = lab.get_model(model.id).card
     assert card.total_epochs == 2
