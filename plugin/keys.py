@@ -25,6 +25,8 @@ UPDATED_AT = "activelab.updated_at"  # epoch milliseconds of the last change of 
 LATEST_RUN = "activelab.latest_run"  # run id of the newest training run
 LATEST_RUN_STATUS = "activelab.latest_run_status"
 RUN_COUNT = "activelab.run_count"  # training runs launched so far (numbers readable run names)
+# JSON: the model's last version registered in MLflow's Model Registry (name, version, alias, run)
+REGISTERED = "activelab.registered"
 
 # --- run tags --------------------------------------------------------------------------------
 RUN_KIND = "activelab.run_kind"  # "train" | "eval"
@@ -53,6 +55,7 @@ EVAL_OF = "activelab.eval_of"  # on an eval run: the run whose checkpoint it eva
 EVAL_CHECKPOINT = "activelab.eval_checkpoint"  # ... and which checkpoint
 BACKEND = "activelab.backend"  # where the worker runs: "local", "ray", a plugin's backend
 BACKEND_ADDRESS = "activelab.backend_address"  # e.g. the Ray dashboard's address
+REGISTERED_VERSION = "activelab.registered_version"  # the registry version made from this run
 BACKEND_JOB = "activelab.backend_job"  # the backend's id of the worker (e.g. a Ray job id)
 # Tags that only mean something while the trainer lives (liveness, the stop request); removed
 # when the run ends, so a finished run's Tags box in the MLflow UI keeps what tells its story.

@@ -7,6 +7,7 @@ the summary a list or the home page shows, read from experiment tags in one sear
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 import time
@@ -40,6 +41,7 @@ from activelab.errors import (
 )
 from activelab.labels import LabelStore
 from activelab.presets import DEFAULT_PRESET, get_preset
+from activelab.registry import RegisteredVersion, registered_of
 from activelab.settings import Settings
 from activelab.version import __version__
 
@@ -131,6 +133,7 @@ class ModelCard:
     tags: dict[str, str] = field(default_factory=dict)
     latest_accuracy: float | None = None  # on the samples nobody labeled, last epoch
     accuracy_trend: list[float] = field(default_factory=list)  # its last epochs
+    registered: RegisteredVersion | None = None  # its last version in MLflow's Model Registry
 
     @classmethod
     def from_experiment(cls, exp: Experiment, tags: dict[str, str] | None = None) -> ModelCard:
@@ -159,6 +162,7 @@ class ModelCard:
                 for v in (tags.get(keys.ACCURACY_TREND) or "").split(",")
                 if (a := _float_or_none(v)) is not None
             ],
+            registered=registered_of(tags),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +183,7 @@ class ModelCard:
             "tags": self.tags,
             "latest_accuracy": self.latest_accuracy,
             "accuracy_trend": self.accuracy_trend,
+            "registered": json.loads(self.registered.to_json()) if self.registered else None,
         }
 
 
@@ -459,6 +464,15 @@ class Model:
         self.lab.plugins.get("analyzers", kind)  # an unknown kind fails before any download
         run_id, checkpoint = self._checkpoint_ref(run)
         return run_analyzer(self, run_id, kind, checkpoint, progress=progress)
+
+    def register(self, run: str | None = None, alias: str | None = None) -> RegisteredVersion:
+        """Put `run`'s logged model (default: the latest training run's) into MLflow's Model
+        Registry as a new version of the registered model of this model's name, and point
+        `alias` (e.g. "champion") at it: `mlflow.pyfunc.load_model("models:/NAME@champion")`
+        and `mlflow models serve -m models:/NAME@champion` reach it."""
+        from activelab.registry import register
+
+        return register(self, run, alias)
 
     def predictions(self, run: str | None = None) -> pd.DataFrame:
         """Per-sample predictions of `run` (default: the latest run that logged them), one

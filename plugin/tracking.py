@@ -237,6 +237,37 @@ class Tracking:
         )  # fmt: skip
         return str(created.model_id)
 
+    def logged_models_of_run(self, experiment_id: str, run_id: str) -> list[Any]:
+        """The logged models `run_id` made (MLflow `LoggedModel`s), newest first."""
+        found = self._client.search_logged_models(
+            experiment_ids=[experiment_id],
+            filter_string=f"source_run_id = '{run_id}'",
+            order_by=[{"field_name": "creation_timestamp", "ascending": False}],
+        )
+        return list(found)
+
+    def register_logged_model(self, name: str, model_id: str, run_id: str, note: str) -> str:
+        """A new version of the registered model `name` (made if missing) from the logged
+        model `model_id`; its version number."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.create_registered_model(name)
+        except MlflowException as exc:
+            if _mlflow_exception_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self._client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
+            description=note,
+        )  # fmt: skip
+        return str(version.version)
+
+    def set_registered_alias(self, name: str, alias: str, version: str) -> None:
+        self._client.set_registered_model_alias(name, alias, version)
+
+    def registered_version_status(self, name: str, version: str) -> str:
+        return str(self._client.get_model_version(name, version).status)
+
     def log_batch(self, run_id: str, metrics: Sequence[Any] = (), tags: Sequence[Any] = ()) -> None:
         """One request of MLflow `Metric`s and `RunTag`s (callers keep to MLflow's limits)."""
         self._client.log_batch(run_id, metrics=list(metrics), tags=list(tags))

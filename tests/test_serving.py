@@ -113,3 +113,106 @@ def test_an_rgb_model_reads_channels_last_arrays_and_files(local_lab, hard_folde
     np.testing.assert_allclose(from_chw["map_x"], from_array["map_x"], atol=1e-4)
     with pytest.raises(Exception, match=r"\(N, 3, 28, 28\), \(N, 28, 28, 3\)"):
         served.predict(pixels[:10, ..., 0])  # gray images for an RGB model
+
+
+def digits_model_with_a_run(lab, name, log_model=True):
+    """A digits model with 50 labels and a 1-epoch run (its logged model may still be made)."""
+    config = {"trainer.log_model": str(log_model), "trainer.recon_images": "0"}
+    model = lab.create_model(name, config=config)
+    model.set_labels({i: i % 10 for i in range(50)})
+    handle = model.launch(epochs=1, system_metrics=False, in_process=True)
+    assert handle.wait(timeout=300) == "FINISHED", handle.summary.error
+    return model, handle.run_id
+
+
+def test_register_puts_a_run_s_model_in_the_registry_under_an_alias(lab, unique, monkeypatch):
+    """On the local store and through the server."""
+    from click.testing import CliRunner
+
+    from activelab.cli.main import cli
+    from activelab.errors import ActivelabError, InvalidConfigError
+
+    model, first = digits_model_with_a_run(lab, f"{unique}/reg")
+    client = mlflow_client(lab)
+    with pytest.raises(InvalidConfigError, match="cannot be an alias"):
+        model.register(alias="latest")  # refused before anything is made
+    assert client.search_registered_models(filter_string=f"name LIKE '{unique}%'") == []
+    # right after the run's end: waits for its logged model, then registers it
+    made = model.register(alias="champion")
+    assert (made.name, made.version, made.run_id) == (f"{unique}-reg", "1", first)
+    assert made.uri == f"models:/{unique}-reg@champion"
+    version = client.get_model_version_by_alias(made.name, "champion")
+    assert str(version.version) == "1" and version.run_id == first
+    assert client.get_run(first).data.tags["activelab.registered_version"] == "1"
+    assert model.refresh().card.registered == made  # the card shows it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", lab.settings.tracking_uri)
+    served = mlflow.pyfunc.load_model(made.uri)
+    out = served.predict(np.zeros((2, 8, 8), dtype=np.float32))
+    assert list(out.columns[:2]) == ["predicted", "certainty"]
+    # the CLI, naming an older run: a new version, and the alias moves to it
+    second = model.launch(epochs=1, system_metrics=False, in_process=True, resume_from=first)
+    assert second.wait(timeout=300) == "FINISHED"
+    home = ["--home", str(lab.settings.home), "--tracking-uri", lab.settings.tracking_uri]
+    args = ["models", "register", model.name, "--run", second.run_id, "--alias", "champion"]
+    out = CliRunner().invoke(cli, [*home, *args])
+    assert out.exit_code == 0, out.output
+    assert "version 2" in out.output and f"models:/{unique}-reg@champion" in out.output
+    assert str(client.get_model_version_by_alias(made.name, "champion").version) == "2"
+    # a run without a logged model: said plainly
+    plain, run = digits_model_with_a_run(lab, f"{unique}-plain", log_model=False)
+    with pytest.raises(ActivelabError, match="no logged model.*trainer.log_model=true"):
+        plain.register(run=run)
+
+
+def test_mlflow_models_serve_answers_with_the_app_s_classes(local_lab, hard_folder, tmp_path):
+    """`mlflow models serve -m models:/NAME@champion`, posted images as a script would."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    from helpers import wait_until
+    from served import http_ok
+
+    from activelab.mlflow_server import free_port
+
+    model, _logged = trained_image_model(local_lab, hard_folder, "served")
+    made = model.register(alias="champion")
+    port = free_port()
+    bin_dir = Path(sys.executable).parent  # MLflow runs uvicorn from the PATH, as when activated
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": local_lab.settings.tracking_uri,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", made.uri,
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: server.poll() is not None or http_ok(url + "/ping"),
+            timeout=180,
+            message="mlflow models serve to answer",
+        )
+        assert server.poll() is None, (tmp_path / "serve.log").read_text()
+        _files, pixels = pixels_of(hard_folder, 1)
+        chosen = np.arange(0, 80, 80 // 32)[:32]
+        body = json.dumps({"inputs": (pixels[chosen, ..., 0] / 255).tolist()}).encode()
+        request = urllib.request.Request(
+            url + "/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            rows = json.loads(response.read())["predictions"]
+        app = model.predictions()
+        predicted = [row["predicted"] for row in rows]
+        agree = np.mean(np.array(predicted) == app["predicted"].to_numpy()[chosen])
+        assert len(rows) == 32 and agree >= 0.97, (predicted, app["predicted"][chosen].tolist())
+        assert {"certainty", "map_x", "map_y"} <= set(rows[0])
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()

@@ -1,7 +1,9 @@
-"""`activelab models ...`: create, list, show, rename, configure, tag, delete, restore."""
+"""`activelab models ...`: create, list, show, rename, configure, tag, register, delete,
+restore."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -153,6 +155,8 @@ def show(obj: Any, model: str, deleted: bool, as_json: bool) -> None:
     )
     if card.tags:
         click.echo("  tags         " + ", ".join(f"{k}={v}" for k, v in card.tags.items()))
+    if card.registered:
+        click.echo(f"  registered   {card.registered.uri}  (version {card.registered.version})")
     click.echo(
         f"  trainer      {config.trainer}: "
         + ", ".join(f"{k}={v}" for k, v in config.trainer_params.items())
@@ -221,6 +225,23 @@ def tag(obj: Any, model: str, pairs: tuple[str, ...], removals: tuple[str, ...])
         found.remove_tag(key)
     shown = ", ".join(f"{k}={v}" for k, v in found.tags.items()) or "none"
     click.echo(f"Tags of {found.name!r}: {shown}")
+
+
+@models.command("register")
+@click.argument("model")
+@click.option("--run", default=None, help="The run whose model to register (default: the latest).")
+@click.option("--alias", default=None, help="Point this alias at the new version, e.g. champion.")
+@json_option
+@click.pass_obj
+def register(obj: Any, model: str, run: str | None, alias: str | None, as_json: bool) -> None:
+    """Put a run's trained model into MLflow's Model Registry under the model's name."""
+    made = obj.lab.get_model(model).register(run=run, alias=alias)
+    if as_json:
+        emit_json({**json.loads(made.to_json()), "uri": made.uri})
+        return
+    click.echo(f"Registered {made.name!r} version {made.version} from run {made.run_id}.")
+    click.echo(f"  load:  mlflow.pyfunc.load_model({made.uri!r})")
+    click.echo(f"  serve: mlflow models serve -m {made.uri} --env-manager local")
 
 
 @models.command("delete")
