@@ -36,7 +36,7 @@ import numpy as np
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hard_digits import write_folder  # noqa: E402
+from hard_digits import write_folder
 
 THREADS = 2
 
@@ -78,8 +78,8 @@ def eager_network(model, run_id: str):
     """The same network as a plain torch module, from the run's last checkpoint."""
     import torch
 
-    from activelab.runtime import build_tasks, build_trainer
     from activelab.runs import resolve_checkpoint
+    from activelab.runtime import build_tasks, build_trainer
 
     config, host = model.config, model.lab.plugins
     trainer = build_trainer(config, host)
@@ -152,9 +152,11 @@ def main() -> None:
             served = mlflow.pyfunc.load_model(made.uri)
             loads.append(time.perf_counter() - start)
         rng = np.random.default_rng(0)
-        images = model.lab.plugins.get("datasets", "image-folder")(
-            **model.config.dataset_params
-        ).load().images
+        images = (
+            model.lab.plugins.get("datasets", "image-folder")(**model.config.dataset_params)
+            .load()
+            .images
+        )
         batch = images[rng.choice(len(images), 1000, replace=False)]
         network = eager_network(model, run_id)
         tensor = torch.from_numpy(batch)
