@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from activelab.label_csv import SampleFiles
+
 # What a data set can provide; tasks state which of these they need.
 IMAGES = "images"
 CLASS_LABELS = "class_labels"  # a fixed list of classes a person can label with
@@ -89,3 +91,8 @@ class Dataset(Component):
     def load(self, progress: Callable[[float, str], None] | None = None) -> DataBundle:
         """Every sample, in a stable order (sample index i is row i)."""
         raise NotImplementedError
+
+    def sample_files(self) -> SampleFiles | None:
+        """The folder the samples are read from and each sample's file in it (sample i: file
+        i), for data sets made of files; None for the others (the default)."""
+        return None

@@ -10,10 +10,8 @@ the few events after it instead of the whole log.
 
 from __future__ import annotations
 
-import csv
 import getpass
 import hashlib
-import io
 import json
 import logging
 import os
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 from activelab import keys
 from activelab.connectivity import explain_refusal
 from activelab.errors import InvalidLabelError, LabelFileError, NothingToUndoError
+from activelab.label_csv import SampleFiles, read_csv, write_csv
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -554,43 +553,16 @@ class LabelStore:
 
     # --- CSV ---------------------------------------------------------------------------------
 
-    def parse_csv(self, text: str) -> dict[int, int]:
-        """{index: class} from `sample_index,label` lines; errors name the line."""
-        if "\x00" in text:
-            raise LabelFileError("The file is binary, not a CSV of 'sample_index,label' lines.")
-        result: dict[int, int] = {}
-        line_of: dict[int, int] = {}
-        reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))  # Excel's UTF-8 mark
-        for line_no, row in enumerate(reader, start=1):
-            if not row or all(not cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
-                continue
-            if line_no == 1 and _is_header(row):
-                continue
-            if len(row) != 2:
-                raise LabelFileError(
-                    f"Line {line_no}: expected 'sample index,label', got {len(row)} fields."
-                )
-            raw_index, raw_label = row[0].strip(), row[1].strip()
-            if not raw_index.lstrip("-").isdigit():
-                raise LabelFileError(f"Line {line_no}: sample index {raw_index!r} is not a number.")
-            try:
-                index = self._check_index(int(raw_index))
-                label = self.resolve_label(raw_label)
-            except InvalidLabelError as exc:
-                raise LabelFileError(f"Line {line_no}: {exc}") from None
-            if index in result and result[index] != label:
-                raise LabelFileError(
-                    f"Line {line_no}: sample {index} is labeled "
-                    f"{self.info.classes[label]!r} here but "
-                    f"{self.info.classes[result[index]]!r} on line {line_of[index]}; "
-                    "keep one of them."
-                )
-            result[index], line_of[index] = label, line_no
-        return result
+    def parse_csv(self, text: str, files: SampleFiles | None = None) -> dict[int, int]:
+        """{index: class} from a labels CSV (`activelab.label_csv`: by sample index, or by
+        file when `files` says which file each sample is); errors name the line."""
+        return read_csv(text, self.resolve_label, self._check_index, self.info.classes, files)
 
-    def import_csv(self, text: str, replace: bool = False) -> LabelEvent | None:
+    def import_csv(
+        self, text: str, replace: bool = False, files: SampleFiles | None = None
+    ) -> LabelEvent | None:
         """Apply a labels CSV as one change; `replace` also clears labels not in the file."""
-        wanted: dict[int, Label] = dict(self.parse_csv(text))
+        wanted: dict[int, Label] = dict(self.parse_csv(text, files))
         with self._lock:
             self.refresh()
             if replace:
@@ -598,15 +570,10 @@ class LabelStore:
                     wanted.setdefault(index, None)
             return self._change(IMPORT, wanted)
 
-    def to_csv(self) -> str:
-        """`sample_index,label` for every labeled sample, by index; labels are class names."""
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["sample_index", "label"])
-        labels = self.state.labels
-        for index in sorted(labels):
-            writer.writerow([index, self.info.classes[labels[index]]])
-        return out.getvalue()
+    def to_csv(self, files: SampleFiles | None = None) -> str:
+        """`sample_index,label` for every labeled sample, by index (labels are class names);
+        with `files`, `sample_index,path,label`."""
+        return write_csv(self.state.labels, self.info.classes, files)
 
 
 def decode_csv(raw: bytes, source: str) -> str:
@@ -619,16 +586,6 @@ def decode_csv(raw: bytes, source: str) -> str:
             f"{source} is not UTF-8 text (line {line} has the byte 0x{raw[exc.start]:02x}); "
             "save it as CSV UTF-8 and import it again. Nothing was changed."
         ) from None
-
-
-HEADER_WORDS = {"sample_index", "sample", "index", "idx", "label", "class", "name", "id"}
-
-
-def _is_header(row: list[str]) -> bool:
-    """A first row is a header when it names columns: no cell is a number and the first cell
-    is a known column name ('l32,3' is a typo in a data row, not a header)."""
-    cells = [cell.strip().lower() for cell in row]
-    return not any(c.lstrip("-").isdigit() for c in cells) and cells[0] in HEADER_WORDS
 
 
 def _is_int_like(value: Any) -> bool:

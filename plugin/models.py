@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from activelab.config import (
 from activelab.connectivity import explain_refusal
 from activelab.dataset import DatasetInfo
 from activelab.errors import (
+    DatasetUnavailableError,
     InvalidConfigError,
     ModelDeletedError,
     ModelExistsError,
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
     from activelab.analyzer import AnalyzerResult
     from activelab.dataset import DataBundle
     from activelab.evaluation import Evaluation
+    from activelab.label_csv import SampleFiles
+    from activelab.label_folders import FolderExport
     from activelab.labels import LabelEvent, LabelState
     from activelab.launcher import TrainingHandle
     from activelab.plugins import PluginHost
@@ -560,17 +563,51 @@ class Model:
         )
         return [int(i) for i in picked]
 
+    def sample_files(self) -> SampleFiles | None:
+        """Which file each sample is (relative to the data set's folder), for a model whose
+        samples are files (an image folder); None for the others, or when the folder no
+        longer matches the model (files added or removed: the indices would be wrong)."""
+        config = self.config
+        dataset = self.lab.plugins.get("datasets", config.dataset)(**config.dataset_params)
+        try:
+            files = dataset.sample_files()
+        except DatasetUnavailableError:
+            return None
+        if files is None or len(files.files) != self.dataset_info.size:
+            return None
+        return cast("SampleFiles", files)
+
+    def labels_csv(self) -> str:
+        """The labels as CSV: `sample_index,path,label` for a model of files, else
+        `sample_index,label`."""
+        return self.labels.to_csv(self.sample_files())
+
     def export_labels(self, path: str | os.PathLike) -> Path:
-        """Write the labels as CSV (`sample_index,label`) to `path`."""
+        """Write the labels as CSV (see `labels_csv`) to `path`."""
         target = Path(path).expanduser()
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(self.labels.to_csv(), encoding="utf-8")
+        target.write_text(self.labels_csv(), encoding="utf-8")
         return target
 
+    def export_labeled_folders(
+        self, directory: str | os.PathLike, link: bool = False, progress: Any = None
+    ) -> FolderExport:
+        """The labeled samples in `directory`/<class>/ (torchvision's ImageFolder layout):
+        files copied (or symlinked with `link`), or written as PNGs for data sets without
+        files. `directory` must be new or empty."""
+        from activelab.label_folders import export_folders
+
+        return export_folders(self, Path(directory), link, progress)
+
+    def import_labels_csv(self, text: str, replace: bool = False) -> LabelEvent | None:
+        """Apply a labels CSV (by sample index, or by file path for a model of files) in one
+        change (undo reverts all of it)."""
+        return self.labels.import_csv(text, replace=replace, files=self.sample_files())
+
     def import_labels(self, path: str | os.PathLike, replace: bool = False) -> LabelEvent | None:
-        """Apply a labels CSV in one change (undo reverts all of it)."""
+        """`import_labels_csv` of the file at `path`."""
         text = Path(path).expanduser().read_text(encoding="utf-8-sig")
-        return self.labels.import_csv(text, replace=replace)
+        return self.import_labels_csv(text, replace=replace)
 
 
 class Lab:

@@ -83,10 +83,12 @@ def _log_labels(model: Model, tracking: Any, run_id: str) -> tuple[Any, str, int
     labels = store.as_array()
     digest = store.digest()
     indices = [int(i) for i in (labels >= 0).nonzero()[0]]
-    frame = pd.DataFrame(
-        {"sample_index": indices, "label": [store.info.classes[labels[i]] for i in indices]}
-    )
-    tracking.log_text(run_id, store.to_csv(), LABELS_ARTIFACT)
+    files = model.sample_files()  # an image folder's labels name their files too
+    columns: dict[str, list[Any]] = {"sample_index": indices}
+    if files is not None:
+        columns["path"] = [files.files[i] for i in indices]
+    frame = pd.DataFrame({**columns, "label": [store.info.classes[labels[i]] for i in indices]})
+    tracking.log_text(run_id, store.to_csv(files), LABELS_ARTIFACT)
     source = RunArtifactDatasetSource(f"runs:/{run_id}/{LABELS_ARTIFACT}")
     input_tags = {"labeled": str(len(indices)), "samples of": model.config.dataset}
     # MLflow's hint about integer columns (sample indices never miss) does not apply; the

@@ -14,6 +14,7 @@ import param
 from activelab.dataset import DataBundle, Dataset, DatasetInfo
 from activelab.errors import DatasetUnavailableError, InvalidConfigError
 from activelab.hookspecs import hookimpl
+from activelab.label_csv import SampleFiles
 from activelab.settings import data_dir
 from activelab.tasks.image_cache import (
     CacheGuess,
@@ -193,6 +194,10 @@ class ImageFolder(Dataset):
             (channels, self.size, self.size),
             listing.has_class_folders,
         )
+
+    def sample_files(self) -> SampleFiles:
+        listing = self.listing()
+        return SampleFiles(listing.root, listing.files)
 
     def load(self, progress: Progress = None) -> DataBundle:
         """The images, decoded once into the data directory's cache (see

@@ -268,8 +268,9 @@ class LabelViewModel(LoadedModel, param.Parameterized):
             return self._apply(self.model.labels.undo())
 
     def labels_csv(self) -> str:
-        """Every label as `sample_index,label` lines, as `activelab labels export` writes."""
-        return self.model.labels.to_csv() if self.model is not None else ""
+        """Every label as CSV lines, as `activelab labels export` writes them (with each
+        sample's file for an image folder)."""
+        return self.model.labels_csv() if self.model is not None else ""
 
     def import_csv(self, text: str) -> int:
         """Apply a labels CSV as one change (undo reverts all of it); a bad line changes
@@ -277,7 +278,7 @@ class LabelViewModel(LoadedModel, param.Parameterized):
         if not self.has_model:
             return 0
         with self._lock:
-            return self._apply(self.model.labels.import_csv(text))
+            return self._apply(self.model.import_labels_csv(text))
 
     def redo(self) -> int:
         with self._lock:

@@ -144,30 +144,62 @@ def next_(
 @click.option("--replace", is_flag=True, help="Also clear labels that are not in the file.")
 @click.pass_obj
 def import_(obj: Any, model: str, file: str, replace: bool) -> None:
-    """Import a CSV of `sample_index,label` lines (header optional) as one change."""
-    store = obj.lab.get_model(model).labels
+    """Import a labels CSV as one change: lines of `sample_index,label`, or `path,label` for
+    an image folder (paths relative to it), or with a header naming those columns."""
+    found = obj.lab.get_model(model)
     raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     text = decode_csv(raw, "standard input" if file == "-" else file)
-    event = store.import_csv(text, replace)
+    files = found.sample_files()  # an image folder's files: lines may name them
+    event = found.labels.import_csv(text, replace, files)
     unchanged = (
         "every sample in the file already had that label"
-        if store.parse_csv(text)
-        else "the file holds no labels (lines of sample_index,label)"
+        if found.labels.parse_csv(text, files)
+        else "the file holds no labels (lines of sample_index,label or path,label)"
     )
     _report(event, "imported", unchanged)
 
 
 @labels.command("export")
 @click.argument("model")
-@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("target", required=False, type=click.Path(allow_dash=True))
+@click.option(
+    "--layout",
+    type=click.Choice(["csv", "imagefolder"]),
+    default="csv",
+    show_default=True,
+    help="csv: one line per label (with the file's path for an image folder); imagefolder: "
+    "TARGET/<class>/ folders of the labeled images, as torchvision, Hugging Face and "
+    "FiftyOne read them.",
+)
+@click.option("--link", is_flag=True, help="imagefolder: symlink the files instead of copying.")
 @click.pass_obj
-def export(obj: Any, model: str, file: str | None) -> None:
-    """Write the labels as CSV (`sample_index,label`) to FILE, or to stdout."""
+def export(obj: Any, model: str, target: str | None, layout: str, link: bool) -> None:
+    """Write the labels as CSV to TARGET (default: stdout), or the labeled images into class
+    folders under TARGET (`--layout imagefolder`)."""
     found = obj.lab.get_model(model)
-    if file in (None, "-"):
-        click.echo(found.labels.to_csv(), nl=False)
+    if layout == "imagefolder":
+        if target in (None, "-"):
+            raise click.UsageError("--layout imagefolder needs a TARGET folder.")
+        with click.progressbar(
+            length=found.labels.count, label="Exporting", file=sys.stderr
+        ) as bar:
+            done = found.export_labeled_folders(
+                target, link=link, progress=lambda n, _total: bar.update(n - bar.pos)
+            )
+        what = {"copied": "Copied", "linked": "Linked", "written": "Wrote PNGs of"}[done.how]
+        classes = ", ".join(f"{name}: {count}" for name, count in done.per_class.items())
+        click.echo(f"{what} {done.count} labeled images into {done.target}/<class>/ ({classes}).")
         return
-    path = found.export_labels(file)
+    if target in (None, "-"):
+        click.echo(found.labels_csv(), nl=False)
+        return
+    if Path(target).is_dir():
+        raise click.BadParameter(
+            f"{target!r} is a directory: give a file name for the CSV, or add "
+            "--layout imagefolder to write the labeled images into class folders there.",
+            param_hint="TARGET",
+        )
+    path = found.export_labels(target)
     click.echo(f"Wrote {found.labels.count} labels to {path}.", err=True)
 
 
