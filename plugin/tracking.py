@@ -256,10 +256,15 @@ class Tracking:
         except MlflowException as exc:
             if _mlflow_exception_code(exc) != "RESOURCE_ALREADY_EXISTS":
                 raise
+        source = f"models:/{model_id}"
+        if not self.uri.startswith(("http://", "https://")):
+            # A database store resolves models:/ with a client of the *global* tracking URI
+            # (MLflow's own TODO in its sqlalchemy registry store), not this store's: give it
+            # the logged model's location. A server resolves it against its own store.
+            source = self._client.get_logged_model(model_id).artifact_location
         version = self._client.create_model_version(
-            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
-            description=note,
-        )  # fmt: skip
+            name, source=source, run_id=run_id, model_id=model_id, description=note
+        )
         return str(version.version)
 
     def set_registered_alias(self, name: str, alias: str, version: str) -> None:

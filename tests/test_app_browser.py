@@ -600,6 +600,30 @@ def test_train_from_the_app_stop_and_continue(app, page):
     page.wait_for_function(f"() => ({LAST_STEP})('loss/total') === {last_step}", timeout=60_000)
 
 
+def test_register_a_finished_run_from_the_train_page(app, page):
+    from helpers import FAST
+
+    lab = lab_of(app)
+    model = lab.create_model("to-register", config={**FAST, "trainer.log_model": "true"})
+    model.set_labels({i: i % 10 for i in range(30)})
+    handle = model.launch(epochs=1, system_metrics=False, in_process=True)
+    assert handle.wait(timeout=180) == "FINISHED", handle.summary.error
+    page.goto(f"{app.url}/?page=train&model={model.id}")
+    page.get_by_role("button", name="Register model").wait_for(timeout=60_000)
+    alias = page.get_by_role("textbox", name="Alias")
+    alias.fill("champion")
+    alias.press("Enter")
+    page.get_by_role("button", name="Register model").click()
+    page.get_by_text("Registered 'to-register' version 1 as models:/to-register@champion").wait_for(
+        timeout=120_000
+    )
+    version = mlflow_client(lab).get_model_version_by_alias("to-register", "champion")
+    assert version.run_id == handle.run_id
+    # the model's card on Home says which version is registered
+    page.goto(f"{app.url}/?page=home")
+    page.locator(".al-figures", has_text="version 1 @champion").first.wait_for(timeout=60_000)
+
+
 def test_compare_two_runs_of_two_models(app, page, tmp_path):
     import csv
 

@@ -23,6 +23,18 @@ from activelab.panel_app.vm.state import AppState
 REFRESH_MS = 4000
 
 
+def registered_html(card: Any) -> str:
+    """The model's last version in MLflow's Model Registry, with what loads it."""
+    made = card.registered
+    if made is None:
+        return ""
+    alias = f" @{made.alias}" if made.alias else ""
+    return (
+        f"<span>registered</span><span class='v' title='{esc(made.uri)}'>"
+        f"version {esc(made.version)}{esc(alias)}</span>"
+    )
+
+
 def accuracy_html(card: Any) -> str:
     """The latest accuracy on the samples nobody labeled, and a sparkline of its last epochs
     (trusted numbers only: the tag was parsed into floats)."""
@@ -211,7 +223,7 @@ class HomePage(Page):
             f"<span>latest loss</span><span class='v'>{fmt(card.latest_loss)}</span>"
             f"<span>accuracy</span><span class='v'>{accuracy_html(card)}</span>"
             f"<span>modified</span><span class='v'>{relative_time(card.updated)}</span>"
-            f"</div>{tags}"
+            f"{registered_html(card)}</div>{tags}"
         )
         return html
 

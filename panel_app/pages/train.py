@@ -142,6 +142,16 @@ class TrainPage(Page):
         self.retry_button.on_click(
             lambda e: self._launch(lambda: self.vm.retry(self.vm.run_id), "Retried")
         )
+        # a finished run's logged model into MLflow's Model Registry, under an alias
+        self.alias = pn.widgets.TextInput(
+            name="Alias", value="champion", width=110, visible=False,
+            description="The registered version gets this alias: models:/NAME@alias",
+        )  # fmt: skip
+        self.register_button = pn.widgets.Button(
+            label="Register model", visible=False, align="end",
+            description="Put this run's trained model into MLflow's Model Registry",
+        )  # fmt: skip
+        self.register_button.on_click(lambda e: self._register())
         self.smoothing = pn.widgets.FloatSlider(
             label="Smoothing", start=0, end=0.99, step=0.01, value=0.6, width=180
         )
@@ -179,7 +189,8 @@ class TrainPage(Page):
         # epochs, where it runs, start; and for the run shown, stop / continue / retry.
         action_bar = pn.Column(
             pn.Row(self.epochs, self.start_button, self.stop_button, self.checkpoint,
-                   self.continue_button, self.retry_button, self.backend, self.backend_address,
+                   self.continue_button, self.retry_button, self.alias, self.register_button,
+                   self.backend, self.backend_address,
                    self.backend_cpus, self.backend_gpus,
                    styles={"flex-wrap": "wrap", "align-items": "end"},
                    sizing_mode="stretch_width"),
@@ -444,6 +455,25 @@ class TrainPage(Page):
         self.stop_button.disabled = True
         self._say("Stop requested: the run saves a checkpoint and ends at the next step.")
 
+    def _register(self) -> None:
+        run_id = self.vm.run_id
+        self.register_button.disabled = True
+        self._say("Registering the model (waits for its export if the run just ended)…")
+
+        def done(made: Any) -> None:
+            self.register_button.disabled = False
+            self._say(
+                f"Registered {made.name!r} version {made.version} as {made.uri}: "
+                f"mlflow.pyfunc.load_model('{made.uri}') or mlflow models serve -m {made.uri}."
+            )
+
+        def failed(exc: BaseException) -> None:
+            self.register_button.disabled = False
+            self._say(describe_error(exc), error=True)
+
+        self.ui.background(lambda: self.vm.register(run_id, self.alias.value or ""), done=done,
+                           failed=failed)  # fmt: skip
+
     # --- the monitor ----------------------------------------------------------------------------
 
     def _follow(self) -> None:
@@ -613,6 +643,8 @@ class TrainPage(Page):
         )  # fmt: skip
         self.continue_button.visible = bool(checkpoints)
         self.retry_button.visible = f.status in ("FAILED", "KILLED")
+        # a run without a logged model (log_model off) is told so when registered
+        self.register_button.visible = self.alias.visible = f.status == "FINISHED"
         self._shown_status = f.status  # last: a render that failed half-way is tried again
 
     def _render_history(self) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from activelab.launcher import TrainingHandle
     from activelab.models import Lab
     from activelab.panel_app.vm.state import AppState
+    from activelab.registry import RegisteredVersion
 
 HISTORY_SIZE = 20
 
@@ -216,6 +217,10 @@ class TrainViewModel(LoadedModel, param.Parameterized):
         handle = self.model.launch(epochs=self.epochs, resume_from=source, **self.launch_options())
         self._follow(handle.run_id)
         return handle
+
+    def register(self, run_id: str, alias: str) -> RegisteredVersion:
+        """The run's logged model into MLflow's Model Registry (see `Model.register`)."""
+        return self.model.register(run=run_id, alias=alias.strip() or None)
 
     def retry(self, run_id: str) -> TrainingHandle:
         """The same run again: its epochs, from the checkpoint it started from, if any, on the
