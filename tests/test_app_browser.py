@@ -619,9 +619,22 @@ def test_register_a_finished_run_from_the_train_page(app, page):
     )
     version = mlflow_client(lab).get_model_version_by_alias("to-register", "champion")
     assert version.run_id == handle.run_id
+    # from the Compare page too: the chosen finished runs can be registered
+    page.goto(f"{app.url}/?page=compare&model={model.id}")
+    page.get_by_role("combobox", name="Register the model of").wait_for(timeout=60_000)
+    alias = page.get_by_role("textbox", name="Alias")
+    alias.fill("staging")
+    alias.press("Enter")
+    page.get_by_role("button", name="Register model").click()
+    page.get_by_text("Registered 'to-register' version 2 as models:/to-register@staging").wait_for(
+        timeout=120_000
+    )
+    assert mlflow_client(lab).get_model_version_by_alias("to-register", "staging").version in (
+        2, "2",
+    )  # fmt: skip
     # the model's card on Home says which version is registered
     page.goto(f"{app.url}/?page=home")
-    page.locator(".al-figures", has_text="version 1 @champion").first.wait_for(timeout=60_000)
+    page.locator(".al-figures", has_text="version 2 @staging").first.wait_for(timeout=60_000)
 
 
 def test_compare_two_runs_of_two_models(app, page, tmp_path):

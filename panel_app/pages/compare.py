@@ -109,6 +109,15 @@ class ComparePage(Page):
             callback=self._csv, filename="compare.csv", label="Curves as CSV",
             color="light", width=140, align="end",
         )  # fmt: skip
+        # a finished run's logged model into MLflow's Model Registry, from here too
+        self.register_run = pn.widgets.Select(label="Register the model of", options={}, width=300)
+        self.alias = pn.widgets.TextInput(label="Alias", value="champion", width=110)
+        self.register_button = pn.widgets.Button(label="Register model", align="end")
+        self.register_button.on_click(lambda e: self._register())
+        self.register_row = pn.Row(
+            self.register_run, self.alias, self.register_button, visible=False,
+            styles={"flex-wrap": "wrap", "align-items": "end"},
+        )  # fmt: skip
         watched: list[tuple[Any, Callable[[], None]]] = [
             (self.models, self._find), (self.status, self._find), (self.tag, self._find),
             (self.runs, self._runs_changed),
@@ -131,6 +140,7 @@ class ComparePage(Page):
             self.plot,
             pn.pane.HTML("<h3 class='al-h'>Final and best figures, labels used</h3>"),
             self.figures,
+            self.register_row,
             pn.Row(pn.pane.HTML("<h3 class='al-h'>Parameters</h3>"), self.only_differing),
             self.params,
             sizing_mode="stretch_width",
@@ -180,8 +190,36 @@ class ComparePage(Page):
         else:
             self._say("")
 
+    def _show_registrable(self) -> None:
+        try:
+            options = self.vm.registrable()
+        except Exception:  # the row is an extra; the comparison itself reports errors
+            log.warning("Could not list the runs to register", exc_info=True)
+            options = {}
+        self.register_run.options = options
+        self.register_row.visible = bool(options)
+
+    def _register(self) -> None:
+        run_id = self.register_run.value
+        if not run_id:
+            return
+        self.register_button.disabled = True
+        self._say("Registering the model…")
+
+        def done(made: Any) -> None:
+            self.register_button.disabled = False
+            self._say(f"Registered {made.name!r} version {made.version} as {made.uri}.")
+
+        def failed(exc: BaseException) -> None:
+            self.register_button.disabled = False
+            self._say(describe_error(exc))
+
+        alias = self.alias.value or ""
+        self.ui.background(lambda: self.vm.register(run_id, alias), done=done, failed=failed)
+
     def _runs_changed(self) -> None:
         self.vm.selected = list(self.runs.value)
+        self._show_registrable()
         self._say("" if self.runs.value else PICK_RUNS)
         keys = self.vm.metric_keys()
         chosen = [m for m in self.metrics.value if m in keys] or (

@@ -144,7 +144,7 @@ class TrainPage(Page):
         )
         # a finished run's logged model into MLflow's Model Registry, under an alias
         self.alias = pn.widgets.TextInput(
-            name="Alias", value="champion", width=110, visible=False,
+            label="Alias", value="champion", width=110, visible=False,
             description="The registered version gets this alias: models:/NAME@alias",
         )  # fmt: skip
         self.register_button = pn.widgets.Button(

@@ -16,6 +16,7 @@ from activelab.tracking import MetricSeries
 if TYPE_CHECKING:
     from activelab.models import Lab
     from activelab.panel_app.vm.state import AppState
+    from activelab.registry import RegisteredVersion
 
 X_AXES = {"step": "Step", "epoch": "Epoch", "wall": "Wall time (s)"}
 EPOCH_METRIC = "epoch"  # logged at each epoch's last step with the epoch as value
@@ -128,6 +129,17 @@ class CompareViewModel(param.Parameterized):
                 run.info.experiment_id, name, RunSummary.from_run(run), run
             )
         return self.candidates[run_id]
+
+    def registrable(self) -> dict[str, str]:
+        """The chosen runs that finished (a label for each, to its run id): what can go into
+        MLflow's Model Registry."""
+        chosen = [self.candidate(run_id) for run_id in self.selected]
+        return {c.label: c.summary.run_id for c in chosen if c.summary.status == "FINISHED"}
+
+    def register(self, run_id: str, alias: str) -> RegisteredVersion:
+        """A chosen run's logged model into the registry, under its model's name."""
+        model = self.lab.get_model(self.candidate(run_id).model_id)
+        return model.register(run=run_id, alias=alias.strip() or None)
 
     def metric_keys(self) -> list[str]:
         """Every metric any selected run has (system metrics last)."""
