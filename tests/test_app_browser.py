@@ -600,7 +600,17 @@ def test_train_from_the_app_stop_and_continue(app, page):
     page.wait_for_function(f"() => ({LAST_STEP})('loss/total') === {last_step}", timeout=60_000)
 
 
-def test_register_a_finished_run_from_the_train_page(app, page):
+def register_on_page(page, alias: str, version: int) -> None:
+    """Fill the alias, press Register model, wait for the page to say what it made."""
+    field = page.get_by_role("textbox", name="Alias")
+    field.fill(alias)
+    field.press("Enter")
+    page.get_by_role("button", name="Register model").click()
+    said = f"Registered 'to-register' version {version} as models:/to-register@{alias}"
+    page.get_by_text(said).wait_for(timeout=120_000)
+
+
+def test_register_a_finished_run_from_the_train_and_compare_pages(app, page):
     from helpers import FAST
 
     lab = lab_of(app)
@@ -610,28 +620,14 @@ def test_register_a_finished_run_from_the_train_page(app, page):
     assert handle.wait(timeout=180) == "FINISHED", handle.summary.error
     page.goto(f"{app.url}/?page=train&model={model.id}")
     page.get_by_role("button", name="Register model").wait_for(timeout=60_000)
-    alias = page.get_by_role("textbox", name="Alias")
-    alias.fill("champion")
-    alias.press("Enter")
-    page.get_by_role("button", name="Register model").click()
-    page.get_by_text("Registered 'to-register' version 1 as models:/to-register@champion").wait_for(
-        timeout=120_000
-    )
-    version = mlflow_client(lab).get_model_version_by_alias("to-register", "champion")
-    assert version.run_id == handle.run_id
+    register_on_page(page, "champion", 1)
+    client = mlflow_client(lab)
+    assert client.get_model_version_by_alias("to-register", "champion").run_id == handle.run_id
     # from the Compare page too: the chosen finished runs can be registered
     page.goto(f"{app.url}/?page=compare&model={model.id}")
     page.get_by_role("combobox", name="Register the model of").wait_for(timeout=60_000)
-    alias = page.get_by_role("textbox", name="Alias")
-    alias.fill("staging")
-    alias.press("Enter")
-    page.get_by_role("button", name="Register model").click()
-    page.get_by_text("Registered 'to-register' version 2 as models:/to-register@staging").wait_for(
-        timeout=120_000
-    )
-    assert mlflow_client(lab).get_model_version_by_alias("to-register", "staging").version in (
-        2, "2",
-    )  # fmt: skip
+    register_on_page(page, "staging", 2)
+    assert str(client.get_model_version_by_alias("to-register", "staging").version) == "2"
     # the model's card on Home says which version is registered
     page.goto(f"{app.url}/?page=home")
     page.locator(".al-figures", has_text="version 2 @staging").first.wait_for(timeout=60_000)
