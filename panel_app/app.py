@@ -30,9 +30,19 @@ def configure_panel() -> None:
     )
 
 
+# Panel's page template has no viewport tag: a phone would lay the page out ~980 px wide and
+# shrink it. Zoom stays allowed (no maximum-scale): people zoom into images. (Panel puts
+# "{% extends base %}" before a template given as text.)
+PAGE_TEMPLATE = """{% block preamble %}{{ super() }}
+<meta name="viewport" content="width=device-width, initial-scale=1">
+{% endblock %}"""
+
+
 def build_app(context: AppContext | None = None) -> pn.viewable.Viewable:
     """One session's app: a fresh AppState over the process-wide context."""
     configure_panel()
+    if pn.state.curdoc is not None:
+        pn.state.curdoc.template = PAGE_TEMPLATE
     state = AppState(context or get_context())
     return Shell(state).__panel__()
 

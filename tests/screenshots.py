@@ -1,6 +1,6 @@
-"""Screenshots of every page of the app, on a desktop (1280x900) and a phone (390x844), with a
-model that has labels, a finished run and an evaluation: what a reviewer looks at before and
-after a change to the app.
+"""Screenshots of every page of the app, on a desktop (1280x900) and a phone (390x844,
+emulated: mobile, touch, device scale 2), with a model that has labels, a finished run and an
+evaluation: what a reviewer looks at before and after a change to the app.
 
     .venv/bin/python tests/screenshots.py [--out screenshots/]
 
@@ -28,6 +28,8 @@ from served import start_app  # noqa: E402
 from activelab import Lab  # noqa: E402
 
 SIZES = {"desktop": (1280, 900), "phone": (390, 844)}
+# the phone as a phone's browser: mobile layout (the viewport tag honoured), touch, a 2x screen
+PHONE = {"is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 # (pages that scroll inside their own box, like Train, show what fits the window)
 # each page, and a text that says it has drawn
 PAGES = {
@@ -94,7 +96,9 @@ def main() -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             for size, (width, height) in SIZES.items():
-                page = browser.new_page(viewport={"width": width, "height": height})
+                # the phone as a phone's browser: mobile layout, touch, a 2x screen
+                emulated = PHONE if size == "phone" else {}
+                page = browser.new_page(viewport={"width": width, "height": height}, **emulated)
                 for name, ready in PAGES.items():
                     page.goto(f"{app.url}/?page={name}&model={model_id}")
                     page.get_by_text(ready).first.wait_for(timeout=60_000)

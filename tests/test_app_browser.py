@@ -452,7 +452,9 @@ def test_every_page_fits_the_screen_on_a_phone_and_a_desktop(app, browser, width
     """No horizontal scrolling on any page; on a phone the map takes the full width and the
     side panel (the class buttons) comes below it."""
     model = lab_of(app).create_model("fits")
-    context = browser.new_context(viewport={"width": width, "height": height})
+    # a phone as Playwright emulates one: a mobile browser honours (or lacks) the viewport tag
+    phone = {"is_mobile": True, "has_touch": True, "device_scale_factor": 2} if width < 600 else {}
+    context = browser.new_context(viewport={"width": width, "height": height}, **phone)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     try:
@@ -464,6 +466,8 @@ def test_every_page_fits_the_screen_on_a_phone_and_a_desktop(app, browser, width
             page.get_by_text(ready).first.wait_for()
             scroll = page.evaluate("() => document.documentElement.scrollWidth")
             assert scroll <= width, f"the {name} page scrolls sideways at {width} px: {scroll}"
+            laid_out = page.evaluate("() => window.innerWidth")
+            assert laid_out == width, f"the {name} page is laid out {laid_out} px wide, shrunk"
             if name == "label":
                 wait_for_map(page)
                 plot = page.locator(".bk-Canvas").first.bounding_box()
