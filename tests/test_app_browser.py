@@ -447,6 +447,16 @@ def test_tablet_width_layout(app, browser):
         context.close()
 
 
+def overlap(a: dict, b: dict) -> bool:
+    """Whether two bounding boxes share any area."""
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
 @pytest.mark.parametrize("width, height", [(390, 844), (1280, 900)], ids=["phone", "desktop"])
 def test_every_page_fits_the_screen_on_a_phone_and_a_desktop(app, browser, width, height):
     """No horizontal scrolling on any page; on a phone the map takes the full width and the
@@ -477,6 +487,11 @@ def test_every_page_fits_the_screen_on_a_phone_and_a_desktop(app, browser, width
                     assert button["y"] > plot["y"] + plot["height"], "side panel below the map"
                 else:
                     assert button["x"] > plot["x"] + plot["width"], "side panel beside the map"
+                # the legend's text overlaps neither the map, nor the help, nor a button
+                legend = page.locator(".al-legend-rows").bounding_box()
+                help_text = page.get_by_text("Click a point to see its image").bounding_box()
+                for name, other in [("map", plot), ("help", help_text), ("button 0", button)]:
+                    assert not overlap(legend, other), f"the legend overlaps the {name}"
     finally:
         context.close()
 

@@ -153,6 +153,18 @@ def png(image: np.ndarray, scale: int) -> bytes:
     return buffer.getvalue()
 
 
+# On a phone the legend wraps below the map: the map's row grows with it (instead of the
+# legend spilling over the class buttons) and the legend takes the full width (170 px beside
+# the map elsewhere).
+PHONE_GROWS = (
+    "@media (max-width: 600px) { :host { height: auto !important; flex: none !important } }"
+)
+LEGEND_WIDTH = (
+    ":host { width: 170px; flex: 0 0 170px } "
+    "@media (max-width: 600px) { :host { width: 100%; flex: 1 1 100%; min-width: 0 } }"
+)
+
+
 class LabelPage(Page):
     poll_ms = POLL_MS
 
@@ -198,7 +210,7 @@ class LabelPage(Page):
         self.plot_area = pn.Column(
             sizing_mode="stretch_both", min_height=460, css_classes=["al-map"]
         )
-        self.legend = pn.pane.HTML("", css_classes=["al-legend"], width=170)
+        self.legend = pn.pane.HTML("", css_classes=["al-legend"], stylesheets=[LEGEND_WIDTH])
         self._classes: list[str] = []  # the classes the map's colours were built for
         self.detail = pn.pane.HTML("", sizing_mode="stretch_width")
         self.image = pn.pane.PNG(None, width=112, height=112, visible=False)
@@ -271,8 +283,9 @@ class LabelPage(Page):
             self.stats,
             pn.pane.HTML(
                 "<h4 style='margin:10px 0 2px'>Labels as CSV</h4><p class='al-muted' "
-                "style='margin:0'>Lines of <code>sample_index,label</code>; an import is one "
-                "change that Undo reverts.</p>"
+                "style='margin:0'>Lines of <code>sample_index,label</code> (for an image folder "
+                "also each file's <code>path</code>; an import may name files instead of "
+                "indices); an import is one change that Undo reverts.</p>"
             ),
             pn.Row(
                 self.export_csv,
@@ -292,6 +305,7 @@ class LabelPage(Page):
                     self.legend,
                     sizing_mode="stretch_both",
                     styles={"flex-wrap": "wrap"},
+                    stylesheets=[PHONE_GROWS],
                 ),
                 styles={"flex": "1 1 520px", "min-width": "320px"},
                 sizing_mode="stretch_both",
