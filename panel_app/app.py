@@ -42,7 +42,7 @@ def build_app(context: AppContext | None = None) -> pn.viewable.Viewable:
     """One session's app: a fresh AppState over the process-wide context."""
     configure_panel()
     if pn.state.curdoc is not None:
-        pn.state.curdoc.template = PAGE_TEMPLATE
+        pn.state.curdoc.template = PAGE_TEMPLATE  # type: ignore[assignment]  # Bokeh takes text too
     state = AppState(context or get_context())
     return Shell(state).__panel__()
 
