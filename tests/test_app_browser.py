@@ -629,6 +629,35 @@ def register_on_page(page, alias: str, version: int) -> None:
     page.get_by_text(said).wait_for(timeout=120_000)
 
 
+def test_a_tab_closed_while_the_train_page_streams_leaves_the_log_clean(app, browser):
+    from helpers import FAST
+
+    lab = lab_of(app)
+    model = lab.create_model("closed-tab", config=FAST)
+    model.set_labels({i: i % 10 for i in range(30)})
+    run = model.launch(epochs=60)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    streaming = context.new_page()
+    streaming.set_default_timeout(TIMEOUT)
+    streaming.goto(f"{app.url}/?page=train&model={model.id}")
+    streaming.get_by_text("it/s").wait_for(timeout=120_000)  # the run's progress line
+    streaming.wait_for_function(f"() => ({LAST_STEP})('loss/total') > 3", timeout=120_000)
+    before = len(app.output())
+    context.close()  # the tab goes away mid-stream
+    assert run.wait(timeout=300) == "FINISHED"  # and the run goes on to its end
+    # the app goes on serving: a new tab sees the run finished
+    again = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        fresh = again.new_page()
+        fresh.goto(f"{app.url}/?page=train&model={model.id}")
+        fresh.locator(".al-badge", has_text="finished").first.wait_for(timeout=60_000)
+    finally:
+        again.close()
+    after = app.output()[before:]
+    for noise in ("Traceback", "Task exception was never retrieved", "Failed sending message"):
+        assert noise not in after, f"the app's log after a closed tab:\n{after[-3000:]}"
+
+
 def test_register_a_finished_run_from_the_train_and_compare_pages(app, page):
     from helpers import FAST
 
