@@ -5,6 +5,18 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 
+# One word per run state, the same on every page and in the CLI (MLflow's KILLED is what
+# activelab's Stop does; RUNNING includes a run still starting)
+RUN_STATE_WORDS = {"RUNNING": "training", "SCHEDULED": "starting", "KILLED": "stopped",
+                   "FINISHED": "finished", "FAILED": "failed"}  # fmt: skip
+
+
+def run_state(status: str | None) -> str:
+    """A run's MLflow status as a person reads it ("stopped" for KILLED)."""
+    if not status:
+        return "-"
+    return RUN_STATE_WORDS.get(status, status.lower())
+
 
 def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
     """ "just now", "5 min ago", "3 h ago", "2 days ago", then the date ("-" for none)."""

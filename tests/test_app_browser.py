@@ -567,6 +567,9 @@ def test_train_from_the_app_stop_and_continue(app, page):
     epochs.press("Enter")
     page.get_by_text("· 300 epochs").first.wait_for()  # the run name preview follows
     page.get_by_role("button", name="Start training").click()
+    # one's own run training is a state, said plainly: not a warning to stop it
+    page.get_by_text("Start is available when").wait_for(timeout=60_000)
+    assert page.locator(".al-banner", has_text="still training").count() == 0
     page.wait_for_function(f"() => ({LAST_STEP})('loss/total') > 3", timeout=120_000)
     first_seen = page.evaluate(LAST_STEP, "loss/total")
     page.wait_for_function(f"() => ({LAST_STEP})('loss/total') > {first_seen}", timeout=60_000)
@@ -577,6 +580,9 @@ def test_train_from_the_app_stop_and_continue(app, page):
     page.get_by_role("button", name="Stop").click()
     page.locator(".notyf__message", has_text="” stopped.").wait_for(timeout=120_000)  # a toast
     page.locator(".al-badge", has_text="stopped").first.wait_for()
+    # "Stop requested" gives way to what happened once the run has ended
+    page.get_by_text("stopped; continue it from its checkpoint").wait_for()
+    assert page.get_by_text("Stop requested").count() == 0
     first = lab.get_model(model.id).runs()[0]
     assert first.status == "KILLED" and first.last_checkpoint
     epochs.fill("1")

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from helpers import STEPS_PER_EPOCH, logged_run, mlflow_client
 
+from activelab.humanize import run_state
 from activelab.panel_app.context import AppContext
 from activelab.panel_app.vm.compare import CompareViewModel, higher_is_better
 from activelab.panel_app.vm.state import AppState
@@ -80,6 +81,10 @@ def test_param_diff_and_final_best_figures(compare):
     assert figures.loc[a, "loss/total best"] == pytest.approx(1 / 30)
     assert figures.loc[b, "eval/classification/accuracy best"] == pytest.approx(0.65)
     assert figures.loc[a, "labels"] == 12 and figures.loc[a, "labels digest"] == "abc123def456"
+    # the run's state in the app's words; both kinds of epochs, named
+    assert figures.loc[a, "status"] == run_state(vm.candidate(a).summary.status)
+    assert figures.loc[a, "status"] == figures.loc[a, "status"].lower()
+    assert {"epochs (this run)", "epochs (lineage)"} <= set(figures.columns)
     assert higher_is_better("eval/classification/accuracy")
     assert not higher_is_better("val/loss/total")
 

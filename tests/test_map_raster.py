@@ -69,7 +69,9 @@ def test_the_label_page_fits_its_image_to_the_map_and_to_a_new_run(local_lab, un
     assert (page.raster_source.data["image"][0] > 0).sum() > 1000, "the samples are drawn"
     assert len(page.labeled_source.data["x"]) == 2, "the labeled samples, above the image"
     before = page.view
+    assert "Map from the untrained model" in page.status.object
     model.launch(epochs=1, wait=True, in_process=True)
     assert page.vm.check_for_new_run() is True
+    assert "Map from run" in page.status.object  # the status follows the new map
     assert page.view != before and covers(page.source.data)
     assert page.map_pane.object.x_range.reset_start == page.view.x0

@@ -14,7 +14,7 @@ import panel as pn
 
 # the same wording as the CLI
 from activelab.errors import ActivelabError
-from activelab.humanize import duration, relative_time  # noqa: F401
+from activelab.humanize import duration, relative_time, run_state  # noqa: F401
 from activelab.humanize import number as fmt  # noqa: F401
 from activelab.panel_app.vm.home import describe_error
 
@@ -55,7 +55,7 @@ def status_badge(status: str | None) -> str:
     if not status:
         return ""
     kind = {"RUNNING": "running", "FAILED": "failed", "FINISHED": "finished"}.get(status, "")
-    text = {"RUNNING": "training", "KILLED": "stopped"}.get(status, status.lower())
+    text = run_state(status)
     return f'<span class="al-badge {kind}">{esc(text)}</span>'
 
 

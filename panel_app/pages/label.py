@@ -253,7 +253,10 @@ class LabelPage(Page):
         self.vm.param.watch(
             lambda *e: self.ui.call(self._selection_changed), ["selected", "current"]
         )
-        self.vm.param.watch(lambda *e: self.ui.call(self._status), ["status", "ready"])
+        # the map's source changes when a newer run's map replaces it (Quick start, training)
+        self.vm.param.watch(
+            lambda *e: self.ui.call(self._status), ["status", "ready", "source_run_name"]
+        )
         self.vm.param.watch(lambda *e: self.ui.call(self._history), ["can_undo", "can_redo"])
         self.vm.param.watch(lambda *e: self.ui.call(self._render_gallery), "gallery_order")
 

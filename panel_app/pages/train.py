@@ -15,6 +15,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from activelab.humanize import run_state
 from activelab.panel_app.pages.common import (
     Page,
     banner,
@@ -43,8 +44,8 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 1000  # live curves: a metric is drawn within ~1-2 s of being logged
 HISTORY_EVERY = 3  # polls between history refreshes while nothing runs
+# "epochs": trained in that run; the lineage's total is the progress line's and Compare's
 HISTORY_FIRST_COLUMNS = ("run", "status", "started", "duration", "epochs", "from")
-STATUS_WORDS = {"RUNNING": "training", "KILLED": "stopped"}
 
 
 def param_widgets(instance: Any, names: list[str]) -> dict[str, Any]:
@@ -81,6 +82,7 @@ class TrainPage(Page):
 
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
         self.message = pn.pane.HTML("", sizing_mode="stretch_width")
+        self._stop_asked_for: str | None = None  # the run a "Stop requested" note is about
         # --- trainer ---
         self.trainer = pn.widgets.Select(label="Trainer", options=[], width=200)
         self.trainer.param.watch(self._trainer_picked, "value")
@@ -419,12 +421,19 @@ class TrainPage(Page):
         """Run name preview and what would stop a launch, before anything starts."""
         if not self.vm.has_model:
             return
-        problems = self.vm.problems()
+        problems = self.vm.config_problems()
+        running = self.vm.running()
+        # a run in training is a state, not a fault: said plainly, not as a warning
+        waiting = (
+            f" — Start is available when “{esc(running.name)}” ends (or stop it)."
+            if running is not None
+            else ""
+        )
         self.run_name.object = (
-            f"<p class='al-muted'>Next run: <b>{esc(self.vm.run_name_preview())}</b></p>"
+            f"<p class='al-muted'>Next run: <b>{esc(self.vm.run_name_preview())}</b>{waiting}</p>"
         )
         self.problems.object = "".join(banner(p) for p in problems)
-        self.start_button.disabled = bool(problems)
+        self.start_button.disabled = bool(problems) or running is not None
 
     def _say(self, text: str, error: bool = False) -> None:
         self.message.object = f"<div style='margin:4px 0'>{note(text, ok=not error)}</div>"
@@ -453,6 +462,7 @@ class TrainPage(Page):
             self._say(describe_error(exc), error=True)
             return
         self.stop_button.disabled = True
+        self._stop_asked_for = self.vm.run_id  # the note is replaced once the run has ended
         self._say("Stop requested: the run saves a checkpoint and ends at the next step.")
 
     def _register(self) -> None:
@@ -643,6 +653,11 @@ class TrainPage(Page):
         )  # fmt: skip
         self.continue_button.visible = bool(checkpoints)
         self.retry_button.visible = f.status in ("FAILED", "KILLED")
+        if ended and self._stop_asked_for == run.info.run_id:
+            self._stop_asked_for = None
+            self._say(
+                f"Run “{run.info.run_name}” {run_state(f.status)}; continue it from its checkpoint."
+            )
         # a run without a logged model (log_model off) is told so when registered
         self.register_button.visible = self.alias.visible = f.status == "FINISHED"
         self._shown_status = f.status  # last: a render that failed half-way is tried again
@@ -653,7 +668,7 @@ class TrainPage(Page):
         for r in self.vm.history:
             row = {
                 "run": r.name,
-                "status": STATUS_WORDS.get(r.status, r.status.lower()),
+                "status": run_state(r.status),
                 "started": r.started.astimezone().strftime("%Y-%m-%d %H:%M") if r.started else "",
                 "duration": duration(r.duration_s),
                 "epochs": r.epochs,

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import param
 
+from activelab.humanize import run_state
 from activelab.runs import RunSummary, checked_run, checked_runs, search_runs
 from activelab.tracking import MetricSeries
 
@@ -256,8 +257,9 @@ class CompareViewModel(param.Parameterized):
             summary = candidate.summary
             row: dict[str, Any] = {
                 "run": self._column(candidate),
-                "status": summary.status,
-                "epochs": summary.lineage_epochs,
+                "status": run_state(summary.status),
+                "epochs (this run)": summary.epochs,
+                "epochs (lineage)": summary.lineage_epochs,
                 "labels": summary.labeled_count,
                 "labels digest": (summary.labels_digest or "")[:12],
             }

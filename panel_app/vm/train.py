@@ -173,7 +173,16 @@ class TrainViewModel(LoadedModel, param.Parameterized):
         return _run_name(self.model, number, self.epochs, None)
 
     def problems(self) -> list[str]:
-        """What would stop a launch, in words a person can act on ([] when ready)."""
+        """What would stop a launch, in words a person can act on ([] when ready): the
+        config's problems and a run still training."""
+        found = self.config_problems()
+        running = self.running()
+        if running is not None:
+            found.append(f"Run {running.name!r} is still training; stop it or wait for it to end.")
+        return found
+
+    def config_problems(self) -> list[str]:
+        """What in the model's settings would stop a launch ([] when ready)."""
         found = []
         try:
             config = apply_overrides(self.config, {}, self.lab.plugins)
@@ -184,9 +193,6 @@ class TrainViewModel(LoadedModel, param.Parameterized):
             found.append(str(exc))
         except Exception as exc:  # e.g. a plugin that disappeared (its file was deleted)
             found.append(f"{exc}")
-        running = self.running()
-        if running is not None:
-            found.append(f"Run {running.name!r} is still training; stop it or wait for it to end.")
         return found
 
     def running(self) -> RunSummary | None:

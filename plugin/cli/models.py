@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from activelab.cli.output import emit_json, parse_pairs, table, task_rows
-from activelab.humanize import number, relative_time
+from activelab.humanize import number, relative_time, run_state
 from activelab.presets import PRESETS
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -24,7 +24,7 @@ def card_row(card: Any) -> dict[str, Any]:
         "epochs": card.total_epochs,
         "latest loss": number(card.latest_loss),
         "accuracy": "-" if card.latest_accuracy is None else f"{100 * card.latest_accuracy:.0f} %",
-        "training": (card.latest_run_status or "-").lower(),
+        "training": run_state(card.latest_run_status),
         "created": card.created.astimezone().strftime("%Y-%m-%d %H:%M"),
         "modified": relative_time(card.updated),
         "tags": ", ".join(f"{k}={v}" for k, v in card.tags.items()),
