@@ -492,6 +492,18 @@ def test_every_page_fits_the_screen_on_a_phone_and_a_desktop(app, browser, width
                 help_text = page.get_by_text("Click a point to see its image").bounding_box()
                 for name, other in [("map", plot), ("help", help_text), ("button 0", button)]:
                     assert not overlap(legend, other), f"the legend overlaps the {name}"
+                # one by one: both pictures (captioned) within the screen; on a phone the
+                # picture comes above the map
+                page.get_by_role("button", name="Label one by one (Q)").click()
+                page.get_by_text("model's reconstruction").wait_for()
+                scroll = page.evaluate("() => document.documentElement.scrollWidth")
+                assert scroll <= width, f"the queue widens the page to {scroll} px"
+                sample = page.locator(".al-caption", has_text="sample").first.bounding_box()
+                recon = page.get_by_text("model's reconstruction").bounding_box()
+                assert recon["x"] + recon["width"] <= width and sample["x"] >= 0
+                queue_plot = page.locator(".bk-Canvas").first.bounding_box()
+                if width < 600:
+                    assert sample["y"] < queue_plot["y"], "the picture above the map on a phone"
     finally:
         context.close()
 

@@ -159,6 +159,7 @@ def png(image: np.ndarray, scale: int) -> bytes:
 PHONE_GROWS = (
     "@media (max-width: 600px) { :host { height: auto !important; flex: none !important } }"
 )
+QUEUE_FIRST_ON_A_PHONE = "@media (max-width: 600px) { :host(.al-queue) { order: -1 } }"
 LEGEND_WIDTH = (
     ":host { width: 170px; flex: 0 0 170px } "
     "@media (max-width: 600px) { :host { width: 100%; flex: 1 1 100%; min-width: 0 } }"
@@ -214,7 +215,20 @@ class LabelPage(Page):
         self._classes: list[str] = []  # the classes the map's colours were built for
         self.detail = pn.pane.HTML("", sizing_mode="stretch_width")
         self.image = pn.pane.PNG(None, width=112, height=112, visible=False)
+        # what each picture is: the sample as the data set has it, and as the model redraws it
+        self.image_caption = pn.pane.HTML(
+            "<span class='al-caption'>sample</span>", visible=False, margin=(0, 10, -6, 10)
+        )
+        self.recon_caption = pn.pane.HTML(
+            "<span class='al-caption'>model's reconstruction</span>", visible=False,
+            margin=(0, 10, -6, 10),
+        )  # fmt: skip
         self.recon = pn.pane.PNG(None, width=112, height=112, visible=False)
+        captioned = ((self.image, self.image_caption), (self.recon, self.recon_caption))
+        for picture, caption in captioned:
+            picture.param.watch(
+                lambda event, caption=caption: setattr(caption, "visible", event.new), "visible"
+            )
         # A FlexBox of the side panel's width wraps the buttons inside it (a wrapping Row
         # takes the page's width and pushes buttons off to the right).
         self.class_buttons = pn.FlexBox(gap="4px", sizing_mode="stretch_width")
@@ -273,8 +287,11 @@ class LabelPage(Page):
             styles={"flex-wrap": "wrap", "align-items": "center"},
             sizing_mode="stretch_width",
         )
-        side = pn.Column(
-            pn.Row(self.image, self.recon),
+        self.side = pn.Column(
+            pn.Row(
+                pn.Column(self.image_caption, self.image),
+                pn.Column(self.recon_caption, self.recon),
+            ),
             self.detail,
             pn.Column(self.class_buttons, width=330),
             pn.Row(self.clear_button, self.undo_button, self.redo_button),
@@ -297,6 +314,7 @@ class LabelPage(Page):
             ),
             width=330,
             styles={"flex-shrink": "0"},
+            stylesheets=[QUEUE_FIRST_ON_A_PHONE],
         )
         # A wrapping Row (cheaper to build than a FlexBox): the side panel drops below the
         # map on a tablet.
@@ -313,7 +331,7 @@ class LabelPage(Page):
                 styles={"flex": "1 1 520px", "min-width": "320px"},
                 sizing_mode="stretch_both",
             ),
-            side,
+            self.side,
             styles={"flex-wrap": "wrap", "gap": "14px"},
             sizing_mode="stretch_both",
         )
@@ -866,8 +884,9 @@ class LabelPage(Page):
         )
 
     def _image_px(self) -> int:
-        """The sample's picture: large while labeling one by one."""
-        return 224 if self.vm.in_queue else 112
+        """The sample's picture: large while labeling one by one (the two pictures side by
+        side within the side panel's 330 px)."""
+        return 140 if self.vm.in_queue else 112
 
     def _toggle_queue(self) -> None:
         if not self.vm.ready:
@@ -888,6 +907,8 @@ class LabelPage(Page):
         px = self._image_px()
         for picture in (self.image, self.recon):
             picture.param.update(width=px, height=px)
+        # on a phone the picture being labeled comes above the map while in the queue
+        self.side.css_classes = ["al-queue"] if in_queue else []
         self._images_for = None  # redraw the picture at its new size
         self._render_side()
 
