@@ -137,6 +137,8 @@ class ModelCard:
     latest_accuracy: float | None = None  # on the samples nobody labeled, last epoch
     accuracy_trend: list[float] = field(default_factory=list)  # its last epochs
     registered: RegisteredVersion | None = None  # its last version in MLflow's Model Registry
+    samples: int | None = None  # the data set's size
+    source: str = ""  # where the samples come from, when the data set says (an image folder)
 
     @classmethod
     def from_experiment(cls, exp: Experiment, tags: dict[str, str] | None = None) -> ModelCard:
@@ -166,6 +168,8 @@ class ModelCard:
                 if (a := _float_or_none(v)) is not None
             ],
             registered=registered_of(tags),
+            samples=_dataset_size(tags),
+            source=_dataset_source(tags),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,7 +191,28 @@ class ModelCard:
             "latest_accuracy": self.latest_accuracy,
             "accuracy_trend": self.accuracy_trend,
             "registered": json.loads(self.registered.to_json()) if self.registered else None,
+            "samples": self.samples,
+            "source": self.source,
         }
+
+
+def _dataset_size(tags: dict[str, str]) -> int | None:
+    """The data set's size from the model's tag (None when absent or edited into nonsense)."""
+    try:
+        size = json.loads(tags.get(keys.DATASET_INFO) or "{}").get("size")
+    except (ValueError, AttributeError):
+        return None
+    return size if isinstance(size, int) else None
+
+
+def _dataset_source(tags: dict[str, str]) -> str:
+    """The data set's folder, for data sets read from one (`dataset.path`)."""
+    try:
+        params = json.loads(tags.get(keys.CONFIG) or "{}").get("dataset_params", {})
+    except (ValueError, AttributeError):
+        return ""
+    path = params.get("path") if isinstance(params, dict) else None
+    return path if isinstance(path, str) else ""
 
 
 class Model:

@@ -115,8 +115,7 @@ def test_newcomer_journey(app, page):
     page.get_by_role("button", name="Create", exact=True).click()
     page.get_by_text("digits <demo>").first.wait_for()  # escaped, shown as typed
 
-    page.get_by_role("button", name="Open").click()
-    wait_for_map(page)
+    wait_for_map(page)  # a new model opens on its Label page: labeling comes next
     wait_until(  # the model is in the URL (it follows the page a moment after it shows)
         lambda: "page=label" in page.url and "model=" in page.url,
         timeout=30,

@@ -277,3 +277,21 @@ def test_a_write_to_a_model_another_process_deleted_is_refused(local_lab, unique
     assert restored.labels.as_dict() == {0: 1}  # nothing of the refused writes landed
     restored.set_labels({1: 2})  # restored, it takes labels again
     assert restored.labels.as_dict() == {0: 1, 1: 2}
+
+
+def test_a_card_says_how_many_samples_and_which_folder(local_lab, tmp_path):
+    from bench.hard_digits import write_folder
+
+    from activelab.panel_app.pages.home import dataset_html
+
+    folder = tmp_path / "photos" / "hard"
+    write_folder(folder, variants=1, limit=12)
+    images = local_lab.create_model("folder-card", dataset="image-folder",
+                                    config={"dataset.path": str(folder)})  # fmt: skip
+    card = local_lab.get_model(images.id).card
+    assert (card.samples, card.source) == (12, str(folder))
+    shown = dataset_html(card)
+    assert "12 samples" in shown and "…/photos/hard" in shown and f"title='{folder}'" in shown
+    digits = local_lab.create_model("digits-card").card
+    assert (digits.samples, digits.source) == (1797, "")
+    assert dataset_html(digits) == "digits · 1,797 samples"

@@ -23,6 +23,16 @@ from activelab.panel_app.vm.state import AppState
 REFRESH_MS = 4000
 
 
+def dataset_html(card: Any) -> str:
+    """The data set, its size and, for a folder, which folder (its end; the whole on hover)."""
+    size = f" · {card.samples:,} samples" if card.samples else ""
+    if not card.source:
+        return f"{esc(card.dataset)}{size}"
+    tail = card.source.rstrip("/").rsplit("/", 2)
+    short = "…/" + "/".join(tail[-2:]) if len(tail) > 2 else card.source
+    return f"{esc(card.dataset)}{size}<br><span title='{esc(card.source)}'>{esc(short)}</span>"
+
+
 def registered_html(card: Any) -> str:
     """The model's last version in MLflow's Model Registry, with what loads it."""
     made = card.registered
@@ -217,7 +227,7 @@ class HomePage(Page):
         html = (
             f"<h3>{esc(card.name)} {status_badge(status)}</h3>{description}"
             "<div class='al-figures'>"
-            f"<span>data set</span><span class='v'>{esc(card.dataset)}</span>"
+            f"<span>data set</span><span class='v'>{dataset_html(card)}</span>"
             f"<span>labeled</span><span class='v'>{card.labeled_count}</span>"
             f"<span>epochs</span><span class='v'>{card.total_epochs}</span>"
             f"<span>latest loss</span><span class='v'>{fmt(card.latest_loss)}</span>"
@@ -340,7 +350,8 @@ class HomePage(Page):
             self.f_error.object = note(describe_error(exc), ok=False)
             return
         self.create_dialog.hide()
-        self.state.notify(f"Created model “{card.name}”.", "success")
+        self.state.notify(f"Created model “{card.name}”: label a few samples here.", "success")
+        self.state.open_model(card.id)  # what comes next: labeling it
 
     def _open_rename(self, card: Any) -> None:
         self._target = card

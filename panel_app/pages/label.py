@@ -829,8 +829,13 @@ class LabelPage(Page):
             "<div class='al-kv'>"
             f"<div><b>sample</b>{index}</div>"
             f"<div><b>label</b>{esc(info['label'] or '—')}</div>"
-            f"<div><b>predicted</b>{esc(info['predicted'] or '—')} "
-            f"(certainty {fmt(info['certainty'], 2)})</div>"
+            + (
+                f"<div><b>predicted</b>{esc(info['predicted'])} "
+                f"(certainty {fmt(info['certainty'], 2)})</div>"
+                if info["predicted"] is not None
+                # the untrained model's classes mean nothing: none is shown as if it did
+                else "<div><b>predicted</b>— (after the first training)</div>"
+            )
             + (f"<div><b>true</b>{esc(info['true'])}</div>" if info["true"] is not None else "")
             + "</div>"
         )
