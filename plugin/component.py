@@ -6,6 +6,7 @@ and MLflow logs params from the same declaration.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -80,9 +81,10 @@ class Component(param.Parameterized):
 
     @classmethod
     def summary(cls) -> str:
-        """The first line of the class docstring."""
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        """The class docstring's first paragraph, as one line (a summary may wrap over
+        several lines of source: cutting at the first line ended sentences mid-way)."""
+        doc = inspect.cleandoc(cls.__doc__ or "")
+        return " ".join(doc.split("\n\n", 1)[0].split())
 
     @classmethod
     def param_specs(cls, include_common: bool = False) -> list[ParamSpec]:

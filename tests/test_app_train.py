@@ -4,6 +4,7 @@ task list, launching, stopping, continuing, retrying, and following a run's curv
 from __future__ import annotations
 
 import mlflow
+import numpy as np
 import pytest
 from helpers import FAST, drop_task_file, mlflow_client, wait_until
 
@@ -34,6 +35,26 @@ def test_smoothing_and_trend_are_plain_functions():
     assert trend([1.0, 1.0, 1.0, 1.0, 1.0, 1.0]) == "flat"
     assert trend([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == "rising"
     assert trend([1.0]) == ""
+
+
+def test_the_step_plot_fits_the_curves_after_their_first_steps():
+    from activelab.panel_app.pages.curves import CurvePlot, fitted_range
+    from activelab.tracking import MetricSeries
+
+    spike = np.array([400.0, 150.0, 60.0] + [30.0 - i * 0.5 for i in range(37)])
+    low, high = fitted_range([spike, np.array([5.0] * 40)])
+    assert low < 5.0 and 30.0 <= high < 60.0  # the first steps' spike is left out
+    assert fitted_range([np.array([1.0, 9.0])]) == pytest.approx((0.6, 9.4))  # few: all
+    plot = CurvePlot("Loss per step", "step", "train-steps")
+    series = MetricSeries("loss/total", list(range(40)), list(spike), [0] * 40)
+    plot.show({"loss/total": series}, 0, smoothing=0.0, log=False)
+    assert plot.pane.object.y_range.end < 60.0
+    grown = MetricSeries("loss/total", [40], [90.0], [0])  # a later rise widens the range
+    whole = MetricSeries("loss/total", list(range(41)), [*spike, 90.0], [0] * 41)
+    plot.extend({"loss/total": grown}, {"loss/total": whole}, 0)
+    assert plot.pane.object.y_range.end > 90.0
+    plot.show({"loss/total": series}, 0, smoothing=0.0, log=True)  # log: Bokeh fits it
+    assert type(plot.pane.object.y_range).__name__ == "DataRange1d"
 
 
 def test_task_list_edits_are_saved_and_bad_ones_refused(train):

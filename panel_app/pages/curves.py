@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import ColumnDataSource, HoverTool, Range1d
 from bokeh.models.annotations import Legend
 from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
@@ -28,6 +28,29 @@ def short(key: str) -> str:
             return shown + key[len(prefix) :]
     family, _, rest = key.partition("/")
     return f"{'val ' if family == 'val' else ''}{rest.replace('/', ' ')}" if rest else key
+
+
+# The first steps of a run (an untrained network's losses) can be ten times what follows: the
+# y axis fits the curves after them, so the part of the run that matters is not a flat line.
+# (Reset or box zoom still reach every point.)
+WARM_UP_SHARE = 0.1  # of each curve's points, when it has at least MIN_POINTS_TO_TRIM
+MIN_POINTS_TO_TRIM = 20
+
+
+def fitted_range(curves: list[np.ndarray]) -> tuple[float, float] | None:
+    """A y range that fits every curve after its first steps (None: nothing to fit)."""
+    kept = []
+    for values in curves:
+        values = values[np.isfinite(values)]
+        if len(values) >= MIN_POINTS_TO_TRIM:
+            values = values[int(len(values) * WARM_UP_SHARE) :]
+        kept.append(values)
+    found = np.concatenate(kept) if kept else np.array([])
+    if not len(found):
+        return None
+    low, high = float(found.min()), float(found.max())
+    pad = (high - low) * 0.05 or abs(high) * 0.05 or 1.0
+    return low - pad, high + pad
 
 
 class CurvePlot:
@@ -74,6 +97,9 @@ class CurvePlot:
             name=self.name,
         )
         plot.xaxis.axis_label = self.x_label
+        fitted = None if log else fitted_range([np.asarray(c.values) for c in curves.values()])
+        if fitted is not None:
+            plot.y_range = Range1d(start=fitted[0], end=fitted[1])
         colors = palette(len(curves))
         self.sources = {}
         renderers: list[Any] = []  # (Bokeh's HoverTool wants DataRenderers)
@@ -118,3 +144,16 @@ class CurvePlot:
                 self.show(curves, started_ms, self.smoothing, self.log)
                 return
             source.stream(self._columns(series, started_ms, curves[key].values))
+        self._refit()
+
+    def _refit(self) -> None:
+        """Widen the fitted y range when the curves grow out of it (never narrowed while
+        streaming: a person's zoom stays as long as the curves stay inside it)."""
+        plot = self.pane.object
+        y_range = getattr(plot, "y_range", None)
+        if not isinstance(y_range, Range1d):
+            return
+        fitted = fitted_range([np.asarray(s.data["value"]) for s in self.sources.values()])
+        start, end = float(y_range.start), float(y_range.end)  # type: ignore[arg-type]
+        if fitted is not None and (fitted[0] < start or fitted[1] > end):
+            y_range.update(start=min(fitted[0], start), end=max(fitted[1], end))
