@@ -520,6 +520,16 @@ LAST_STEP = """(key) => {
 }"""
 
 
+# The Train page's per-epoch plots shown: name, whether it is an "other figure", its lines.
+EPOCH_PLOTS = """() => {
+  const doc = Bokeh.documents[Bokeh.documents.length - 1];
+  return [...doc.all_models]
+    .filter((m) => m.name && m.name.startsWith("train-epochs-") && Bokeh.index.find_one(m) != null)
+    .map((m) => ({name: m.name, other: m.name.startsWith("train-epochs-eval/"),
+                  lines: m.renderers.filter((r) => r.name).length}));
+}"""
+
+
 def test_the_train_page_keeps_its_actions_in_view_while_it_scrolls(app, browser):
     from helpers import FAST
 
@@ -634,6 +644,11 @@ def test_train_from_the_app_stop_and_continue(app, page):
     history = mlflow_client(lab).get_metric_history(first.run_id, "loss/total")
     last_step = max(m.step for m in history)
     page.wait_for_function(f"() => ({LAST_STEP})('loss/total') === {last_step}", timeout=60_000)
+    # figures with nothing in common (mse, active dimensions...) each get their own axis
+    page.wait_for_function(f"() => ({EPOCH_PLOTS})().some((p) => p.other)", timeout=60_000)
+    plots = page.evaluate(EPOCH_PLOTS)
+    assert all(p["lines"] == 1 for p in plots if p["other"]), plots
+    assert "train-epochs-other" not in [p["name"] for p in plots]
 
 
 def register_on_page(page, alias: str, version: int) -> None:

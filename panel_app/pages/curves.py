@@ -56,9 +56,9 @@ def fitted_range(curves: list[np.ndarray]) -> tuple[float, float] | None:
 class CurvePlot:
     """One figure, one line per metric. `show` draws from scratch; `extend` streams."""
 
-    def __init__(self, title: str, x_label: str, name: str) -> None:
-        self.title, self.x_label, self.name = title, x_label, name
-        self.pane = pn.pane.Bokeh(None, sizing_mode="stretch_width", height=280, visible=False)
+    def __init__(self, title: str, x_label: str, name: str, height: int = 280) -> None:
+        self.title, self.x_label, self.name, self.height = title, x_label, name, height
+        self.pane = pn.pane.Bokeh(None, sizing_mode="stretch_width", height=height, visible=False)
         self.sources: dict[str, ColumnDataSource] = {}
         self.smoothing = 0.0
         self.log = False
@@ -89,7 +89,7 @@ class CurvePlot:
             return
         plot = figure(
             title=self.title,
-            height=280,
+            height=self.height,
             sizing_mode="stretch_width",
             y_axis_type="log" if log else "linear",
             tools="pan,wheel_zoom,box_zoom,reset,save",

@@ -26,11 +26,12 @@ from activelab.panel_app.pages.common import (
     note,
     status_badge,
 )
-from activelab.panel_app.pages.curves import CurvePlot
+from activelab.panel_app.pages.curves import CurvePlot, short
 from activelab.panel_app.vm.home import describe_error
 from activelab.panel_app.vm.monitor import (
     EPOCH_FAMILIES,
     EPOCH_PREFIXES,
+    OTHER,
     STEP_PREFIX,
     RunMonitor,
     epoch_family,
@@ -165,6 +166,9 @@ class TrainPage(Page):
             family: CurvePlot(title, "epoch", f"train-epochs-{family}")
             for family, title in EPOCH_FAMILIES.items()
         }
+        # one small plot per other figure (its own axis), made when a run first logs it
+        self.other_plots: dict[str, CurvePlot] = {}
+        self.other_column = pn.Column(sizing_mode="stretch_width")
         self.smoothing.param.watch(lambda e: self._restyle(), "value")
         self.log_scale.param.watch(lambda e: self._restyle(), "value")
         self.csv = pn.widgets.FileDownload(
@@ -222,6 +226,7 @@ class TrainPage(Page):
                    sizing_mode="stretch_width", styles={"flex-wrap": "wrap"}),
             self.step_plot.pane,
             *(plot.pane for plot in self.epoch_plots.values()),
+            self.other_column,
             pn.pane.HTML("<h3 class='al-h'>Job history</h3>"),
             self.history,
             styles={"flex": "1 1 520px", "min-width": "320px"},
@@ -518,19 +523,31 @@ class TrainPage(Page):
         self.ui.background(monitor.load, done=shown, failed=failed)
 
     def _plots(self) -> list[CurvePlot]:
-        return [self.step_plot, *self.epoch_plots.values()]
+        return [self.step_plot, *self.epoch_plots.values(), *self.other_plots.values()]
 
     def _split(self) -> list[tuple[CurvePlot, dict[str, Any]]]:
         """Each plot with the curves it draws: per step, then each per-epoch family."""
         curves = self.monitor.curves if self.monitor else {}
         steps = {k: v for k, v in curves.items() if k.startswith(STEP_PREFIX)}
         families: dict[str, dict[str, Any]] = {family: {} for family in EPOCH_FAMILIES}
+        others: dict[str, dict[str, Any]] = {key: {} for key in self.other_plots}
         for key, series in curves.items():
             if key.startswith(EPOCH_PREFIXES):
-                families[epoch_family(key)][key] = series
-        return [(self.step_plot, steps)] + [
-            (self.epoch_plots[family], found) for family, found in families.items()
-        ]
+                family = epoch_family(key)
+                (others.setdefault(key, {}) if family == OTHER else families[family])[key] = series
+        return (
+            [(self.step_plot, steps)]
+            + [(self.epoch_plots[family], found) for family, found in families.items()]
+            + [(self._other_plot(key), found) for key, found in sorted(others.items())]
+        )
+
+    def _other_plot(self, key: str) -> CurvePlot:
+        """The plot of one figure that shares no axis (made the first time it is logged)."""
+        if key not in self.other_plots:
+            plot = CurvePlot(f"{short(key)} per epoch", "epoch", f"train-epochs-{key}", 200)
+            self.other_plots[key] = plot
+            self.other_column.append(plot.pane)
+        return self.other_plots[key]
 
     def _draw_all(self) -> None:
         started = self.monitor.started_ms if self.monitor else 0

@@ -28,11 +28,13 @@ MAX_SHOWN_POINTS = 3 * HISTORY_POINTS
 
 
 # Per-epoch figures drawn as small multiples, one panel per family (title by family).
+# per-epoch figures that share an axis; every other figure (mse, active dimensions, kl...)
+# gets a plot of its own: their scales have nothing in common
 EPOCH_FAMILIES = {
     "losses": "Losses per epoch",
     "accuracies": "Accuracies per epoch",
-    "other": "Other figures per epoch",
 }
+OTHER = "other"
 
 
 def epoch_family(key: str) -> str:
@@ -42,7 +44,7 @@ def epoch_family(key: str) -> str:
         return "losses"
     if "accuracy" in key.rsplit("/", 1)[-1]:
         return "accuracies"
-    return "other"
+    return OTHER
 
 
 def is_curve(key: str) -> bool:
