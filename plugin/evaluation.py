@@ -60,20 +60,26 @@ def rate(value: float, threshold: tuple[float, float, bool] | None) -> str:
 def rows_of(figures: dict[str, float], config: ModelConfig, host: Any) -> list[MetricRow]:
     """`eval/<task>/<metric>` figures as rated rows (validation losses under 'val')."""
     kinds = {t.name: t.kind for t in config.tasks}
+
+    def thresholds_of(task: str) -> dict[str, Any]:
+        if task not in kinds:
+            return {}
+        try:
+            return dict(host.get("tasks", kinds[task]).metric_thresholds)
+        except Exception:  # the task's plugin is gone: show the value unrated
+            return {}
+
     rows = []
     for key, value in sorted(figures.items()):
         parts = key.split("/")
         if parts[0] == "eval" and len(parts) == 3:
             task, metric = parts[1], parts[2]
-            thresholds: dict[str, Any] = {}
-            if task in kinds:
-                try:
-                    thresholds = host.get("tasks", kinds[task]).metric_thresholds
-                except Exception:  # the task's plugin is gone: show the value unrated
-                    thresholds = {}
-            rows.append(MetricRow(task, metric, value, rate(value, thresholds.get(metric))))
+            rating = rate(value, thresholds_of(task).get(metric))
+            rows.append(MetricRow(task, metric, value, rating))
         elif parts[0] == "val":
-            rows.append(MetricRow("validation", "/".join(parts[1:]), value, ""))
+            # a task's metric on the held-out samples is rated like the same metric in training
+            threshold = thresholds_of(parts[1]).get(parts[2]) if len(parts) == 3 else None
+            rows.append(MetricRow("validation", "/".join(parts[1:]), value, rate(value, threshold)))
     return rows
 
 

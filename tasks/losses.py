@@ -49,6 +49,8 @@ class KLDivergence(Task):
     """KL divergence of the latent posterior from a unit Gaussian (per sample)."""
 
     kind = "kl"
+    # fewer than two latent dimensions in use cannot draw a map (kl itself has no target)
+    metric_thresholds = {"active_dims": (3.0, 1.0, True)}
 
     free_bits = param.Number(
         0.0, bounds=(0, None), doc="Nats per latent dimension that cost nothing (stops collapse)."

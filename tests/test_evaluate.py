@@ -62,6 +62,9 @@ def test_a_finished_run_is_evaluated_and_evaluations_are_logged(trained):
     assert isinstance(accuracy, MetricRow) and 0 <= accuracy.value <= 1
     assert accuracy.rating in ("good", "moderate", "poor")  # the task declares thresholds
     assert rows["reconstruction", "mse"].rating
+    # held-out figures are rated like the same figure in training; kl's dimensions in use too
+    assert rows["validation", "reconstruction/mse"].rating
+    assert rows["kl", "active_dims"].rating
     assert ("validation", "loss/total") in rows
     # in MLflow: an eval run nested under the evaluated run, with the figures as metrics
     logged = client.get_run(again.eval_run_id)
@@ -245,3 +248,15 @@ def test_an_analyzer_dropped_into_a_task_folder_appears_on_the_evaluate_page(
         assert result.note == str(len(model.labels.as_array()))
     finally:
         context.stop()
+
+
+def test_a_table_of_counts_is_shaded_by_value():
+    import pandas as pd
+
+    from activelab.panel_app.pages.evaluate import heat_styles
+
+    matrix = pd.DataFrame({"true": ["0", "1"], "0": [9, 1], "1": [2, 8]})
+    styles = heat_styles(matrix)
+    assert styles[0][0] == "" and "white" in styles[0][1]  # the largest count stands out
+    assert "white" not in styles[0][2] and "rgba(28,126,214,0.1" in styles[1][1]  # 1 of 9
+    assert heat_styles(pd.DataFrame({"metric": ["a"], "note": ["text"]})) is None

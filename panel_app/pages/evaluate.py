@@ -63,6 +63,29 @@ def table_html(
     return f"<table class='al-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def heat_styles(frame: Any) -> list[list[str]] | None:
+    """Cell shades for a table of counts or shares (a confusion matrix: the diagonal stands
+    out): each number against the table's largest; None when the cells are not numbers."""
+    import numpy as np
+
+    values = frame.iloc[:, 1:]
+    numeric = values.apply(lambda column: column.dtype.kind in "iuf").all()
+    if values.empty or not numeric:
+        return None
+    cells = values.to_numpy(dtype=float)
+    top = float(np.nanmax(np.abs(cells))) if np.isfinite(cells).any() else 0.0
+    styles = []
+    for row in cells:
+        shades = [""]
+        for value in row:
+            share = abs(value) / top if top and np.isfinite(value) else 0.0
+            text = "color:white;" if share > 0.55 else ""
+            shades.append(f"background:rgba(28,126,214,{0.08 + 0.85 * share:.2f});{text}")
+        styles.append(shades)
+    return styles
+
+
+SAMPLE_PX = 72  # a sample's picture in the originals and reconstructions grid
 PLUGIN_WATCH_MS = 1000  # a cheap counter compare: analyzers dropped in show up within a second
 
 
@@ -268,8 +291,12 @@ class EvaluatePage(Page):
                 "<p class='al-muted'>Not evaluated yet: press <b>Evaluate checkpoint</b>.</p>"
             )
             return
-        rows = [[r.task, r.metric, fmt(r.value), r.rating or "—"] for r in evaluation.rows]
-        styles = [["", "", RATING_STYLE[r.rating], RATING_STYLE[r.rating]] for r in evaluation.rows]
+        # a figure no task sets a target for is information, not a grade
+        rows = [[r.task, r.metric, fmt(r.value), r.rating or "no target"] for r in evaluation.rows]
+        styles = [
+            ["", "", RATING_STYLE[r.rating], RATING_STYLE[r.rating] or "color:#868e96"]
+            for r in evaluation.rows
+        ]
         self.metrics.object = (
             f"<p class='al-muted'>{esc(evaluation.checkpoint.rsplit('/', 1)[-1])}</p>"
             + table_html(["task", "metric", "value", "rating"], rows, styles)
@@ -317,7 +344,9 @@ class EvaluatePage(Page):
             names, rows = result
             picture = grid_image(rows)
             # whole-number upscaling, at most ~1100 px wide; the pane gets the exact size
-            scale = max(1, min(48 // max(1, rows[0].shape[-1]), 1100 // picture.shape[-1]))
+            # each sample about 72 px (an 8x8 digit x9, a 28x28 image x2-3), the grid <= 1100
+            side = max(1, rows[0].shape[-1])
+            scale = max(1, min(-(-SAMPLE_PX // side), 1100 // picture.shape[-1]))
             kinds = "original | reconstruction" + (" | difference" if self.vm.difference else "")
             self.grid.param.update(
                 object=png(picture, scale),
@@ -381,6 +410,7 @@ class EvaluatePage(Page):
                         [fmt(v) if isinstance(v, float) else str(v) for v in row]
                         for row in frame.values
                     ],
+                    heat_styles(frame),
                 )
             image = result.png()
             if image is not None:
