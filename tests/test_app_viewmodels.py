@@ -210,6 +210,28 @@ def test_the_map_follows_a_finished_run(loaded):
     assert fresh.source_run == handle.run_id
 
 
+def test_the_label_page_says_what_to_do_when_the_map_does_not_help(loaded):
+    vm, model = loaded
+    assert "untrained model's" in vm.map_advice()  # no training yet: label, then train
+    model.set_labels({i: i % 10 for i in range(40)})
+    model.launch(epochs=1, wait=True, in_process=True)
+    vm.load(model.id)  # the trained map, with the labels
+    assert vm.source_run and (vm.labels >= 0).sum() == 40
+    # a map that mixes the labeled classes: each labeled sample's neighbour is another class
+    frame = vm.frame.copy()
+    frame.loc[:, "z0"] = np.arange(len(frame), dtype=np.float32)
+    frame.loc[:, "z1"] = 0.0
+    vm.frame = frame
+    advice = vm.map_advice()
+    assert "does not separate your classes yet: 0% of the labeled samples" in advice
+    # a map that groups them, with a sure model: nothing to say
+    grouped = (vm.labels % 10) * 100.0 + np.arange(len(frame)) * 1e-3
+    frame["z0"] = grouped.astype(np.float32)
+    frame.loc[:, "certainty"] = 0.9
+    vm.frame = frame
+    assert vm.map_advice() == ""
+
+
 def test_plugins_view_model_sees_task_files(state, tmp_path):
     from helpers import drop_task_file
 

@@ -867,7 +867,10 @@ class LabelPage(Page):
                 if self.vm.source_run
                 else "the untrained model (no training yet)"
             )
-            self.status.object = f"<p class='al-muted'>Map from {source}.</p>"
+            advice = self.vm.map_advice()
+            self.status.object = f"<p class='al-muted'>Map from {source}.</p>" + (
+                f"<p class='al-advice'>{esc(advice)}</p>" if advice else ""
+            )
 
     # --- actions ----------------------------------------------------------------------------------
 

@@ -47,6 +47,13 @@ def latest_predictions_run(model: Model) -> str | None:
     return latest(model.lab.tracking, model.id)
 
 
+# the map helps labeling when most labeled samples lie beside their own class and the model is
+# reasonably sure of the rest; below these the Label page says what to do next
+SEPARATED = 0.8
+UNSURE = 0.5
+MIN_LABELED_TO_JUDGE = 10
+
+
 class LabelViewModel(LoadedModel, param.Parameterized):
     model_id = param.String(default="")
     status = param.String(default="", doc="What the page is doing, for people.")
@@ -171,6 +178,38 @@ class LabelViewModel(LoadedModel, param.Parameterized):
             "certainty": frame["certainty"].to_numpy(np.float32),
             "true": truth.astype(classes) if truth is not None else np.full(n, -1, classes),
         }
+
+    def map_advice(self) -> str:
+        """What to do next when the map does not help labeling yet ("" when it does): the
+        untrained model's map, or a trained map that mixes the labeled classes (fewer than
+        SEPARATED of the labeled samples lie beside one of their own class) or is unsure."""
+        if not self.ready:
+            return ""
+        frame, _ = self._loaded()
+        if not self.source_run:
+            return (
+                "This map is the untrained model's: label a few samples of each class "
+                "(Next to label picks typical ones), then train for a map that groups them."
+            )
+        labeled = np.flatnonzero(self.labels >= 0)
+        if len(labeled) < MIN_LABELED_TO_JUDGE or len(set(self.labels[labeled])) < 2:
+            return ""
+        points = frame[["z0", "z1"]].to_numpy(np.float64)[labeled]
+        from sklearn.neighbors import NearestNeighbors
+
+        nearest = NearestNeighbors(n_neighbors=2).fit(points).kneighbors(points)[1][:, 1]
+        separated = float((self.labels[labeled][nearest] == self.labels[labeled]).mean())
+        unlabeled = self.labels < 0
+        certainty = frame["certainty"].to_numpy()[unlabeled]
+        sure = float(np.nanmedian(certainty)) if unlabeled.any() else 1.0
+        if separated >= SEPARATED and sure >= UNSURE:
+            return ""
+        return (
+            f"The map does not separate your classes yet: {separated:.0%} of the labeled "
+            f"samples lie beside one of their own class, and the model's median certainty is "
+            f"{sure:.2f}. Label more where Next to label points, train longer (Train page), "
+            "or, for photos, learn on pretrained features (trainer.features)."
+        )
 
     @property
     def has_truth(self) -> bool:
