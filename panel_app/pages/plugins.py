@@ -59,8 +59,8 @@ class PluginsPage(Page):
         )
         folders = "".join(f"<code>{esc(f)}</code><br>" for f in self.vm.folders)
         return (
-            "<table style='font-size:14px;width:100%;border-collapse:collapse'>"
-            "<tr style='text-align:left'><th>plugin</th><th>source</th><th>version</th>"
+            "<table class='al-plugins'>"
+            "<tr><th>plugin</th><th>source</th><th>version</th>"
             f"<th>registers</th><th>events</th></tr>{rows}</table>"
             + (f"<h3>Load errors</h3>{errors}" if errors else "")
             + f"<h3>Watched task folders</h3><p>{folders}</p><p class='al-muted'>Save a .py file "
