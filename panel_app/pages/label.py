@@ -153,7 +153,7 @@ def png(image: np.ndarray, scale: int) -> bytes:
     return buffer.getvalue()
 
 
-# On a phone the legend wraps below the map: the map's row grows with it (instead of the
+# On a phone the legend wraps below the map: the map's rows grow with it (instead of the
 # legend spilling over the class buttons) and the legend takes the full width (170 px beside
 # the map elsewhere).
 PHONE_GROWS = (
@@ -193,6 +193,8 @@ class LabelPage(Page):
         self._picker_busy = False
 
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
+        # what to do when the map does not help yet (full width: it is a sentence or two)
+        self.advice = pn.pane.HTML("", sizing_mode="stretch_width", visible=False)
         # widgets bound to the view-model's parameters (both ways)
         self.color_by = pn.widgets.RadioButtonGroup.from_param(
             self.vm.param.color_by, label="",
@@ -330,13 +332,16 @@ class LabelPage(Page):
                 ),
                 styles={"flex": "1 1 520px", "min-width": "320px"},
                 sizing_mode="stretch_both",
+                stylesheets=[PHONE_GROWS],
             ),
             self.side,
             styles={"flex-wrap": "wrap", "gap": "14px"},
             sizing_mode="stretch_both",
+            stylesheets=[PHONE_GROWS],
         )
         return pn.Column(
             pn.Row(self.model_picker, self.status, sizing_mode="stretch_width"),
+            self.advice,
             main,
             self.keys,
             sizing_mode="stretch_both",
@@ -867,9 +872,11 @@ class LabelPage(Page):
                 if self.vm.source_run
                 else "the untrained model (no training yet)"
             )
+            self.status.object = f"<p class='al-muted'>Map from {source}.</p>"
             advice = self.vm.map_advice()
-            self.status.object = f"<p class='al-muted'>Map from {source}.</p>" + (
-                f"<p class='al-advice'>{esc(advice)}</p>" if advice else ""
+            self.advice.param.update(
+                object=f"<p class='al-advice'>{esc(advice)}</p>" if advice else "",
+                visible=bool(advice),
             )
 
     # --- actions ----------------------------------------------------------------------------------
