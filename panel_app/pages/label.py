@@ -193,7 +193,7 @@ class LabelPage(Page):
         self._picker_busy = False
 
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
-        # what to do when the map does not help yet (full width: it is a sentence or two)
+        # what to do when the map does not help yet
         self.advice = pn.pane.HTML("", sizing_mode="stretch_width", visible=False)
         # widgets bound to the view-model's parameters (both ways)
         self.color_by = pn.widgets.RadioButtonGroup.from_param(
@@ -290,6 +290,9 @@ class LabelPage(Page):
             sizing_mode="stretch_width",
         )
         self.side = pn.Column(
+            # here, not above or below the map: when it appears (after the map is drawn) the
+            # map keeps its size and place
+            self.advice,
             pn.Row(
                 pn.Column(self.image_caption, self.image),
                 pn.Column(self.recon_caption, self.recon),
@@ -341,7 +344,6 @@ class LabelPage(Page):
         )
         return pn.Column(
             pn.Row(self.model_picker, self.status, sizing_mode="stretch_width"),
-            self.advice,
             main,
             self.keys,
             sizing_mode="stretch_both",
