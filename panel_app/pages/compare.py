@@ -28,6 +28,8 @@ STATUSES = {"any status": "", "finished": "FINISHED", "stopped": "KILLED", "fail
             "training": "RUNNING"}  # fmt: skip
 DASHES = ["solid", "dashed", "dotted", "dotdash", "dashdot"]
 PRESELECTED_RUNS = 2
+PLOT_HEIGHT = 360  # the curves' part of the figure
+LEGEND_LINE_PX = 19  # each legend entry below it
 PICK_RUNS = "Choose runs above: their curves, final figures and params appear here."
 
 
@@ -196,7 +198,9 @@ class ComparePage(Page):
         except Exception:  # the row is an extra; the comparison itself reports errors
             log.warning("Could not list the runs to register", exc_info=True)
             options = {}
-        self.register_run.options = options
+        chosen = self.register_run.value if self.register_run.value in options.values() else None
+        first = next(iter(options.values()), None)
+        self.register_run.param.update(options=options, value=chosen or first)
         self.register_row.visible = bool(options)
 
     def _register(self) -> None:
@@ -291,10 +295,14 @@ class ComparePage(Page):
                 tooltips=[("metric", "$name"), ("x", "$x{0.[00]}"), ("value", "$y{0.[0000]}")],
             )
         )
-        # beside the plot, not over the curves; a click on an entry hides its curve
+        # below the plot, not over the curves nor beside them (long run names beside a plot
+        # leave it no width on a phone); the figure grows by the legend's height so the
+        # curves keep theirs. A click on an entry hides its curve.
         legend = Legend(items=items, click_policy="hide", label_text_font_size="11px", spacing=0)
-        plot.add_layout(legend, "right")
-        self.plot.param.update(object=plot, visible=True)
+        plot.add_layout(legend, "below")
+        height = PLOT_HEIGHT + LEGEND_LINE_PX * len(items)
+        plot.height = height
+        self.plot.param.update(object=plot, visible=True, height=height)
 
     def _tables(self) -> None:
         figures = self.vm.figures_table()
