@@ -519,6 +519,30 @@ def test_every_page_fits_the_screen_on_a_phone_and_a_desktop(app, browser, width
         context.close()
 
 
+def test_touch_on_a_phone_selects_and_labels_samples_on_the_map(app, browser):
+    model = lab_of(app).create_model("by-touch")
+    phone = {"is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+    context = browser.new_context(viewport={"width": 390, "height": 844}, **phone)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    try:
+        page.goto(f"{app.url}/?page=label&model={model.id}")
+        wait_for_map(page)
+        x, y = page.evaluate(POINT_OF_SAMPLE, 42)
+        scrolled = page.evaluate("() => window.scrollY")
+        page.touchscreen.tap(x, y)  # a finger on a sample selects it
+        page.get_by_text(re.compile(r"^1 selected —")).wait_for()
+        page.get_by_role("button", name="7", exact=True).tap()  # and a class button labels it
+        page.get_by_text("Saved:").wait_for()
+        labeled = lab_of(app).get_model(model.id).labels.as_dict()
+        (picked,) = labeled  # one sample, the one under the finger
+        px, py = page.evaluate(POINT_OF_SAMPLE, picked)
+        py += page.evaluate("() => window.scrollY") - scrolled  # the page scrolled to the button
+        assert labeled[picked] == 7 and (px - x) ** 2 + (py - y) ** 2 <= 1.5**2
+    finally:
+        context.close()
+
+
 # The last step of a curve on the Train page's step plot, as the browser has it.
 LAST_STEP = """(key) => {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
